@@ -1,0 +1,1 @@
+"""Applications built on the pipeline: batch jobs behind the CLI, the demo."""

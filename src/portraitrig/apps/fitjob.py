@@ -1,0 +1,200 @@
+"""``portraitrig fit``: fit every image / video frame, one parameter file per item, a manifest.
+
+A bad input never stops the batch: it is recorded in ``manifest.json`` with status ``error``
+and a message naming the file and the problem. Re-running skips finished items (and finished
+videos); every file is written atomically, and the manifest is rewritten after each group, so a
+killed run loses at most the group it was fitting.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from portraitrig.errors import InputError
+from portraitrig.io.atomic import write_image, write_json
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class FitJobConfig:
+    crop_size: int = 256
+    format: str = "safetensors"       # or "npz"
+    stride: int = 1                   # video frame stride
+    max_frames: int | None = None     # per video
+    album: bool = False               # all photos show one person: shared identity + albedo
+    smooth_sigma: float = 1.0         # video temporal smoothing, in (original) frames; 0 = off
+    save_crops: bool = False          # also write <id>.crop.png
+    photometric: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class FitJobSummary:
+    out_dir: Path
+    ok: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, message)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.errors == 0 else 1
+
+    def text(self) -> str:
+        lines = [f"{self.ok} fitted, {self.skipped} already done, {self.errors} failed -> {self.out_dir / MANIFEST}"]
+        for src, msg in self.failed[:20]:
+            lines.append(f"  error: {msg}" if msg.startswith(src) else f"  error: {src}: {msg}")
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more (see the manifest)")
+        return "\n".join(lines)
+
+
+class Manifest:
+    """The job's record, keyed by item id; rewritten atomically."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path = path
+        self.items: dict[str, dict] = {}
+        self.sources: dict[str, dict] = {}
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+                self.items = {it["id"]: it for it in old.get("items", [])}
+                self.sources = dict(old.get("sources", {}))
+            except (ValueError, KeyError, TypeError) as exc:
+                # an unreadable manifest is kept aside, never silently overwritten
+                path.rename(path.with_suffix(f".corrupt-{int(time.time())}.json"))
+                print(f"warning: {path}: unreadable manifest ({exc}); moved aside, starting fresh")
+        self.settings = settings
+
+    def done(self, item_id: str, out_dir: Path) -> bool:
+        it = self.items.get(item_id)
+        return bool(it and it.get("status") == "ok" and (out_dir / it["params"]).exists())
+
+    def source_done(self, source: str) -> bool:
+        return self.sources.get(source, {}).get("status") == "ok"
+
+    def save(self) -> None:
+        items = list(self.items.values())
+        write_json(self.path, {
+            "tool": "portraitrig fit",
+            "settings": self.settings,
+            "summary": {"ok": sum(i["status"] == "ok" for i in items),
+                        "error": sum(i["status"] == "error" for i in items)},
+            "sources": self.sources,
+            "items": items,
+        })
+
+
+def _error_item(item_id: str, source: str, err: Exception) -> dict:
+    msg = str(err) if isinstance(err, InputError) else f"{source}: {err.__class__.__name__}: {err}"
+    return {"id": item_id, "source": source, "status": "error", "message": msg}
+
+
+def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobConfig | None = None,
+            progress: bool = True, log: Callable[[str], None] = print) -> FitJobSummary:
+    """Fit all inputs (files, folders, globs, videos) into ``out_dir``. See the module doc."""
+    from tqdm.auto import tqdm
+
+    from portraitrig.io.sources import expand_inputs
+    from portraitrig.pipeline import Rigger
+
+    cfg = config or FitJobConfig()
+    if cfg.format not in ("safetensors", "npz"):
+        raise ValueError(f"format must be 'safetensors' or 'npz', not {cfg.format!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out / MANIFEST, asdict(cfg))
+    summary = FitJobSummary(out)
+    rigger = Rigger(crop_size=cfg.crop_size, device=cfg.device, photometric=cfg.photometric)
+
+    sources = expand_inputs([str(p) for p in inputs], stride=cfg.stride)
+    bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
+
+    def record_error(item_id: str, source: str, err: Exception) -> None:
+        manifest.items[item_id] = _error_item(item_id, source, err)
+        summary.errors += 1
+        summary.failed.append((source, manifest.items[item_id]["message"]))
+
+    def write_group(group: list[tuple[str, object]], shared: bool, smooth: float) -> None:
+        """Fit (id, Capture) pairs together and write their files."""
+        if not group:
+            return
+        try:
+            results = rigger.fit_captures([c for _, c in group], shared=shared, smooth_sigma=smooth)
+        except Exception as exc:  # a failed solve fails the group, not the batch
+            for item_id, cap in group:
+                record_error(item_id, cap.source, exc)
+            return
+        for (item_id, cap), res in zip(group, results):
+            pfile = f"{item_id}.{cfg.format}"
+            res.params.save(out / pfile, extras=res.extras(rigger.model),
+                            meta={"n_faces": res.n_faces, "landmark_error_iod_pct": res.landmark_error})
+            entry = {"id": item_id, "source": cap.source, "status": "ok", "message": "", "params": pfile,
+                     "n_faces": res.n_faces, "landmark_error_iod_pct": round(res.landmark_error, 4)}
+            if res.n_faces > 1:
+                entry["message"] = f"{res.n_faces} faces found; fitted the largest"
+            if cfg.save_crops:
+                entry["crop"] = f"{item_id}.crop.png"
+                write_image(out / entry["crop"], res.crop_image)
+            manifest.items[item_id] = entry
+            summary.ok += 1
+
+    album: list[tuple[str, object]] = []
+    for src in sources:
+        if src.kind == "video" and manifest.source_done(str(src.path)):
+            summary.skipped += len(manifest.sources[str(src.path)].get("items", []))
+            bar.update(1)
+            continue
+        group: list[tuple[str, object]] = []
+        ids: list[str] = []
+        broken = False
+        try:
+            for item in src.iter_items():
+                ids.append(item.id)
+                if src.kind == "image" and manifest.done(item.id, out):
+                    summary.skipped += 1
+                    continue
+                try:
+                    group.append((item.id, rigger.capture(item.load(), item.source)))
+                except InputError as err:
+                    record_error(item.id, item.source, err)
+                except Exception as err:  # decoder crashes etc.: reported, batch goes on
+                    record_error(item.id, item.source, err)
+        except InputError as err:  # the source itself broke (unreadable / truncated video)
+            broken = True
+            record_error(ids[-1] + ".broken" if ids else Path(str(src.path)).name, str(src.path), err)
+        if src.kind == "video":
+            write_group(group, shared=True, smooth=cfg.smooth_sigma / max(cfg.stride, 1))
+            # a video decoded to its end is done (frames without a face stay recorded as errors)
+            manifest.sources[str(src.path)] = {"kind": "video", "status": "error" if broken else "ok", "items": ids}
+        elif cfg.album:
+            album.extend(group)
+        else:
+            for g in group:
+                write_group([g], shared=False, smooth=0.0)
+        manifest.save()
+        bar.update(1)
+    if album:
+        write_group(album, shared=True, smooth=0.0)
+        manifest.save()
+    bar.close()
+    manifest.save()
+    return summary
+
+
+__all__ = ["FitJobConfig", "FitJobSummary", "run_fit", "MANIFEST"]
+
+
+def iter_manifest(out_dir: str | Path, status: str | None = "ok") -> Iterable[dict]:
+    """Items of a fit output folder's manifest (only those with ``status`` unless None)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        raise InputError(out_dir, f"no {MANIFEST} here: not a `portraitrig fit` output folder")
+    for it in json.loads(path.read_text()).get("items", []):
+        if status is None or it.get("status") == status:
+            yield it

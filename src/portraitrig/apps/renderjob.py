@@ -1,0 +1,236 @@
+"""``portraitrig render``: buffers and mesh overlays as PNGs, and a contact sheet.
+
+Inputs are ``portraitrig fit`` output folders, single parameter files, or photos (fitted on the
+fly). For every item it writes ``OUT/<id>/<buffer>.png``, ``OUT/<id>/overlay.png`` (the mesh on
+the original photo) and ``OUT/<id>/overlay_crop.png``; then ``OUT/contact_sheet.png`` (and
+``contact_sheet_2.png``... for long folders). Bad items are reported and skipped.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from portraitrig.errors import InputError
+from portraitrig.io.atomic import write_image
+
+SHEET_COLUMNS = ("photo", "overlay", "normal", "albedo", "shaded")
+SHEET_ROWS_PER_PAGE = 40
+
+
+@dataclass
+class RenderJobConfig:
+    size: int | None = None
+    buffers: tuple[str, ...] = ("normal", "albedo", "shaded", "mask", "depth")
+    sheet: bool = True
+    thumb: int = 128
+    device: str = "cpu"
+
+
+@dataclass
+class RenderJobSummary:
+    out_dir: Path
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    sheets: list[Path] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if not self.failed else 1
+
+    def text(self) -> str:
+        lines = [f"{self.ok} rendered, {len(self.failed)} failed -> {self.out_dir}"]
+        lines += [f"  contact sheet: {s}" for s in self.sheets]
+        lines += [f"  error: {m}" for m in self.failed[:20]]
+        return "\n".join(lines)
+
+
+@dataclass
+class RenderItem:
+    id: str
+    params: object               # RigParams (B=1)
+    crop_affine: np.ndarray | None
+    source: str
+    crop_image_path: Path | None = None
+    fit: object | None = None    # a FitResult when fitted on the fly
+
+
+_FRAME = re.compile(r"^(?P<path>.+)#frame=(?P<index>\d+)")
+
+
+def load_source_image(source: str) -> np.ndarray:
+    """The original image of a fit: a photo path, or ``video#frame=N``."""
+    from portraitrig.io.images import read_image
+
+    m = _FRAME.match(source)
+    if m:
+        from portraitrig.io.video import iter_video_frames
+
+        idx = int(m.group("index"))
+        for fr in iter_video_frames(m.group("path"), start=idx, max_frames=1):
+            return fr.image
+        raise InputError(m.group("path"), f"frame {idx} not found")
+    return read_image(source)
+
+
+def _iter_items(inputs: Sequence[str], rigger_factory: Callable) -> Iterator[RenderItem | InputError]:
+    from portraitrig.apps.fitjob import MANIFEST, iter_manifest
+    from portraitrig.face.params import RigParams
+    from portraitrig.io.sources import expand_inputs
+
+    def from_file(pfile: Path, item_id: str, crop_png: Path | None = None):
+        params, extras, _ = RigParams.load(pfile, with_extras=True)
+        aff = extras.get("crop_affine")
+        src = params.sources[0] if params.sources else str(pfile)
+        return RenderItem(item_id, params, None if aff is None else aff.double().numpy(), src, crop_png)
+
+    photos = []
+    for inp in inputs:
+        p = Path(inp)
+        try:
+            if p.is_dir() and (p / MANIFEST).exists():
+                for it in iter_manifest(p):
+                    crop = p / it["crop"] if it.get("crop") else None
+                    yield from_file(p / it["params"], it["id"], crop if crop and crop.exists() else None)
+            elif p.suffix in (".safetensors", ".npz"):
+                yield from_file(p, p.stem)
+            else:
+                photos.append(inp)
+        except InputError as err:
+            yield err
+    if photos:
+        rigger = rigger_factory()
+        for src in expand_inputs(photos):
+            try:
+                for item in src.iter_items():
+                    try:
+                        fit = rigger.fit_image(item.load(), item.source)
+                    except InputError as err:
+                        yield err
+                        continue
+                    yield RenderItem(item.id, fit.params, fit.crop.affine, item.source, None, fit)
+            except InputError as err:
+                yield err
+
+
+def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConfig | None = None,
+               progress: bool = True) -> RenderJobSummary:
+    import torch
+    from tqdm.auto import tqdm
+
+    from portraitrig.capture.align import paste_back
+    from portraitrig.capture.types import Crop
+    from portraitrig.face.model import load_default_model
+    from portraitrig.render.buffers import buffers_to_images, overlay_mesh, render_buffers
+
+    cfg = config or RenderJobConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = RenderJobSummary(out)
+    model = load_default_model().to(cfg.device)
+
+    def rigger_factory():
+        from portraitrig.pipeline import Rigger
+
+        return Rigger(crop_size=cfg.size or 256, device=cfg.device, model=model)
+
+    names = tuple(dict.fromkeys(cfg.buffers + ("normal", "albedo", "shaded", "mask")))
+    rows: list[list[np.ndarray]] = []
+    for item in tqdm(list(_iter_items(list(map(str, inputs)), rigger_factory)), desc="render", unit="item",
+                     disable=not progress):
+        if isinstance(item, InputError):
+            summary.failed.append(str(item))
+            continue
+        try:
+            size = cfg.size or int(item.params.crop_size)
+            with torch.no_grad():
+                bufs = render_buffers(item.params.to(cfg.device), model, size=size, names=names)
+            imgs = buffers_to_images({k: v[:1].cpu() for k, v in bufs.items()})
+            d = out / item.id
+            for name in cfg.buffers:
+                write_image(d / f"{name}.png", imgs[name])
+            photo = item.fit.image if item.fit is not None and item.fit.image is not None else load_source_image(item.source)
+            if item.crop_affine is None:
+                raise InputError(item.source, "parameter file has no crop transform (crop_affine)")
+            crop = Crop(np.asarray(item.crop_affine, dtype=np.float64), size, (photo.shape[1], photo.shape[0]))
+            crop_img = _warp_crop(photo, crop) if item.crop_image_path is None else _read_crop(item.crop_image_path, size)
+            over_crop = overlay_mesh(crop_img, item.params, model, size)
+            mask = bufs["mask"][0, 0].cpu().numpy()
+            over = paste_back(photo, over_crop, crop, mask=_grow(mask, size // 32), feather=0.02)
+            write_image(d / "overlay_crop.png", over_crop)
+            write_image(d / "overlay.png", over)
+            if cfg.sheet:
+                cells = {"photo": crop_img, "overlay": over_crop, **imgs}
+                rows.append([_thumb(cells[c], cfg.thumb) for c in SHEET_COLUMNS])
+            summary.ok += 1
+        except InputError as err:
+            summary.failed.append(str(err))
+        except Exception as err:  # noqa: BLE001 — one bad item never stops the batch
+            summary.failed.append(f"{item.source}: {err.__class__.__name__}: {err}")
+    if cfg.sheet and rows:
+        for page, start in enumerate(range(0, len(rows), SHEET_ROWS_PER_PAGE), 1):
+            name = "contact_sheet.png" if page == 1 else f"contact_sheet_{page}.png"
+            summary.sheets.append(write_image(out / name, contact_sheet(rows[start:start + SHEET_ROWS_PER_PAGE],
+                                                                        SHEET_COLUMNS)))
+    return summary
+
+
+def _warp_crop(photo: np.ndarray, crop) -> np.ndarray:
+    import cv2
+
+    return cv2.warpAffine(photo, crop.affine, (crop.size, crop.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _read_crop(path: Path, size: int) -> np.ndarray:
+    from portraitrig.io.images import read_image
+
+    img = read_image(path)
+    if img.shape[0] != size:
+        import cv2
+
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    k = max(1, px) * 2 + 1
+    return cv2.dilate((mask > 0.5).astype(np.float32), np.ones((k, k), np.uint8))
+
+
+def _thumb(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, 2)
+    return cv2.resize(img[..., :3], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def contact_sheet(rows: list[list[np.ndarray]], header: Sequence[str] | None = None, pad: int = 4) -> np.ndarray:
+    """Grid of equally sized uint8 thumbnails with an optional text header row."""
+    from PIL import Image, ImageDraw
+
+    h, w = rows[0][0].shape[:2]
+    ncol = max(len(r) for r in rows)
+    top = 18 if header else 0
+    sheet = np.full((top + len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, cell in enumerate(r):
+            y, x = top + pad + i * (h + pad), pad + j * (w + pad)
+            sheet[y:y + h, x:x + w] = cell[..., :3]
+    if header:
+        im = Image.fromarray(sheet)
+        draw = ImageDraw.Draw(im)
+        for j, name in enumerate(header):
+            draw.text((pad + j * (w + pad) + 4, 3), name, fill=(0, 0, 0))
+        sheet = np.asarray(im)
+    return sheet
+
+
+__all__ = ["RenderJobConfig", "RenderJobSummary", "run_render", "contact_sheet", "load_source_image"]

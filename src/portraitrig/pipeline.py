@@ -1,0 +1,193 @@
+"""Image/video -> aligned crop + RigParams: the Python API behind ``portraitrig fit``.
+
+capture (decode, MediaPipe landmarks, FFHQ crop) -> geometry fit (pose, identity, expression,
+gaze) -> photometric fit (SH light, albedo). For an album or a video of one person the
+identity and albedo are shared by all frames (``Rigger.fit_album``); a video's parameters can be
+smoothed over time without lag (``Rigger.fit_video``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from portraitrig.capture.types import Crop, Landmarks
+from portraitrig.errors import InputError
+from portraitrig.face.base import FaceModel, ndc_to_pixels, posed_vertices
+from portraitrig.face.params import RigParams
+
+ImageLike = "str | Path | np.ndarray"
+
+
+@dataclass
+class Capture:
+    """What the capture stage produced for one image."""
+
+    source: str
+    image: np.ndarray          # original RGB uint8
+    landmarks: Landmarks       # in original-image pixels
+    crop: Crop
+    crop_image: np.ndarray     # (S, S, 3) uint8
+    crop_landmarks: Landmarks  # in crop pixels
+    valid: np.ndarray          # (S, S) bool: crop pixels that came from inside the image
+
+
+@dataclass
+class FitResult:
+    """One fitted image: its crop, landmarks and rig parameters (batch of one)."""
+
+    source: str
+    params: RigParams
+    crop: Crop
+    crop_image: np.ndarray
+    landmarks: Landmarks
+    crop_landmarks: Landmarks
+    valid: np.ndarray
+    landmark_error: float      # mean 2D landmark error of the fit, % of inter-ocular distance
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_faces(self) -> int:
+        return self.landmarks.n_faces
+
+    def vertices_crop(self, model: FaceModel) -> np.ndarray:
+        """(V, 3) fitted mesh vertices: x, y in crop pixels, depth in crop pixels."""
+        v = posed_vertices(model, self.params.to(model.faces.device))[0].detach().cpu().double()
+        xy = ndc_to_pixels(v[:, :2], self.crop.size)
+        z = v[:, 2:] * (self.crop.size / 2)
+        return torch.cat([xy, z], 1).numpy()
+
+    def vertices_image(self, model: FaceModel) -> np.ndarray:
+        """(V, 3) fitted mesh vertices projected to original-image pixel coordinates (x, y) with
+        depth in original-image pixel units (z)."""
+        v = self.vertices_crop(model)
+        xy = self.crop.to_image(v[:, :2])
+        return np.concatenate([xy, v[:, 2:] / self.crop.scale], 1)
+
+    def extras(self, model: FaceModel) -> dict[str, np.ndarray]:
+        """Arrays saved beside the parameters by ``portraitrig fit``."""
+        return {
+            "crop_affine": self.crop.affine.astype(np.float64),
+            "image_size": np.asarray(self.crop.image_size, dtype=np.int64),
+            "vertices_image": self.vertices_image(model).astype(np.float32),
+            "landmarks_image": self.landmarks.points.astype(np.float32),
+            "landmarks_crop": self.crop_landmarks.points.astype(np.float32),
+        }
+
+
+class Rigger:
+    """Fits the portrait rig to images and videos.
+
+    crop_size: side of the FFHQ-style aligned crop (256 default; 512, 1024).
+    photometric: also estimate SH lighting and albedo (otherwise defaults are kept).
+    """
+
+    def __init__(self, crop_size: int = 256, device: str | torch.device = "cpu",
+                 model: FaceModel | None = None, detector=None, photometric: bool = True):
+        if crop_size < 32:
+            raise ValueError(f"crop_size must be at least 32, got {crop_size}")
+        self.crop_size = int(crop_size)
+        self.device = torch.device(device)
+        if model is None:
+            from portraitrig.face.model import load_default_model
+
+            model = load_default_model()
+        self.model = model.to(self.device)
+        self._detector = detector
+        self.photometric = photometric
+        self.last_skipped: list[tuple[int, str]] = []
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from portraitrig.capture.detector import MediaPipeFaceMesh
+
+            self._detector = MediaPipeFaceMesh()
+        return self._detector
+
+    # ------------------------------------------------------------------ capture
+    def capture(self, image, source: str | None = None) -> Capture:
+        """Decode (if a path), detect the largest face, align the crop."""
+        from portraitrig.capture.align import align_face
+        from portraitrig.io.images import read_image
+
+        if isinstance(image, (str, Path)):
+            source = source or str(image)
+            image = read_image(image)
+        source = source or "<array>"
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(source, f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        lm = self.detector.detect_largest(image, path=source)
+        aligned = align_face(image, lm, size=self.crop_size)
+        return Capture(source, image, lm, aligned.crop, aligned.image, aligned.landmarks, aligned.valid)
+
+    # ------------------------------------------------------------------ fitting
+    def fit_captures(self, captures: Sequence[Capture], shared: bool = False,
+                     smooth_sigma: float = 0.0, keep_images: bool = False) -> list[FitResult]:
+        """Fit the rig to captured faces. ``shared``: one identity and albedo for all (one
+        person); ``smooth_sigma`` > 0: zero-lag temporal smoothing (frames; for video)."""
+        from portraitrig.fit.geometry import fit_landmarks, landmark_error
+
+        if not captures:
+            return []
+        S = self.crop_size
+        pts = np.stack([c.crop_landmarks.points for c in captures]).astype(np.float64)
+        ndc = torch.from_numpy(pts).to(self.device, torch.float32)
+        ndc[..., :2] = ndc[..., :2] * (2.0 / S) - 1.0
+        ndc[..., 2] = ndc[..., 2] * (2.0 / S)
+        params = fit_landmarks(ndc, self.model, shared_identity=shared)
+        if smooth_sigma > 0 and len(captures) > 2:
+            from portraitrig.fit.smooth import smooth_params
+
+            params = smooth_params(params, sigma_frames=smooth_sigma)
+        if self.photometric:
+            from portraitrig.fit.photometric import fit_appearance
+
+            imgs = torch.from_numpy(np.stack([c.crop_image for c in captures])).to(self.device)
+            imgs = imgs.permute(0, 3, 1, 2).float() / 255.0
+            valid = torch.from_numpy(np.stack([c.valid for c in captures])).to(self.device)
+            params = fit_appearance(imgs, params, self.model, shared_albedo=shared, valid_mask=valid)
+        params = params.replace(crop_size=S, sources=[c.source for c in captures])
+        errors = landmark_error(params, self.model, ndc).detach().cpu().numpy()
+        return [
+            FitResult(c.source, params[i].detach(), c.crop, c.crop_image, c.landmarks, c.crop_landmarks,
+                      c.valid, float(errors[i]), c.image if keep_images else None)
+            for i, c in enumerate(captures)
+        ]
+
+    def fit_image(self, image, source: str | None = None) -> FitResult:
+        """Fit one photo (path or RGB uint8 array)."""
+        return self.fit_captures([self.capture(image, source)], keep_images=True)[0]
+
+    def fit_images(self, images: Iterable, shared: bool = False) -> list[FitResult]:
+        """Fit several photos; ``shared=True`` treats them as an album of one person.
+        Raises on the first bad input; batch jobs use ``capture`` per item instead."""
+        return self.fit_captures([self.capture(im) for im in images], shared=shared, keep_images=True)
+
+    def fit_album(self, images: Iterable) -> list[FitResult]:
+        """An album of one person: identity and albedo shared by all photos."""
+        return self.fit_images(images, shared=True)
+
+    def fit_video(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                  smooth_sigma: float = 1.0) -> list[FitResult]:
+        """Every ``stride``-th frame of a one-person video: shared identity/albedo, smoothed.
+        Frames where no face is found are skipped (``self.last_skipped`` lists them with the
+        reason)."""
+        from portraitrig.io.video import iter_video_frames
+
+        caps, self.last_skipped = [], []
+        for f in iter_video_frames(path, stride=stride, max_frames=max_frames):
+            try:
+                caps.append(self.capture(f.image, f"{path}#frame={f.index}"))
+            except InputError as err:
+                self.last_skipped.append((f.index, str(err)))
+        if not caps:
+            raise InputError(path, "no face found in any frame")
+        return self.fit_captures(caps, shared=True, smooth_sigma=smooth_sigma / max(stride, 1))
+
+
+__all__ = ["Capture", "FitResult", "Rigger"]
