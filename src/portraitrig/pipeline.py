@@ -112,6 +112,7 @@ class Rigger:
     def capture(self, image, source: str | None = None) -> Capture:
         """Decode (if a path), detect the largest face, align the crop."""
         from portraitrig.capture.align import align_face
+        from portraitrig.capture.detector import detect_largest
         from portraitrig.io.images import read_image
 
         if isinstance(image, (str, Path)):
@@ -121,7 +122,7 @@ class Rigger:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(source, f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
-        lm = self.detector.detect_largest(image, path=source)
+        lm = detect_largest(image, path=source, detector=self.detector)
         aligned = align_face(image, lm, size=self.crop_size)
         return Capture(source, image, lm, aligned.crop, aligned.image, aligned.landmarks, aligned.valid)
 

@@ -31,7 +31,7 @@ def sky_environment(width: int = 128) -> np.ndarray:
     from portraitrig.light.sh import equirect_directions
 
     h = width // 2
-    d = equirect_directions(h, width)                # (h, w, 3) unit directions, camera axes
+    d = equirect_directions(h, width).numpy()              # (h, w, 3) unit directions, camera axes
     up = -d[..., 1]                                  # y is down in camera axes
     sky = np.where(up[..., None] > 0, np.array([0.35, 0.5, 0.9]) * (0.4 + 0.6 * up[..., None]),
                    np.array([0.12, 0.1, 0.08]))
@@ -53,8 +53,8 @@ def _previews(params, model):
             ("preset: left", edits.relight(params, "left")),
             ("preset: rim", edits.relight(params, "rim")),
             ("preset: top", edits.relight(params, "top")),
-            ("direction 60°/10° warm", edits.relight(params, {"azimuth": 60, "elevation": 10,
-                                                              "colour": (1.0, 0.8, 0.6), "intensity": 1.2})),
+            ("direction 60°/10° warm", edits.relight(params, {"direction": (60, 10), "colour": (1.0, 0.8, 0.6),
+                                                              "intensity": 1.2})),
             ("HDR sky map", edits.relight(params, env_light)),
         ],
         "expression": [
@@ -135,10 +135,10 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
         batch = type(params).cat([p for _, p in items])
         with torch.no_grad():
             pb = render_buffers(batch, model, size=size, names=("shaded", "normal", "mask"))
-        shaded = buffers_to_images({"shaded": pb["shaded"].cpu()})["shaded"]
+        shaded = pb["shaded"].cpu()
         cells = []
         for i, (label, _) in enumerate(items):
-            cells.append((label, shaded[i] if shaded.ndim == 4 else shaded))
+            cells.append((label, buffers_to_images({"shaded": shaded}, index=i)["shaded"]))
             files[f"{title.split()[0]}_{i}.png"] = cells[-1][1]
         sections.append((f"{title} (re-rendered 'shaded' buffer)", cells))
     sheet = _labelled_grid(sections, cell=min(size, 192))

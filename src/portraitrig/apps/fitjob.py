@@ -112,9 +112,6 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
     summary = FitJobSummary(out)
     rigger = Rigger(crop_size=cfg.crop_size, device=cfg.device, photometric=cfg.photometric)
 
-    sources = expand_inputs([str(p) for p in inputs], stride=cfg.stride)
-    bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
-
     def record_error(item_id: str, source: str, err: Exception) -> None:
         manifest.items[item_id] = _error_item(item_id, source, err)
         summary.errors += 1
@@ -144,6 +141,15 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
             manifest.items[item_id] = entry
             summary.ok += 1
 
+    good = []
+    for inp in map(str, inputs):  # an empty folder or a glob matching nothing is that input's error
+        try:
+            expand_inputs([inp], stride=cfg.stride)
+            good.append(inp)
+        except InputError as err:
+            record_error(Path(inp).name or inp, inp, err)
+    sources = expand_inputs(good, stride=cfg.stride) if good else []  # together: ids unique across inputs
+    bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
     album: list[tuple[str, object]] = []
     for src in sources:
         if src.kind == "video" and manifest.source_done(str(src.path)):

@@ -1,0 +1,160 @@
+"""Shared helpers of the bench/ scripts: machine description, timing, a plain-text table and
+atomic JSON output.
+
+Typical use::
+
+    import sys; sys.path.insert(0, str(Path(__file__).parent))   # when run as a script
+    from common import Table, machine_info, timeit, write_json
+
+    t = Table("case", "ms / item", "items / s")
+    r = timeit(lambda: f(x), repeat=5)
+    t.add("f 256", r["median_s"] * 1e3, 1 / r["median_s"])
+    t.print()
+    write_json(out, {"machine": machine_info(), "rows": t.records()})
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from portraitrig.io.atomic import write_json as _write_json
+
+
+def cpu_model() -> str:
+    """CPU model name (from /proc/cpuinfo on Linux, else platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a benchmark ran: CPU model, usable cores, GPU(s), torch/CUDA versions, Python,
+    UTC timestamp. torch is optional (absent fields are None)."""
+    info: dict[str, Any] = {
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_1min": load_average(),
+        "torch": None, "torch_threads": None, "cuda": None, "gpus": [],
+    }
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def describe_machine(info: dict[str, Any] | None = None) -> str:
+    """One line such as "Intel Xeon (2 cores), no GPU, torch 2.13.0"."""
+    i = info or machine_info()
+    gpu = ", ".join(i["gpus"]) if i.get("gpus") else "no GPU"
+    cuda = f" CUDA {i['cuda']}" if i.get("cuda") else ""
+    return f"{i['cpu']} ({i['cpu_cores']} cores), {gpu}, torch {i.get('torch')}{cuda}"
+
+
+def sync() -> None:
+    """Wait for queued GPU work (no-op without CUDA), so timings are honest."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    except ImportError:
+        pass
+
+
+def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, number: int = 1) -> dict[str, float]:
+    """Time ``fn`` (called ``number`` times per repeat, after ``warmup`` calls). Seconds per
+    call: median_s, min_s, mean_s, stdev_s (wall clock) and cpu_median_s (this process's CPU
+    time: on a shared, busy machine it is the steadier figure for single-threaded code);
+    and repeat, number."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, cpu = [], []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(number):
+            fn()
+        sync()
+        times.append((time.perf_counter() - t0) / number)
+        cpu.append((time.process_time() - c0) / number)
+    return {"median_s": statistics.median(times), "min_s": min(times), "mean_s": statistics.fmean(times),
+            "stdev_s": statistics.stdev(times) if len(times) > 1 else 0.0,
+            "cpu_median_s": statistics.median(cpu), "repeat": repeat, "number": number}
+
+
+def load_average() -> float | None:
+    """1-minute load average (None where unknown): record it beside timings."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+class Table:
+    """A plain-text table: ``Table("name", "ms")``, ``add(...)`` rows, ``print()``; floats are
+    shown with 4 significant digits; ``records()`` gives the rows as dicts for JSON."""
+
+    def __init__(self, *columns: str, title: str | None = None):
+        self.columns, self.title, self.rows = list(columns), title, []
+
+    def add(self, *values: Any) -> None:
+        if len(values) != len(self.columns):
+            raise ValueError(f"{len(values)} values for {len(self.columns)} columns")
+        self.rows.append(list(values))
+
+    @staticmethod
+    def _fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if v != v else f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    def render(self) -> str:
+        cells = [self.columns] + [[self._fmt(v) for v in r] for r in self.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
+        lines = [] if self.title is None else [self.title]
+        for k, r in enumerate(cells):
+            lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                                   for j, (c, w) in enumerate(zip(r, widths))))
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def print(self) -> None:
+        print(self.render(), flush=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
+    return _write_json(path, obj)
+
+
+def default_data_dir() -> Path:
+    """The shared real data (``../shared/data/faces`` beside the checkout), or $PORTRAITRIG_DATA."""
+    env = os.environ.get("PORTRAITRIG_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+
+
+__all__ = ["cpu_model", "machine_info", "describe_machine", "sync", "timeit", "load_average", "Table", "write_json",
+           "default_data_dir"]

@@ -1,0 +1,135 @@
+"""Training checkpoints as ONE safetensors file (no pickle): model, EMA, optimizer, RNG, step.
+
+Tensors: ``model.*``, ``ema.*``, ``optim.state.<param index>.<key>``, ``rng.torch``,
+``rng.cuda.<device>``, ``rng.numpy``, ``rng.python``. Everything else (step, optimizer
+param_groups and non-tensor state, numpy/python RNG scalars, configs) is JSON in the header.
+Writes are atomic; :func:`prune` keeps the newest K.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from portraitrig.errors import InputError
+
+FORMAT = "portraitrig.DiffusionRig.checkpoint"
+NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
+
+
+def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, rest = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.state.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                rest["state"].setdefault(str(pid), {})[k] = v
+    return tensors, rest
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim.state."):
+            pid, k = name[len("optim.state."):].split(".", 1)
+            state.setdefault(int(pid), {})[k] = v
+    for pid, st in rest.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    groups = []
+    for g in rest["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, pstate, gauss = random.getstate()
+    tensors["rng.python"] = torch.tensor(pstate, dtype=torch.int64)
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, gauss]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            if f"rng.cuda.{i}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{i}"], i)
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, gauss = meta["python"]
+    random.setstate((version, tuple(int(x) for x in tensors["rng.python"].tolist()), gauss))
+
+
+def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, extra: dict | None = None,
+                    scaler_state: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    from portraitrig.io.atomic import atomic_path
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    ot, orest = flatten_optimizer(optimizer.state_dict())
+    tensors.update(ot)
+    rt, rmeta = rng_state()
+    tensors.update(rt)
+    meta = {"format": FORMAT, "step": str(step), "optimizer": json.dumps(orest), "rng": json.dumps(rmeta),
+            "extra": json.dumps(extra or {}), "scaler": json.dumps(scaler_state or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, header) of a checkpoint; header values decoded from JSON, step as int."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise InputError(path, f"cannot read checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if md.get("format") != FORMAT:
+        raise InputError(path, "not a DiffusionRig training checkpoint")
+    header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}
+    header["step"] = int(md["step"])
+    return tensors, header
+
+
+def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoints in ``directory``, oldest first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if NAME.match(p.name))
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"ckpt-{step:08d}.safetensors"
+
+
+def prune(directory: str | Path, keep: int) -> None:
+    for p in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        p.unlink(missing_ok=True)

@@ -1,0 +1,221 @@
+"""Training data cache: aligned crops (JPEG bytes) + stacked RigParams in ONE safetensors file.
+
+No rendered buffers are stored: they are re-rendered from the parameters on the training device
+(``render_buffers`` is batched and runs on the GPU), which keeps a 256 px item at ~20-30 kB of
+JPEG plus ~6 kB of parameters instead of DiffusionRig's 2.4 MB of float buffers.
+
+File layout (``.safetensors``):
+    jpeg      uint8 (total_bytes,)   all crops' JPEG files back to back
+    offsets   int64 (N + 1,)         item i is jpeg[offsets[i]:offsets[i+1]]
+    group     int64 (N,)             index into metadata "groups" (a person / clip)
+    params.*  RigParams tensor fields stacked over items (float32)
+    metadata: format, size, model, ids, sources, groups (JSON strings)
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from portraitrig.errors import InputError
+from portraitrig.face.params import TENSOR_FIELDS, RigParams
+
+FORMAT = "portraitrig.DiffusionCache"
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+def group_of(source: str) -> str:
+    """Person / clip label of a source: the video's stem for "clip.mp4#frame=3", else the file stem."""
+    return Path(source.split("#", 1)[0]).stem
+
+
+@dataclass
+class FaceCache:
+    """Crops + rig parameters of N items (see the module docstring for the file layout)."""
+
+    size: int
+    jpeg: torch.Tensor         # uint8 (total,)
+    offsets: torch.Tensor      # int64 (N + 1,)
+    params: RigParams          # batch N, float32, CPU
+    group: torch.Tensor        # int64 (N,)
+    groups: list[str]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.offsets.numel() - 1)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.params.sources)
+
+    def image(self, i: int) -> np.ndarray:
+        """(S, S, 3) uint8 crop of item i."""
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return decode_image(self.jpeg[a:b].numpy().tobytes())
+
+    def images(self, indices: Sequence[int] | None = None) -> torch.Tensor:
+        """(n, 3, S, S) uint8 crops (all items by default)."""
+        idx = range(len(self)) if indices is None else indices
+        return torch.from_numpy(np.stack([self.image(int(i)) for i in idx])).permute(0, 3, 1, 2).contiguous()
+
+    def bytes_per_item(self) -> float:
+        """Mean stored bytes per item: JPEG + parameters."""
+        pbytes = sum(v.numel() * v.element_size() for v in self.params.tensors().values())
+        return (self.jpeg.numel() + pbytes) / max(len(self), 1)
+
+    # ---------------------------------------------------------------- selection
+    def subset(self, indices: Sequence[int]) -> "FaceCache":
+        idx = [int(i) for i in indices]
+        parts, offs = [], [0]
+        for i in idx:
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            parts.append(self.jpeg[a:b])
+            offs.append(offs[-1] + b - a)
+        jpeg = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.uint8)
+        params = self.params[torch.as_tensor(idx, dtype=torch.long)] if idx else self.params[0:0]
+        return FaceCache(self.size, jpeg, torch.as_tensor(offs, dtype=torch.int64), params,
+                         self.group[idx].clone(), list(self.groups), [self.ids[i] for i in idx])
+
+    def indices_of(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[int]:
+        """Items whose group is in ``include`` (all if empty) and not in ``exclude``."""
+        for g in list(include) + list(exclude):
+            if g not in self.groups:
+                raise InputError(None, f"no group {g!r} in the cache (groups: {', '.join(self.groups)})")
+        inc = {self.groups.index(g) for g in include}
+        exc = {self.groups.index(g) for g in exclude}
+        return [i for i, g in enumerate(self.group.tolist()) if (not inc or g in inc) and g not in exc]
+
+    def split_group(self, name: str, n_train: int) -> tuple[list[int], list[int]]:
+        """One person's items split into ``n_train`` evenly spaced training items and the rest."""
+        idx = self.indices_of([name])
+        if n_train >= len(idx):
+            return idx, []
+        pick = set(np.linspace(0, len(idx) - 1, n_train).round().astype(int).tolist())
+        return [idx[k] for k in sorted(pick)], [idx[k] for k in range(len(idx)) if k not in pick]
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        from portraitrig.io.atomic import atomic_path
+
+        arrays = {"jpeg": self.jpeg.contiguous(), "offsets": self.offsets.contiguous(), "group": self.group.contiguous()}
+        arrays.update({f"params.{k}": v.detach().float().cpu().contiguous() for k, v in self.params.tensors().items()})
+        meta = {"format": FORMAT, "size": str(self.size), "model": self.params.model, "ids": json.dumps(self.ids),
+                "sources": json.dumps(self.sources), "groups": json.dumps(self.groups)}
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            save_file(arrays, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FaceCache":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "no such cache file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                md = dict(f.metadata() or {})
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise InputError(path, f"cannot read cache ({exc.__class__.__name__}: {exc})") from exc
+        if md.get("format") != FORMAT:
+            raise InputError(path, "not a portraitrig diffusion cache (make one with `portraitrig prepare`)")
+        params = RigParams(**{k: arrays[f"params.{k}"] for k in TENSOR_FIELDS}, model=md["model"],
+                           crop_size=int(md["size"]), sources=json.loads(md["sources"]))
+        return cls(int(md["size"]), arrays["jpeg"], arrays["offsets"], params, arrays["group"],
+                   json.loads(md["groups"]), json.loads(md["ids"]))
+
+
+def build_cache(images: Sequence[np.ndarray], params: RigParams, ids: Sequence[str], size: int,
+                groups: Sequence[str] | None = None, quality: int = 95) -> FaceCache:
+    """A cache from (S, S, 3) uint8 crops and their RigParams (batch N)."""
+    if len(images) != len(params) or len(ids) != len(images):
+        raise ValueError(f"{len(images)} images, {len(params)} parameter sets and {len(ids)} ids differ")
+    blobs = [np.frombuffer(encode_jpeg(_resize(np.asarray(im), size), quality), dtype=np.uint8) for im in images]
+    offs = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    srcs = list(params.sources) if params.sources else list(ids)
+    labels = list(groups) if groups is not None else [group_of(s) for s in srcs]
+    names = sorted(set(labels))
+    params = params.to("cpu", torch.float32).detach().replace(crop_size=size, sources=srcs)
+    return FaceCache(size, torch.from_numpy(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)),
+                     torch.from_numpy(offs), params, torch.as_tensor([names.index(g) for g in labels], dtype=torch.int64),
+                     names, list(ids))
+
+
+def read_fit_folder(folder: str | Path, group_by: str = "source"):
+    """(crops, RigParams, ids, groups) of the ok items of a ``portraitrig fit --save-crops`` folder.
+    ``group_by``: "source" (video stem / photo stem) or "folder" (this folder's name)."""
+    from portraitrig.apps.fitjob import iter_manifest
+
+    folder = Path(folder)
+    images, plist, ids, groups = [], [], [], []
+    for it in iter_manifest(folder):
+        if not it.get("crop"):
+            raise InputError(folder, "fit output has no crops: run `portraitrig fit --save-crops`")
+        p = RigParams.load(folder / it["params"])
+        images.append(decode_image((folder / it["crop"]).read_bytes()))
+        plist.append(p.replace(sources=[it.get("source", it["id"])]))
+        ids.append(f"{folder.name}/{it['id']}")
+        groups.append(folder.name if group_by == "folder" else group_of(it.get("source", it["id"])))
+    if not plist:
+        raise InputError(folder, "no successfully fitted items in this folder")
+    return images, RigParams.cat(plist), ids, groups
+
+
+def prepare(inputs: Sequence[str | Path], out: str | Path, size: int = 256, quality: int = 95,
+            group_by: str = "source", fit_dir: str | Path | None = None, device: str = "cpu",
+            stride: int = 1, max_frames: int | None = None) -> FaceCache:
+    """Build one cache file ``out`` from ``portraitrig fit`` folders and/or raw images/videos.
+
+    Raw inputs are fitted first with the pipeline (``portraitrig fit --save-crops`` into
+    ``fit_dir``, default ``<out>.fits/``; finished items are reused)."""
+    folders = [Path(p) for p in inputs if Path(p).is_dir() and (Path(p) / "manifest.json").exists()]
+    raw = [p for p in inputs if not (Path(p).is_dir() and (Path(p) / "manifest.json").exists())]
+    if raw:
+        from portraitrig.apps.fitjob import FitJobConfig, run_fit
+
+        fd = Path(fit_dir) if fit_dir else Path(str(out) + ".fits")
+        run_fit(raw, fd, FitJobConfig(crop_size=max(size, 256), save_crops=True, device=device, stride=stride,
+                                      max_frames=max_frames), progress=True)
+        folders.append(fd)
+    images, plist, ids, groups = [], [], [], []
+    for f in folders:
+        im, p, i, g = read_fit_folder(f, group_by)
+        images += im
+        plist.append(p)
+        ids += i
+        groups += g
+    if not plist:
+        raise InputError(None, "nothing to prepare: give `portraitrig fit` folders or images/videos")
+    cache = build_cache(images, RigParams.cat(plist), ids, size, groups, quality)
+    cache.save(out)
+    return cache

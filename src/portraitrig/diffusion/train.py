@@ -1,0 +1,336 @@
+"""Training of the DiffusionRig renderer, stage 1 (generic prior) and stage 2 (one person).
+
+One script for 1 or N GPUs (``torchrun --nproc_per_node N``: DDP, the data order is sharded by
+rank, only rank 0 writes). Images live on the device as uint8; buffers are rendered from the
+cached RigParams on the fly. bf16 autocast, EMA, gradient clipping, channels_last, fused AdamW
+on CUDA, optional torch.compile and gradient checkpointing.
+
+Exact resume: the data order and the noise of step s depend only on (seed, s, rank), and the
+checkpoint holds model, EMA, optimizer, step and the global RNG states, so a run killed and
+resumed gives the same weights as one run straight through.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from portraitrig.diffusion import checkpoint as ck
+from portraitrig.diffusion.config import DiffusionConfig
+from portraitrig.diffusion.data import FaceCache
+from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.diffusion.sampling import DDIMPlan, NoiseSchedule, ddim_sample
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+
+BufferFn = Callable[[RigParams], torch.Tensor]  # params (B) -> (B, C, S, S) normalised buffers
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    steps: int = 10000
+    batch_size: int = 16           # per GPU
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    precision: str = "bf16"        # "bf16" | "fp16" (with GradScaler) | "fp32"
+    compile: bool = False
+    channels_last: bool = True
+    grad_checkpointing: bool = False
+    fused_adam: bool = True        # on CUDA only
+    seed: int = 0
+    ckpt_every: int = 1000
+    keep: int = 3
+    log_every: int = 20
+    sample_every: int = 1000
+    sample_count: int = 4
+    sample_steps: int = 20
+
+
+# ---------------------------------------------------------------------- buffers
+class RigBuffers:
+    """RigParams -> normalised buffer tensor (B, C, S, S) with helper C's batched renderer."""
+
+    def __init__(self, names, size: int, device, face_model=None):
+        from portraitrig.render.buffers import Renderer
+
+        if face_model is None:
+            from portraitrig.face.model import load_default_model
+
+            face_model = load_default_model()
+        self.names = tuple(n for n in names)
+        self.renderer = Renderer(face_model, size=size, device=device, names=self.names)
+
+    @torch.no_grad()
+    def __call__(self, params: RigParams) -> torch.Tensor:
+        from portraitrig.diffusion.model import buffers_to_tensor
+
+        return buffers_to_tensor(self.renderer(params), self.names)
+
+
+# ---------------------------------------------------------------------- helpers
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def batch_indices(step: int, n_items: int, batch: int, rank: int, world: int, seed: int) -> torch.Tensor:
+    """Items of ``rank``'s batch at ``step``: a seeded permutation per epoch over a flat stream,
+    global batch = world * batch, rank r takes its slice. Depends only on the arguments."""
+    start = (step * world + rank) * batch
+    ks = torch.arange(start, start + batch)
+    epochs, pos = ks // n_items, ks % n_items
+    out = torch.empty(batch, dtype=torch.long)
+    for e in epochs.unique().tolist():
+        g = torch.Generator().manual_seed(seed * 100003 + e)
+        perm = torch.randperm(n_items, generator=g)
+        sel = epochs == e
+        out[sel] = perm[pos[sel]]
+    return out
+
+
+def _take(params: RigParams, idx: torch.Tensor) -> RigParams:
+    """Rows ``idx`` (a device tensor) of params without per-item host syncs (sources dropped)."""
+    return params.replace(**{k: v[idx] for k, v in params.tensors().items()}, sources=[""] * int(idx.numel()))
+
+
+def _step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 1009 + rank) % (2 ** 63))
+    return g
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ep = [p for p in ema.parameters()]
+    mp = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ep, mp, 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
+
+
+def load_weights(model: DiffusionRigModel, source: str | Path, prefer_ema: bool = True) -> None:
+    """Initialise from a model folder (save_pretrained) or a training checkpoint (EMA weights)."""
+    source = Path(source)
+    if source.is_dir():
+        if ck.list_checkpoints(source) and not (source / "model.safetensors").exists():
+            source = ck.list_checkpoints(source)[-1]
+        else:
+            other = DiffusionRigModel.from_pretrained(source)
+            _check_config(model.config, other.config, source)
+            model.load_state_dict(other.state_dict())
+            return
+    tensors, header = ck.load_checkpoint(source)
+    cfg = DiffusionConfig.from_dict(header["extra"]["model_config"])
+    _check_config(model.config, cfg, source)
+    model.load_state_dict(ck.prefixed(tensors, "ema." if prefer_ema else "model."))
+
+
+def _check_config(want: DiffusionConfig, have: DiffusionConfig, path) -> None:
+    if want.to_dict() != have.to_dict():
+        raise InputError(path, "model configuration differs from the one asked for "
+                               "(use the same --config as the stage-1 run)")
+
+
+def _grid(buffers: torch.Tensor, names, samples: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Rows of [buffers..., sample, target] as one (H', W', 3) float image in [0, 1]."""
+    from portraitrig.diffusion.config import BUFFER_CHANNELS
+
+    cols, c = [], 0
+    for n in names:
+        k = BUFFER_CHANNELS[n]
+        b = buffers[:, c:c + k].float()
+        c += k
+        if n == "normal":
+            b = b * 0.5 + 0.5
+        elif n == "regions":
+            b = (b[:, 1:4] + 1) / 2
+        else:
+            b = (b + 1) / 2 if n != "depth" else b
+        cols.append(b[:, :3] if b.shape[1] >= 3 else b[:, :1].expand(-1, 3, -1, -1))
+    cols += [(samples.float() + 1) / 2, (targets.float() + 1) / 2]
+    rows = torch.cat(cols, dim=3).clamp(0, 1)          # (N, 3, H, W * k)
+    return torch.cat(list(rows), dim=1).permute(1, 2, 0)
+
+
+# ---------------------------------------------------------------------- training
+def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: DiffusionConfig,
+          cfg: TrainConfig, *, indices=None, init: str | Path | None = None, buffer_fn: BufferFn | None = None,
+          device: str | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) into ``out_dir``; returns ``out_dir/model`` (EMA weights, save_pretrained).
+
+    indices: items of the cache to train on (default all). init: stage-2 start (model folder or
+    checkpoint; None = from scratch). buffer_fn: params -> buffers (default: :class:`RigBuffers`).
+    stop_after: stop (after checkpointing) at this step, as if killed (tests)."""
+    import torch.distributed as dist
+
+    world, rank, local = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    out = Path(out_dir)
+    is_main = rank == 0
+    if isinstance(cache, (str, Path)):
+        cache = FaceCache.load(cache)
+    if indices is not None:
+        cache = cache.subset(indices)
+    if len(cache) == 0:
+        raise InputError(None, "no training items selected")
+    if cache.size != model_config.image_size:
+        raise InputError(None, f"cache images are {cache.size} px but the model config is {model_config.image_size} px")
+
+    # data on the device: uint8 images + params
+    images = cache.images().to(dev)
+    params = cache.params.to(dev)
+    if buffer_fn is None:
+        buffer_fn = RigBuffers(model_config.buffers, model_config.image_size, dev)
+
+    torch.manual_seed(cfg.seed)
+    model = DiffusionRigModel(model_config)
+    resume = ck.list_checkpoints(out)
+    if init is not None and not resume:
+        load_weights(model, init)
+    if cfg.stage == 2:
+        model.freeze_encoder()
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.grad_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fused = cfg.fused_adam and dev.type == "cuda"
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                            **({"fused": True} if fused else {"foreach": dev.type == "cuda"}))
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+    step = 0
+    if resume:
+        tensors, header = ck.load_checkpoint(resume[-1])
+        model.load_state_dict(ck.prefixed(tensors, "model."))
+        ema.load_state_dict(ck.prefixed(tensors, "ema."))
+        opt.load_state_dict(ck.unflatten_optimizer(tensors, header["optimizer"]))
+        if header["scaler"]:
+            scaler.load_state_dict(header["scaler"])
+        ck.set_rng_state(tensors, header["rng"])
+        step = header["step"]
+        if is_main:
+            print(f"resumed from {resume[-1]} at step {step}")
+    model.train()
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    schedule = NoiseSchedule(model_config)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+    extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
+             "items": cache.ids, "world_size": world}
+    log_path = out / "log.jsonl"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+    bar = None
+    if is_main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step")
+    fixed = torch.arange(min(cfg.sample_count, len(cache)))
+    t_last, n_since, last_loss = time.perf_counter(), 0, float("nan")
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while step < end:
+        idx = batch_indices(step, len(cache), cfg.batch_size, rank, world, cfg.seed).to(dev)
+        gen = _step_generator(dev, cfg.seed, step, rank)
+        x0 = (images[idx].float() / 127.5 - 1).contiguous(memory_format=mf)
+        buf = buffer_fn(_take(params, idx)).contiguous(memory_format=mf)
+        t = torch.randint(0, schedule.T, (x0.shape[0],), device=dev, generator=gen)
+        noise = torch.randn(x0.shape, device=dev, generator=gen).contiguous(memory_format=mf)
+        x_t = schedule.add_noise(x0, noise, t)
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast():
+            eps = net(x_t, t, buf, x0)
+        loss = schedule.loss(eps, noise, t)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        n_since += x0.shape[0] * world
+        if step % cfg.log_every == 0 or step == end:
+            last_loss = loss.item()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            now = time.perf_counter()
+            rec = {"step": step, "loss": last_loss, "grad_norm": float(gnorm), "lr": lr,
+                   "images_per_s": n_since / max(now - t_last, 1e-9), "time": time.time()}
+            t_last, n_since = now, 0
+            if is_main:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_loss:.4f}", ips=f"{rec['images_per_s']:.0f}")
+        if bar is not None:
+            bar.update(1)
+        if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+            write_samples(ema, images[fixed.to(dev)], buffer_fn(_take(params, fixed.to(dev))), model_config,
+                          out / "samples" / f"step-{step:08d}.png", cfg.sample_steps, cfg.seed)
+        if is_main and (step % cfg.ckpt_every == 0 or step == end):
+            ck.save_checkpoint(ck.checkpoint_path(out, step), step=step, model=model, ema=ema, optimizer=opt,
+                               extra=extra, scaler_state=scaler.state_dict() if scaler.is_enabled() else None)
+            ck.prune(out, cfg.keep)
+    if bar is not None:
+        bar.close()
+    if is_main and step >= cfg.steps:
+        ema.save_pretrained(out / "model")
+    if world > 1:
+        dist.barrier()
+    return out / "model"
+
+
+@torch.no_grad()
+def write_samples(model: DiffusionRigModel, images_u8: torch.Tensor, buffers: torch.Tensor,
+                  config: DiffusionConfig, path: Path, steps: int, seed: int) -> None:
+    """DDIM samples from fixed noise for a few items: PNG rows of buffers | sample | target."""
+    from portraitrig.io.atomic import write_image
+
+    dev = images_u8.device
+    x0 = images_u8.float() / 127.5 - 1
+    cond = model.condition(model.encode(x0))
+    g = torch.Generator(device=dev).manual_seed(seed)
+    noise = torch.randn(x0.shape, device=dev, generator=g)
+    plan = DDIMPlan.make(config, steps, device=dev)
+    sample = ddim_sample(lambda x, t: model.denoise(x, t, buffers, cond), noise, plan).clamp(-1, 1)
+    write_image(path, _grid(buffers, config.buffers, sample, x0).cpu().numpy())
+
+
+__all__ = ["TrainConfig", "RigBuffers", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]

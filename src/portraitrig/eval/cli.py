@@ -1,0 +1,58 @@
+"""``portraitrig eval RESULTS_DIR [-o OUT] [--real DIR] [--kind KIND ...]``.
+
+The main CLI calls :func:`register` with its subparsers; the subcommand's ``func(args) -> int``
+is set as the parser default. Layout of RESULTS_DIR: see :mod:`portraitrig.eval.results`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from portraitrig.eval.results import KINDS
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``eval`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "eval", help="metrics and an HTML report on a folder of results",
+        description="Compute identity, image, rig, video and distribution metrics on a results "
+                    "folder (RESULTS_DIR/manifest.json, or every image/video in it) and write "
+                    "OUT/metrics.json and OUT/report.html.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR")
+    p.add_argument("-o", "--out", default=None, help="output folder (default RESULTS_DIR/eval)")
+    p.add_argument("--real", default=None, metavar="DIR",
+                   help="real images/videos: references matched by file stem, and the real set "
+                        "of the Fréchet identity distance")
+    p.add_argument("--kind", action="append", choices=KINDS, default=None,
+                   help="metric kind to compute (repeatable; default all)")
+    p.add_argument("--max-frames", type=int, default=300, help="frames read per video (default 300)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``portraitrig eval``; prints the summary as JSON. Returns the exit status."""
+    from portraitrig.errors import InputError
+    from portraitrig.eval.results import evaluate_folder
+
+    try:
+        summary = evaluate_folder(args.results_dir, args.out, args.real, args.kind or KINDS,
+                                  max_frames=args.max_frames)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m portraitrig.eval.cli``)."""
+    parser = argparse.ArgumentParser(prog="portraitrig")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

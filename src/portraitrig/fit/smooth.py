@@ -1,0 +1,80 @@
+"""Zero-lag temporal smoothing of a video's RigParams.
+
+Every parameter track is smoothed by Gaussian-weighted local linear regression (a centred,
+zero-phase filter: at each frame a weighted straight line is fitted to the neighbouring
+frames and evaluated there). It has no lag, reproduces ramps exactly (also at the clip's
+ends, where a plain Gaussian would bend them), and keeps steps centred. Scale is smoothed in
+log space; rotations as sign-aligned unit quaternions, re-normalised.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from portraitrig.face.params import RigParams, axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion
+
+REFERENCE_FPS = 30.0
+
+
+def local_linear(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Smooth (T, C) tracks along T with a Gaussian local linear fit of width ``sigma`` frames."""
+    T = x.shape[0]
+    if sigma <= 0 or T < 3:
+        return x.clone()
+    r = max(1, int(math.ceil(3 * sigma)))
+    d = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
+    w = torch.exp(-0.5 * (d / sigma) ** 2)
+    kernels = torch.stack([w, w * d, w * d * d])[:, None, :]        # (3, 1, K)
+    xt = x.to(torch.float64).T[:, None, :]                              # (C, 1, T)
+    ones = torch.ones(1, 1, T, dtype=torch.float64, device=x.device)
+    # moments over the valid frames: S_k = sum w d^k, Y_k = sum w d^k y  (d = tau - t)
+    S = F.conv1d(ones, kernels, padding=r)[0]                          # (3, T)
+    Y = F.conv1d(xt, kernels[:2], padding=r)                           # (C, 2, T)
+    # conv1d correlates: out[t] = sum_j k[j] in[t + j - r], so d = j - r = tau - t  (as wanted)
+    det = S[0] * S[2] - S[1] ** 2
+    y = (S[2] * Y[:, 0] - S[1] * Y[:, 1]) / det.clamp_min(1e-12)
+    return y.T.to(x.dtype)
+
+
+def smooth_params(params: RigParams, sigma_frames: float = 1.5, fps: float | None = None) -> RigParams:
+    """Smooth a video's parameters (batch dimension = time, in frame order).
+
+    sigma_frames: Gaussian width in frames at 30 fps; with ``fps`` given it is scaled by
+    fps / 30 so that the time constant stays the same in seconds. 0 returns a copy.
+    """
+    sigma = sigma_frames * (fps / REFERENCE_FPS if fps else 1.0)
+    T = len(params)
+
+    def sm(t: torch.Tensor) -> torch.Tensor:
+        return local_linear(t.reshape(T, -1), sigma).reshape(t.shape)
+
+    q = matrix_to_quaternion(axis_angle_to_matrix(params.rotation.double()))
+    # keep consecutive quaternions in one hemisphere (q and -q are the same rotation)
+    flips = torch.where((q[1:] * q[:-1]).sum(-1) >= 0, 1.0, -1.0).to(q.dtype)
+    sign = torch.cat([torch.ones(1, dtype=q.dtype, device=q.device), flips]).cumprod(0)
+    q = sm(q * sign[:, None])
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    w, v = q[:, :1], q[:, 1:]
+    rot = matrix_to_axis_angle(_quaternion_to_matrix(w, v)).to(params.rotation.dtype)
+    return params.replace(
+        scale=torch.exp(sm(torch.log(params.scale.clamp_min(1e-12)))),
+        rotation=rot,
+        translation=sm(params.translation), identity=sm(params.identity),
+        expression=sm(params.expression), gaze=sm(params.gaze), light=sm(params.light),
+        albedo=sm(params.albedo).clamp(0, 1), sources=list(params.sources))
+
+
+def _quaternion_to_matrix(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(T, 1) scalar and (T, 3) vector parts of unit quaternions -> (T, 3, 3)."""
+    x, y, z = v.unbind(-1)
+    w = w[:, 0]
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], -1).reshape(-1, 3, 3)
+
+
+__all__ = ["smooth_params", "local_linear"]

@@ -1,0 +1,126 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from portraitrig import edits
+from portraitrig.errors import InputError
+from portraitrig.face.base import posed_vertices
+from portraitrig.face.params import RigParams
+from portraitrig.light import sh
+from synth_face import SynthFace
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SynthFace()
+
+
+def _snapshot(p):
+    return {k: v.clone() for k, v in p.tensors().items()}
+
+
+def _unchanged(p, snap):
+    return all(torch.equal(v, snap[k]) for k, v in p.tensors().items())
+
+
+def test_relight_specs(model, tmp_path):
+    p = RigParams.neutral(model, 2)
+    snap = _snapshot(p)
+    q = edits.relight(p, "left")
+    assert _unchanged(p, snap) and q is not p
+    assert torch.allclose(q.light, sh.preset("left").expand(2, 9, 3))
+    assert torch.equal(q.albedo, p.albedo)
+    assert torch.allclose(edits.relight(p, (30, 10)).light[1], sh.light_from_direction((30, 10)))
+    assert torch.allclose(edits.relight(p, [0.0, 0.0, -1.0]).light[0], sh.light_from_direction((0, 0)), atol=1e-6)
+    assert torch.allclose(edits.relight(p, dict(direction=(90, 0), colour=(1, 0, 0))).light[0],
+                          sh.light_from_direction((90, 0), (1, 0, 0)))
+    other = edits.relight(RigParams.neutral(model, 1), "top")
+    assert torch.allclose(edits.relight(p, other).light, sh.preset("top").expand(2, 9, 3))
+    per_item = torch.stack([sh.preset("left"), sh.preset("right")])
+    assert torch.equal(edits.relight(p, per_item).light, per_item)
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 16, 3), 200, np.uint8)).save(tmp_path / "env.png")
+    env = edits.relight(p, tmp_path / "env.png").light
+    assert torch.allclose(env[:, 0], torch.ones(2, 3), atol=1e-5)  # normalised constant map = ambient
+    with pytest.raises(InputError):
+        edits.relight(p, "no_such_preset")
+    with pytest.raises(ValueError):
+        edits.relight(p, torch.zeros(3, 9, 3))
+
+
+def test_set_expression(model):
+    p = RigParams.neutral(model, 2)
+    snap = _snapshot(p)
+    q = edits.set_expression(p, torch.tensor([0.5, -1.0]))
+    assert _unchanged(p, snap)
+    assert torch.equal(q.expression, torch.tensor([[0.5, -1.0], [0.5, -1.0]]))
+    src = RigParams.neutral(model, 1)
+    src.expression = torch.tensor([[1.0, 2.0]])
+    assert torch.equal(edits.set_expression(p, from_params=src).expression, torch.tensor([[1.0, 2.0]] * 2))
+    r = edits.set_expression(q, model=model, smile=0.5)  # SynthFace control 'smile' = basis 0
+    assert torch.allclose(r.expression, torch.tensor([[1.0, -1.0]] * 2))
+    with pytest.raises(ValueError):
+        edits.set_expression(p, torch.zeros(3))
+    # the mesh follows
+    assert not torch.allclose(posed_vertices(model, q), posed_vertices(model, p))
+
+
+def test_rotate_head_composes_in_head_space_and_keeps_centre(model):
+    p = RigParams.neutral(model, 1)
+    p.rotation = torch.tensor([[0.0, 0.0, 0.3]])  # rolled head
+    snap = _snapshot(p)
+    q = edits.rotate_head(p, yaw=20, model=model)
+    assert _unchanged(p, snap)
+    expect = p.rotation_matrix() @ __import__("portraitrig.face.params", fromlist=["x"]).euler_to_matrix(
+        torch.tensor(math.radians(20)), torch.tensor(0.0), torch.tensor(0.0))
+    assert torch.allclose(q.rotation_matrix(), expect, atol=1e-5)
+    # the head centre (centroid of the canonical mesh) projects to the same place
+    X = model.canonical(p.identity, p.expression, p.gaze)
+    c = X.mean(1)
+
+    def proj(pp):
+        return (pp.scale * (pp.rotation_matrix() @ c[..., None])[..., 0])[:, :2] + pp.translation
+
+    assert torch.allclose(proj(q), proj(p), atol=1e-5)
+    # yaw +20 (right-hand rule about the head's own y axis) turns the frontal apex towards the
+    # head's -x (image left for an upright head)
+    v0, v1 = posed_vertices(model, p)[0, 0], posed_vertices(model, q)[0, 0]
+    d = (v1 - v0)[:2]
+    x_axis = p.rotation_matrix()[0, :2, 0]  # head x axis in the image
+    assert float(d @ x_axis) < -0.05
+    # explicit centre: the origin stays put
+    r = edits.rotate_head(p, pitch=-15, roll=5, centre=(0, 0, 0))
+    assert torch.equal(r.translation, p.translation)
+
+
+def test_gaze(model):
+    p = RigParams.neutral(model, 2)
+    q = edits.set_gaze(p, 10, -5)
+    assert torch.allclose(q.gaze, torch.deg2rad(torch.tensor([10.0, -5.0])).expand(2, 2, 2))
+    assert torch.equal(p.gaze, torch.zeros(2, 2, 2))
+    # looking at the camera with a head turned to image left (yaw +30): the eyes turn to the
+    # head's right (gaze yaw +30)
+    t = edits.rotate_head(p, yaw=30)
+    g = edits.gaze_from_direction(t, (0, 0, -1)).gaze
+    assert torch.allclose(g[..., 0], torch.full((2, 2), math.radians(30)), atol=1e-5)
+    assert torch.allclose(g[..., 1], torch.zeros(2, 2), atol=1e-5)
+    # a head-space direction to image right/down
+    d = torch.tensor([math.sin(0.2) * math.cos(0.1), math.sin(0.1), -math.cos(0.2) * math.cos(0.1)])
+    g = edits.gaze_from_direction(p, d, space="head").gaze
+    assert torch.allclose(g[0, 0], torch.tensor([0.2, 0.1]), atol=1e-5)
+
+
+def test_sweep(model):
+    p = RigParams.neutral(model, 1)
+    dirs = edits.light_sweep_directions(5)
+    s = edits.sweep(p, lambda pp, d: edits.relight(pp, d), dirs)
+    assert len(s) == 5 and dirs[0][0] == -90 and dirs[-1][0] == 90
+    for k, d in enumerate(dirs):
+        assert torch.allclose(s.light[k], sh.light_from_direction(d))
+    yaw = edits.sweep(p, lambda pp, a: edits.rotate_head(pp, yaw=a), [-10, 0, 10])
+    assert torch.allclose(yaw.euler_degrees()[:, 0], torch.tensor([-10.0, 0.0, 10.0]), atol=1e-4)
+    with pytest.raises(ValueError):
+        edits.sweep(p, edits.relight, [])

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from portraitrig.errors import FitError
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams, euler_to_matrix, matrix_to_axis_angle, rotation_angle_degrees
+from portraitrig.fit.geometry import fit_landmarks, landmark_error, landmarks_ndc, similarity_transform
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_default_model()
+
+
+def synthetic(model, B, seed, same_identity=False, coef=0.7):
+    """Known parameters (head turned up to +-23 deg yaw) and the model's own landmarks."""
+    g = torch.Generator().manual_seed(seed)
+    p = RigParams.neutral(model, batch=B)
+    R = euler_to_matrix((torch.rand(B, generator=g) - 0.5) * 0.8, (torch.rand(B, generator=g) - 0.5) * 0.5,
+                        (torch.rand(B, generator=g) - 0.5) * 0.4)
+    ident = coef * torch.randn(B, model.n_id, generator=g)
+    if same_identity:
+        ident = ident[:1].expand(B, -1).clone()
+    p = p.replace(rotation=matrix_to_axis_angle(R), identity=ident,
+                  expression=coef * torch.randn(B, model.n_expr, generator=g),
+                  gaze=(torch.rand(B, 2, 2, generator=g) - 0.5) * 0.6,
+                  scale=p.scale * (0.8 + 0.4 * torch.rand(B, 1, generator=g)),
+                  translation=p.translation + 0.1 * torch.randn(B, 2, generator=g))
+    return p, landmarks_ndc(p, model), g
+
+
+def rot_err(a, b):
+    return rotation_angle_degrees(a.rotation_matrix(), b.rotation_matrix())
+
+
+def test_similarity_transform_exact():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(2, 30, 3, dtype=torch.float64, generator=g)
+    R = euler_to_matrix(torch.tensor([0.3, -0.5]), torch.tensor([0.1, 0.2]), torch.tensor([-0.2, 0.4])).double()
+    dst = 1.7 * src @ R.transpose(1, 2) + torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    s, Rf, t = similarity_transform(src, dst, torch.rand(30, dtype=torch.float64, generator=g) + 0.1)
+    assert torch.allclose(s, torch.full((2,), 1.7, dtype=torch.float64))
+    assert torch.allclose(Rf, R, atol=1e-10)
+    assert torch.allclose(t, torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).expand(2, 3))
+
+
+def test_fit_recovers_exact_parameters(model):
+    p, Y, _ = synthetic(model, 6, 0)
+    f = fit_landmarks(Y, model, n_iters=8, id_reg=1e-7, expr_reg=1e-7)
+    assert rot_err(f, p).max() < 0.05
+    assert torch.allclose(f.scale, p.scale, rtol=5e-3)   # identity can trade a little size
+    assert (f.translation - p.translation).abs().max() < 1e-3
+    assert landmark_error(f, model, Y).max() < 0.05
+    assert (f.identity - p.identity).abs().mean() < 0.02
+    assert (f.expression - p.expression).abs().mean() < 0.02
+    assert torch.rad2deg(f.gaze - p.gaze).abs().max() < 0.5
+    assert f.model == model.id and f.albedo.shape == (6, model.n_vertices, 3)
+    assert torch.equal(f.light[:, 0], torch.ones(6, 3)) and f.light[:, 1:].abs().sum() == 0
+
+
+def test_fit_with_noise_single_images(model):
+    p, Y, g = synthetic(model, 8, 1)
+    Yn = Y + 0.002 * torch.randn(Y.shape, generator=g)   # ~0.4% of the inter-ocular distance
+    f = fit_landmarks(Yn, model)
+    assert rot_err(f, p).max() < 0.5
+    assert (f.scale / p.scale - 1).abs().max() < 0.01
+    err = landmark_error(f, model, Yn)
+    assert err.max() < 0.8
+    # the fit is closer to the clean landmarks than the noisy input is
+    assert landmark_error(f, model, Y).mean() < landmark_error(p, model, Yn).mean()
+    assert torch.rad2deg(f.gaze - p.gaze).abs().max() < 3.0
+    assert (f.expression - p.expression).abs().mean() < 0.35
+
+
+def test_shared_identity_album(model):
+    p, Y, g = synthetic(model, 12, 2, same_identity=True)
+    Yn = Y + 0.002 * torch.randn(Y.shape, generator=g)
+    shared = fit_landmarks(Yn, model, shared_identity=True)
+    single = fit_landmarks(Yn, model)
+    assert torch.equal(shared.identity, shared.identity[:1].expand_as(shared.identity))
+    e_shared = (shared.identity - p.identity).abs().mean()
+    e_single = (single.identity - p.identity).abs().mean()
+    assert e_shared < 0.15 and e_shared < 0.6 * e_single
+    assert rot_err(shared, p).max() < 0.5
+    assert landmark_error(shared, model, Yn).max() < 0.9
+
+
+def test_init_and_errors(model):
+    p, Y, _ = synthetic(model, 2, 3)
+    f = fit_landmarks(Y, model, init=p, n_iters=1)
+    assert landmark_error(f, model, Y).max() < 0.2
+    with pytest.raises(FitError):
+        fit_landmarks(Y[:, :400], model)
+    bad = Y.clone()
+    bad[0, 5, 0] = float("nan")
+    with pytest.raises(FitError, match="NaN"):
+        fit_landmarks(bad, model)
+    with pytest.raises(FitError, match="degenerate"):
+        fit_landmarks(torch.zeros(1, 478, 3), model)
