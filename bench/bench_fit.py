@@ -160,6 +160,8 @@ def main(argv=None) -> int:
             "median_fitted_translation_celebahq": params.translation[frontal].median(0).values.tolist()}
     worst = sorted(found, key=lambda r: -r["error"])[:6]
     args.out.mkdir(parents=True, exist_ok=True)
+    for old in args.out.glob("worst_*.png"):       # pictures of an earlier run
+        old.unlink()
     report["worst"] = []
     for n, r in enumerate(worst):
         name = f"worst_{n}_{r['source'].replace('/', '_').replace('#', '_')}.png"

@@ -68,6 +68,19 @@ def timeit(fn, device, repeat: int, warmup: int = 2) -> list[float]:
     return times
 
 
+def check_against_cpu(model, device) -> dict:
+    """Max differences of the device's rasterizer and buffers from the CPU's (same inputs)."""
+    p = synthetic_params(model, 8, "cpu")
+    with torch.no_grad():
+        v = posed_vertices(model, p)
+        a, b = rasterize(v, model.faces, 256), rasterize(v.to(device), model.faces.to(device), 256)
+        ba = render_buffers(p, model, 256, BUFFERS)
+        bb = render_buffers(p.to(device), model.to(device), 256, BUFFERS)
+    return {"tri_id_equal": bool(torch.equal(a.tri_id, b.tri_id.cpu())),
+            "bary_max_diff": float((a.bary - b.bary.cpu()).abs().max()),
+            **{f"{k}_max_diff": float((ba[k] - bb[k].cpu()).abs().max()) for k in BUFFERS}}
+
+
 def machine_info(device) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -92,7 +105,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
-    model = load_default_model().to(device)
+    model = load_default_model()
+    check = check_against_cpu(model, device) if device.type != "cpu" else None
+    if check:
+        print("device vs CPU:", check)
+    model = model.to(device)
     threads = args.threads if args.threads is not None else (
         sorted({torch.get_num_threads(), 1}, reverse=True) if device.type == "cpu" else [torch.get_num_threads()])
     rows = []
@@ -128,7 +145,7 @@ def main(argv=None) -> int:
                            timeit(lambda: render_buffers(p, model, size, BUFFERS), device, rep), {"covered": cov})
                     if args.compile and device.type == "cuda":
                         try:
-                            fn = torch.compile(lambda: render_buffers(p, model, size, BUFFERS), dynamic=True)
+                            fn = torch.compile(lambda: render_buffers(p, model, size, BUFFERS), dynamic=False)
                             record("buffers(compiled)", size, batch, nt, timeit(fn, device, rep, warmup=3))
                         except Exception as exc:  # report, do not fail the benchmark
                             print(f"torch.compile failed: {exc.__class__.__name__}: {str(exc)[:200]}")
@@ -143,7 +160,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     result = {"machine": machine_info(device), "model": {"V": model.n_vertices, "F": int(model.faces.shape[0])},
-              "buffers": BUFFERS, "rows": rows}
+              "buffers": BUFFERS, "device_vs_cpu": check, "rows": rows}
     try:
         from portraitrig.io.atomic import write_json
 

@@ -144,6 +144,12 @@ def main(argv=None) -> int:
         per.add(str(a), len(ia), float(within.mean()) if within.size else float("nan"),
                 float(within.max()) if within.size else float("nan"), str(best[0]), best[1])
     per.print()
+    fa = (d < 0.6) & ~same
+    by_pair: dict[str, int] = {}
+    for a, b in zip(G[i[fa]], G[j[fa]]):
+        key = " ~ ".join(sorted((str(a), str(b))))
+        by_pair[key] = by_pair.get(key, 0) + 1
+    print("false accepts at 0.6 by pair of identities:", dict(sorted(by_pair.items(), key=lambda kv: -kv[1])))
     if close:
         print("clip pairs with mean distance < 0.6 (same person?):", close)
     info = machine_info()
@@ -155,6 +161,7 @@ def main(argv=None) -> int:
         "n_clip_images": n_clip_items, "n_photos": int(S.sum()), "no_face": missed,
         "face_sources": {s: sources.count(s) for s in set(sources)},
         "results": results, "per_clip": per.records(), "close_clip_pairs": close,
+        "false_accepts_at_0.6": by_pair,
         "embed_ms_median": float(np.median(times) * 1e3),
     })
     print(f"wrote {args.out}")

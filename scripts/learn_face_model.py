@@ -4,11 +4,12 @@
 Steps (docs/face_model.md explains them):
  1. MediaPipe Face Mesh (478 points, refine_landmarks) on every ``--stride``-th frame of each
     clip in DATA/videos and on each photo in DATA/photos/*/ (cached in --cache).
- 2. Generalised Procrustes (similarity, 3D) of every face onto a reference, weighted towards
-    the points expressions move least; head space = x right, y down, z away; unit = the mean
-    face's inter-ocular (iris-centre) distance; origin = the mesh centroid.
+ 2. Generalised Procrustes (similarity, 3D) of every face onto a reference, three rounds
+    (reference = mean of the clip means), weighted towards the points expressions move least;
+    head space = x right, y down, z away; unit = the mean face's inter-ocular (iris-centre)
+    distance; origin = the mesh centroid.
  3. Expression basis: PCA of within-clip residuals (frame - clip mean). Identity basis: PCA of
-    clip means and photos with their expression part projected out. Iterated twice.
+    clip means and photos with their expression part projected out; their mean is the model's.
  4. Eyeballs, iris rings, topology (MediaPipe's tesselation parsed from its source text, in
     order: three consecutive edges per triangle), eye / iris / mouth fills, UVs, mean albedo,
     named expression controls, FFHQ crop placement, held-out errors.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -46,7 +46,7 @@ class _Detector:
     def __init__(self, video: bool):
         try:
             from portraitrig.capture.detector import MediaPipeFaceMesh
-            self.a = MediaPipeFaceMesh()
+            self.a = MediaPipeFaceMesh(video=video)
         except ImportError:
             import mediapipe as mp
             self.a = None
@@ -102,6 +102,19 @@ def detect_all(data: Path, stride: int) -> dict:
         names.append(f"photos/{photo.parent.name}/{photo.name}")
     return dict(points=np.stack(pts), group=np.array(group), frame=np.array(frame),
                 colour=np.stack(colour), names=np.array(names))
+
+
+def restrict_photos(det: dict, folders: set[str]) -> dict:
+    """Keep every clip and only the photos under photos/<folder>/ for ``folders``
+    (the detection cache holds all; the licence choice is made here)."""
+    keep_group = np.array([not n.startswith("photos/") or n.split("/")[1] in folders for n in det["names"]])
+    new_index = np.cumsum(keep_group) - 1
+    rows = keep_group[det["group"]]
+    out = {k: v[rows] for k, v in det.items() if k in ("points", "group", "frame", "colour")}
+    out["group"] = new_index[out["group"]]
+    out["names"] = det["names"][keep_group]
+    out["stride"] = det["stride"]
+    return out
 
 
 # ---------------------------------------------------------------------------- topology
@@ -463,7 +476,14 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / "runs/face_model/landmarks.npz")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--max-id", type=int, default=40)
-    ap.add_argument("--max-expr", type=int, default=48)
+    ap.add_argument("--max-expr", type=int, default=64)
+    ap.add_argument("--n-id", type=int, default=40,
+                    help="identity dims (capped by the training people; 0 = what 98%% of the variance needs)")
+    ap.add_argument("--n-expr", type=int, default=64,
+                    help="expression dims (0 = what 99.5%% of the variance needs)")
+    ap.add_argument("--photo-folders", default="inthewild",
+                    help="comma-separated photos/ sub-folders to learn from (default: the MIT-licensed "
+                         "'inthewild' only; 'celebahq' and 'expressions' carry non-commercial terms)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -480,13 +500,15 @@ def main(argv=None) -> int:
         det["stride"] = np.array(args.stride)
         with atomic_path(args.cache) as tmp:
             np.savez_compressed(tmp, **det)
+    det = restrict_photos(det, set(args.photo_folders.split(",")) if args.photo_folders else set())
     print(f"{len(det['points'])} faces from {len(det['names'])} clips/photos", flush=True)
 
     conn = mediapipe_connections()
     L = learn(det)
-    n_id, n_expr = min(L["n_id"], args.max_id), min(L["n_expr"], args.max_expr)
-    print(f"identity dims {n_id} (98% of variance; {L['info']['n_people_train']} training people), "
-          f"expression dims {n_expr} (99.5%)", flush=True)
+    n_id = min(args.n_id or L["n_id"], args.max_id, L["info"]["n_people_train"] - 1)  # n people span n-1 dims
+    n_expr = min(args.n_expr or L["n_expr"], args.max_expr)
+    print(f"identity dims {n_id} (98% of variance needs {L['n_id']}; {L['info']['n_people_train']} training people), "
+          f"expression dims {n_expr} (99.5% needs {L['n_expr']})", flush=True)
     arrays = assemble(L, det, conn, n_id, n_expr)
     # expression coefficients of the training video frames (for the controls)
     sel = L["info"]["train"] & np.array([n.startswith("videos/") for n in det["names"]])[det["group"]]
@@ -499,7 +521,7 @@ def main(argv=None) -> int:
 
     arrays["id_basis_full"] = L["I"].reshape(-1, N_MESH, 3)
     arrays["expr_basis_full"] = L["E"].reshape(-1, N_MESH, 3)
-    choices = sorted({(0, 0), (10, 10), (20, 20), (n_id, 32), (n_id, n_expr), (L["I"].shape[0], 64), (n_id, 64), (10, n_expr)})
+    choices = sorted({(0, 0), (10, 10), (20, 20), (n_id, 32), (n_id, n_expr), (n_id, 64), (10, n_expr)})
     choices = [(min(i, L["I"].shape[0]), min(e, L["E"].shape[0])) for i, e in choices]
     errs = holdout_errors(arrays, det, L, choices)
     del arrays["id_basis_full"], arrays["expr_basis_full"]
@@ -513,7 +535,7 @@ def main(argv=None) -> int:
     prov = dict(
         model="portraitrig-mp478@1", script="scripts/learn_face_model.py", script_version=VERSION,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        data=str(args.data), frame_stride=args.stride, mediapipe="0.10.14 Face Mesh, refine_landmarks=True",
+        data=str(args.data), photo_folders=args.photo_folders, frame_stride=args.stride, mediapipe="0.10.14 Face Mesh, refine_landmarks=True",
         training=[dict(source=str(n), faces=int(c)) for n, c, h in zip(det["names"], counts, held) if not h],
         held_out=[dict(source=str(n), faces=int(c)) for n, c, h in zip(det["names"], counts, held) if h],
         n_people_train=L["info"]["n_people_train"],
@@ -529,6 +551,8 @@ def main(argv=None) -> int:
         n_vertices=int(arrays["uv"].shape[0]), n_faces=int(len(arrays["faces"])),
     )
     write_json(args.out / "portraitrig_face_v1.json", prov)
+    for f in (out_npz, args.out / "portraitrig_face_v1.json"):
+        f.chmod(0o644)                             # package data: readable by everyone
     print(f"wrote {out_npz} ({out_npz.stat().st_size / 1024:.0f} KB) and its .json")
     return 0
 

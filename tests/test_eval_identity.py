@@ -73,6 +73,10 @@ def test_fallbacks_are_recorded(encoder, astronaut):
     # a given box picks the overlapping face and is not used when HOG finds one
     hog = encoder.encode(astronaut, box=(170, 70, 270, 170))
     assert hog.source == "hog" and abs(hog.box[0] - 175) < 10
+    second = encoder.encode(astronaut, box=(120, 330, 220, 430))  # HOG's weaker second face
+    assert second.source == "hog" and abs(second.box[1] - 335) < 10
+    far = encoder.encode(astronaut, box=(400, 400, 500, 500))  # overlaps no HOG face
+    assert far.source == "box" and far.box == (400.0, 400.0, 500.0, 500.0)
     assert IdentityEncoder(fallback="aligned").encode(blank).source == "aligned"
 
 

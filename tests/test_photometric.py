@@ -133,3 +133,38 @@ def test_laplacian():
     assert torch.allclose(L.sum(1), torch.zeros(4)) and L[0, 0] == 3 and L[1, 3] == 0
     L2 = mesh_laplacian(f, 4, torch.tensor([0, 0, 0, 1]))
     assert L2[0, 3] == 0 and L2[3, 3] == 0
+
+
+def test_real_face_model_fit():
+    from portraitrig.face.model import load_default_model
+
+    model = load_default_model()
+    p = RigParams.neutral(model, 2)
+    p.rotation = torch.tensor([[0.0, 0.3, 0.0], [0.1, -0.2, 0.05]])
+    p.light = torch.stack([preset("rembrandt_left"), preset("warm")])
+    # uniform skin (the model's mean albedo has some shading baked in: no ground truth)
+    p.albedo[:, vertex_regions(model) == 0] = torch.tensor([0.7, 0.5, 0.4])
+    buf = render_buffers(p, model, 128, names=("shaded", "shading", "mask", "normal", "regions"))
+    fit = fit_appearance(buf["shaded"].clamp(0, 1), RigParams.neutral(model, 2).replace(rotation=p.rotation), model)
+    bf = render_buffers(fit, model, 128, names=("shading", "shaded"))
+    m = (buf["regions"][:, 0] > 0) & (buf["normal"][:, 2] < -0.3)  # visible skin
+    for i in range(2):
+        st, sf = buf["shading"][i][:, m[i]], bf["shading"][i][:, m[i]]
+        err = (st / st.mean(1, keepdim=True) - sf / sf.mean(1, keepdim=True)).abs()
+        assert err.mean() < 0.03 and torch.quantile(err.flatten(), 0.99) < 0.15
+    assert (bf["shaded"] - buf["shaded"].clamp(0, 1)).abs()[:, :, m[0] | m[1]].mean() < 0.02
+
+
+def test_colour_prior_keeps_directional_light_white(model):
+    # skin redder at the centre, bluer at the rim (a colour gradient, white light): without the
+    # prior the gradient turns into coloured directional light terms
+    truth, buf = _scene(model, [preset("front")])
+    r = model.mean[:, :2].norm(dim=-1)
+    truth.albedo = truth.albedo * torch.stack([1.1 - 0.2 * r, torch.ones_like(r), 0.9 + 0.2 * r], -1)
+    img = render_buffers(truth, model, S, names=("shaded",))["shaded"]
+
+    def spread(w):
+        L = fit_appearance(img, RigParams.neutral(model, 1), model, light_colour_weight=w).light[0, 1:]
+        return float((L - L.mean(-1, keepdim=True)).abs().max())
+
+    assert spread(0.1) < 0.5 * spread(0.0)

@@ -148,3 +148,19 @@ def test_empty_and_offscreen():
     v = torch.tensor([[[5.0, 5.0, 0.0], [6.0, 5.0, 0.0], [5.0, 6.0, 0.0]]])
     fr = rasterize(v, torch.tensor([[0, 1, 2]]), 8)
     assert not fr.mask.any() and fr.tri_id.shape == (1, 8, 8)
+
+
+def test_covered_pixels_match_dense_buffers():
+    g = torch.Generator().manual_seed(13)
+    v = torch.rand(2, 12, 3, generator=g) * 2 - 1
+    faces = torch.randint(0, 12, (10, 3), generator=g)
+    fr = rasterize(v, faces, 20)
+    pix, tri, bary, depth = fr.covered()
+    assert torch.equal(pix, fr.mask.reshape(-1).nonzero().squeeze(1))
+    assert torch.equal(tri, fr.tri_id.reshape(-1)[pix])
+    assert torch.equal(bary, fr.bary.reshape(-1, 3)[pix]) and torch.equal(depth, fr.depth.reshape(-1)[pix])
+    # the dense-only path (reference fragments) gives the same through covered()
+    ref = rasterize_reference(v, faces, 20)
+    assert torch.equal(ref.covered()[0], pix)
+    attr = torch.rand(2, 12, 4, generator=g)
+    assert torch.allclose(interpolate(attr, faces, fr), interpolate(attr, faces, ref), atol=1e-5)

@@ -67,6 +67,8 @@ def register(sub) -> None:
     e.add_argument("--gaze-pitch", type=float, default=None)
     e.add_argument("--latent-from", default=None, help="photo whose appearance (hair, clothes, background) to use")
     e.add_argument("--steps", type=int, default=20, help="DDIM steps for inversion and for decoding")
+    e.add_argument("--refine", type=int, default=0,
+                   help="fixed-point refinements per inversion step (closer reconstruction, slower)")
     e.add_argument("--no-inversion", action="store_true", help="sample from noise (--seed) instead of inverting")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch", type=int, default=16, help="largest GPU batch")
@@ -195,7 +197,7 @@ def _cmd_edit(args) -> int:
                                                  fast=False if args.no_fast else None)
     edits = build_edits(args, renderer)
     results = renderer.edit(list(args.photos), edits, steps=args.steps, inversion=not args.no_inversion,
-                            seed=args.seed)
+                            seed=args.seed, refine=args.refine)
     out = Path(args.out)
     items, used = [], set()
     for res in results:

@@ -119,7 +119,7 @@ class DiffusionRenderer:
         self.buffers_of = RigBuffers(self.config.buffers, self.size, self.device, face_model)
         self.face_model = self.buffers_of.renderer.model
         self._rigger = rigger
-        self._engines: dict[int, DDIMEngine] = {}
+        self._engines: dict[tuple[int, int], DDIMEngine] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device="cpu", **kw) -> "DiffusionRenderer":
@@ -133,10 +133,11 @@ class DiffusionRenderer:
             self._rigger = Rigger(crop_size=max(256, self.size), model=self.face_model.to("cpu"))
         return self._rigger
 
-    def engine(self, steps: int) -> DDIMEngine:
-        if steps not in self._engines:
-            self._engines[steps] = DDIMEngine(self.model, steps, fast=self.fast, compile=self.compile)
-        return self._engines[steps]
+    def engine(self, steps: int, refine: int = 0) -> DDIMEngine:
+        if (steps, refine) not in self._engines:
+            self._engines[steps, refine] = DDIMEngine(self.model, steps, fast=self.fast, compile=self.compile,
+                                                      refine=refine)
+        return self._engines[steps, refine]
 
     # ---------------------------------------------------------------- pieces
     def subject(self, item) -> Subject:
@@ -166,8 +167,8 @@ class DiffusionRenderer:
     def buffers(self, params: RigParams) -> torch.Tensor:
         return self.buffers_of(params.to(self.device, torch.float32))
 
-    def _batched(self, steps: int, direction: str, x, buf, cond) -> torch.Tensor:
-        eng = self.engine(steps)
+    def _batched(self, steps: int, direction: str, x, buf, cond, refine: int = 0) -> torch.Tensor:
+        eng = self.engine(steps, refine if direction == "invert" else 0)
         outs = [eng(direction, x[i:i + self.max_batch], buf[i:i + self.max_batch], cond[i:i + self.max_batch])
                 for i in range(0, x.shape[0], self.max_batch)]
         return torch.cat(outs)
@@ -175,9 +176,10 @@ class DiffusionRenderer:
     # ---------------------------------------------------------------- editing
     @torch.no_grad()
     def edit(self, items, edits: Sequence[Edit] = (), steps: int = 20, inversion: bool = True, seed: int = 0,
-             paste: bool = True, feather: float = 0.1) -> list[EditResult] | EditResult:
+             paste: bool = True, feather: float = 0.1, refine: int = 0) -> list[EditResult] | EditResult:
         """Apply every edit to every photo. ``items``: one or a list of photos / fits / Subjects.
-        Without ``inversion`` the start noise is drawn from ``seed`` (sampling mode).
+        Without ``inversion`` the start noise is drawn from ``seed`` (sampling mode); ``refine``
+        adds fixed-point iterations to each inversion step (closer reconstructions).
         Returns one EditResult per photo (a single one for a single item)."""
         single = not isinstance(items, (list, tuple))
         subjects = [self.subject(it) for it in ([items] if single else items)]
@@ -188,7 +190,7 @@ class DiffusionRenderer:
         latent = self.latent([s.crop_image for s in subjects])
         cond_src = self.condition(latent)
         if inversion:
-            xT = self._batched(steps, "invert", x0, self.buffers(src_params), cond_src)
+            xT = self._batched(steps, "invert", x0, self.buffers(src_params), cond_src, refine)
         else:
             g = torch.Generator(device=self.device).manual_seed(seed)
             xT = torch.randn(x0.shape, device=self.device, generator=g)

@@ -99,11 +99,17 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, plan: DDIMPlan) -> torch.Tensor:
     return x
 
 
-def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, plan: DDIMPlan) -> torch.Tensor:
-    """Deterministic DDIM inversion: clean image (B, 3, H, W) in [-1, 1] -> noise at t_0."""
+def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, plan: DDIMPlan, refine: int = 0) -> torch.Tensor:
+    """Deterministic DDIM inversion: clean image (B, 3, H, W) in [-1, 1] -> noise at t_0.
+
+    refine: fixed-point iterations per step (each one more denoiser call) that re-evaluate the
+    noise at the new, noisier point, so that sampling retraces the inversion more exactly."""
     B, x = x0.shape[0], x0
     for i in reversed(range(len(plan))):
         t = plan.timesteps[i].expand(B)
-        eps = eps_fn(x, t).to(x.dtype)
-        x = _move(x, eps, plan.a[i + 1].to(x.dtype), plan.a[i].to(x.dtype))
+        a_from, a_to = plan.a[i + 1].to(x.dtype), plan.a[i].to(x.dtype)
+        x_new = _move(x, eps_fn(x, t).to(x.dtype), a_from, a_to)
+        for _ in range(refine):
+            x_new = _move(x, eps_fn(x_new, t).to(x.dtype), a_from, a_to)
+        x = x_new
     return x

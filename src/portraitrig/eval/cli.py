@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
         summary = evaluate_folder(args.results_dir, args.out, args.real, args.kind or KINDS,
                                   max_frames=args.max_frames)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"portraitrig: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # the eval extra (dlib, face_recognition_models) is missing
+        print(f"portraitrig: eval needs {exc.name or exc}; install with "
+              "`pip install 'portraitrig[eval]'`", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
     return 0

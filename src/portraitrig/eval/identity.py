@@ -2,8 +2,9 @@
 and verification figures (ROC AUC, EER, accuracy at dlib's 0.6 threshold).
 
 Distances are Euclidean between embeddings: dlib calls two faces the same person when the
-distance is below 0.6 (99.38% on LFW). Faces are found with dlib's HOG frontal detector; when it
-finds none, a given face box (e.g. from MediaPipe landmarks) or, for an aligned crop, the box
+distance is below 0.6 (99.38% on LFW). Faces are found with dlib's HOG frontal detector (the face
+overlapping a given box, else the best-scoring one); when it finds none, the given face box
+(e.g. from MediaPipe landmarks) or, for an aligned crop, the box
 where an FFHQ-style alignment puts the face is used instead. :class:`FaceEmbedding` records
 which one was used (``source``: "hog", "box" or "aligned").
 
@@ -133,15 +134,15 @@ class IdentityEncoder:
         return sorted(out, key=lambda t: -t[1])
 
     def encode(self, image, box: Sequence[float] | None = None) -> FaceEmbedding:
-        """Embedding of the main face. ``box`` (x0, y0, x1, y1) pixels, optional: picks the HOG
-        face that overlaps it most, and is used itself when HOG finds none."""
+        """Embedding of the main face (best HOG score). ``box`` (x0, y0, x1, y1) pixels, optional:
+        picks the HOG face that overlaps it most, and is used itself when no HOG face overlaps it."""
         img = as_rgb_uint8(image)
         _, predictor, net = self._load()
         faces = self.detect(img)
+        if faces and box is not None:
+            faces = [f for f in sorted(faces, key=lambda t: -_iou(t[0], box)) if _iou(f[0], box) > 0]
         score = float("nan")
         if faces:
-            if box is not None:
-                faces.sort(key=lambda t: -_iou(t[0], box))
             used, score = faces[0]
             source = "hog"
         elif box is not None:

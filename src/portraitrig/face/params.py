@@ -300,10 +300,9 @@ def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_angle_degrees(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle between rotations, degrees."""
-    R = R1.transpose(-1, -2) @ R2
-    cos = ((R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.acos(cos))
+    """Geodesic angle between rotations, degrees (via quaternions: exact near 0, unlike acos)."""
+    q = matrix_to_quaternion(R1.transpose(-1, -2) @ R2)
+    return torch.rad2deg(2 * torch.atan2(q[..., 1:].norm(dim=-1), q[..., 0].abs()))
 
 
 __all__ = ["RigParams", "TENSOR_FIELDS", "axis_angle_to_matrix", "matrix_to_axis_angle",

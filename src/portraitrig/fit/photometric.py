@@ -6,15 +6,19 @@ with ``albedo(p)`` the barycentric interpolation of vertex albedos. Every covere
 pixel that passes the depth test of the rasterized z-buffer (so occluded vertices get nothing)
 and lies in ``valid_mask`` is an observation.
 
-Solve, alternating ``n_iters`` times:
+Solve:
 
-1. light: linear least squares per image and channel, given the albedo (skin pixels only; eyes and
-   mouth interior are not Lambertian skin);
-2. albedo: linear least squares given the light, with a graph-Laplacian smoothness prior on the
+0. warm-up: light by least squares with a per-region constant albedo (the median of
+   colour / shading), on the best-fitting 70 % of the pixels (least trimmed squares, iterated),
+   so hair over the forehead, beards, glasses or occluders cannot pull the light;
+then ``n_iters`` times:
+1. albedo: linear least squares given the light, with a graph-Laplacian smoothness prior on the
    mesh (edges across regions cut) and a prior towards the robust (median) albedo of each region,
    so smooth shading gradients go to the light, not the albedo;
-3. robust weights (Cauchy IRLS on the residuals) so hair, glasses, specular highlights that
-   the model cannot explain lose influence.
+2. robust weights (Cauchy IRLS on the residuals) so what the model cannot explain (specular
+   highlights, hair) keeps little influence;
+3. light: linear least squares per image given the albedo, on skin pixels only (eyes and mouth
+   interior are not Lambertian skin), with a weak prior that its directional part is white.
 
 Scale convention (albedo * light is ambiguous per channel): the light is scaled so the mean
 shading over the visible skin pixels is 1 in each channel (over all images when the albedo is
@@ -57,19 +61,12 @@ def mesh_laplacian(faces: torch.Tensor, n_vertices: int, vregion: torch.Tensor |
     return torch.diag(A.sum(1)) - A
 
 
-def _weighted_median(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Weighted median of (N, C) values along N -> (C,)."""
-    xs, order = x.sort(0)
-    cw = torch.cumsum(w[order], 0)
-    k = (cw < 0.5 * cw[-1:]).sum(0).clamp_max(x.shape[0] - 1)
-    return xs.gather(0, k[None]).squeeze(0)
-
-
 @torch.no_grad()
 def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool = False,
-                   valid_mask: torch.Tensor | None = None, n_iters: int = 4, fit_size: int = 128,
+                   valid_mask: torch.Tensor | None = None, n_iters: int = 2, fit_size: int = 128,
                    smooth_weight: float = 2.0, prior_weight: float = 0.05, light_ridge: float = 1e-3,
-                   min_facing: float = 0.1, trim: float = 0.7, warmup: int = 10):
+                   min_facing: float = 0.1, trim: float = 0.7, warmup: int = 10,
+                   light_colour_weight: float = 0.1):
     """Fit ``light`` (B, 9, 3) and ``albedo`` (B, V, 3) of ``params`` to ``images``.
 
     images: (B, 3, H, W) float in [0, 1], the aligned square crops the geometry was fitted on.
@@ -82,6 +79,9 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
         region-median priors relative to the data of an average vertex. min_facing: pixels whose
         normal has ``-n_z`` below it (grazing) are ignored. trim: fraction of the pixels kept
         (best-fitting) while the light is first estimated, for at most ``warmup`` rounds.
+        light_colour_weight: strength of the prior that the directional part of the light (SH
+        bands 1, 2) is white, i.e. the same in R, G, B (ambient colour stays free); it keeps
+        colour gradients of the skin from turning into oddly coloured lights.
     Returns new params (other fields shared with the input).
     """
     dev, dt = params.scale.device, params.scale.dtype
@@ -124,8 +124,6 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
 
     vreg = vertex_regions(model).to(dev)
     prior_mat = smooth_weight * mesh_laplacian(faces, V, vreg, dt) + prior_weight * torch.eye(V, device=dev, dtype=dt)
-    R = len(REGIONS)
-
     light = params.light.to(dev, dt).clone()
     albedo = params.albedo.to(dev, dt)[:1 if shared_albedo else B].clone()
     if albedo.shape[0] != G:
@@ -137,6 +135,9 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
     YY = (Y[:, :, None] * Y[:, None, :]).reshape(P, 81)
     bounds = [0] + torch.cumsum(torch.bincount(b, minlength=B), 0).tolist()  # pixels are sorted by image
     ridge = torch.tensor([0.0] + [light_ridge] * 8, device=dev, dtype=dt)
+    # sum over k >= 1 of the channel variance of L_k: (I_3 - 1/3) kron diag(0, 1, ..., 1)
+    colour_prior = torch.kron(torch.eye(3, device=dev, dtype=dt) - 1 / 3,
+                              torch.diag(torch.tensor([0.0] + [1.0] * 8, device=dev, dtype=dt)))
 
     gvid = (vid + (g * V)[:, None]).reshape(-1)  # rows of the flattened (G * V, 3) albedo
 
@@ -151,9 +152,15 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
         M = torch.stack([YY[i0:i1].T @ (wa[i0:i1] * a[i0:i1]) for i0, i1 in zip(bounds[:-1], bounds[1:])])
         r = torch.stack([Y[i0:i1].T @ (wa[i0:i1] * col[i0:i1]) for i0, i1 in zip(bounds[:-1], bounds[1:])])
         M = M.reshape(B, 9, 9, 3).permute(0, 3, 1, 2)  # (B, C, 9, 9)
-        diag = M.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-8)
+        diag = M.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-8)  # (B, C, 1)
         M = M + torch.diag_embed(diag * ridge) + 1e-9 * torch.eye(9, device=dev, dtype=dt)
-        L = torch.linalg.solve(M, r.permute(0, 2, 1)[..., None])[..., 0].transpose(1, 2)  # (B, 9, 3)
+        # one 27 x 27 system per image: channel blocks + the white-directional-light prior
+        big = torch.zeros(B, 27, 27, device=dev, dtype=dt)
+        for c in range(3):
+            big[:, 9 * c:9 * c + 9, 9 * c:9 * c + 9] = M[:, c]
+        big = big + light_colour_weight * diag.mean(1)[:, :, None] * colour_prior
+        L = torch.linalg.solve(big, r.permute(0, 2, 1).reshape(B, 27, 1))[..., 0]
+        L = L.reshape(B, 3, 9).transpose(1, 2)  # (B, 9, 3)
         return L, (Y[:, None, :] @ L[b]).squeeze(1)  # light, per-pixel shading (P, 3)
 
     def residual(alb, shading):
@@ -161,8 +168,11 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
         return (col - a * shading).abs().mean(-1)
 
     def per_image(res, fn):
-        return torch.stack([fn(res[(b == i) & (w0 > 0)]) if bool(((b == i) & (w0 > 0)).any()) else res.new_ones(())
-                            for i in range(B)])
+        out = []
+        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+            r = res[i0:i1][w0[i0:i1] > 0]
+            out.append(fn(r) if r.numel() else res.new_ones(()))
+        return torch.stack(out)
 
     def robust_weights(alb, shading):
         # Cauchy IRLS weights from the residuals, scale = 1.4826 * median |r| per image
@@ -175,9 +185,9 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
     # before the albedo may absorb them
     for _ in range(max(1, warmup)):
         light, shading = solve_light(albedo, weight)
-        albedo = _prior_albedo(col, shading, weight, g, preg, vreg, G, albedo)
+        albedo = _prior_albedo(col, shading, w0, g, preg, vreg, G, albedo)
         res = residual(albedo, shading)
-        cut = per_image(res, lambda r: torch.quantile(r, trim))
+        cut = per_image(res, lambda r: r.kthvalue(max(1, int(trim * r.numel()))).values)
         new = w0 * (res <= cut[b])
         if torch.equal(new, weight):
             break
@@ -187,7 +197,7 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
     for _ in range(n_iters):
         light, shading = solve_light(albedo, weight)
         # ---- albedo given light, with Laplacian + region-median priors
-        mu = _prior_albedo(col, shading, weight, g, preg, vreg, G, albedo)
+        mu = _prior_albedo(col, shading, w0, g, preg, vreg, G, albedo)
         sw = weight[:, None] * shading  # (P, 3)
         # normal equations per (group, channel): sum_p w s^2 bary_u bary_v and sum_p w s I bary_u,
         # the data normalised to "one average observed vertex" so the priors are size-free
@@ -225,17 +235,17 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
 
 
 def _prior_albedo(col, shading, weight, g, preg, vreg, G, fallback):
-    """(G, V, 3) prior albedo: per group and region, the weighted median of colour / shading over
-    that region's pixels; ``fallback`` (G, V, 3) where a region has no pixels."""
+    """(G, V, 3) prior albedo: per group and region, the median of colour / shading over that
+    region's pixels of weight >= 0.5; ``fallback`` (G, V, 3) where a region has too few."""
     out = fallback.clone()
     ratio = col / shading.clamp_min(0.05)
-    ok = (shading > 0.05).all(-1)
+    ok = (shading > 0.05).all(-1) & (weight >= 0.5)
     for gi in range(G):
         for reg in torch.unique(vreg).tolist():
-            sel = ok & (g == gi) & (preg == reg)
-            if int(sel.sum()) < 3:
+            sel = (ok & (g == gi) & (preg == reg)).nonzero().squeeze(1)
+            if sel.numel() < 3:
                 continue
-            out[gi, vreg == reg] = _weighted_median(ratio[sel], weight[sel])
+            out[gi, vreg == reg] = ratio.index_select(0, sel).median(0).values
     return out
 
 

@@ -23,7 +23,7 @@ import torch
 
 from portraitrig.face.base import REGIONS, posed_vertices
 from portraitrig.light.sh import sh_basis
-from portraitrig.render.raster import Fragments, interpolate, rasterize
+from portraitrig.render.raster import Fragments, interpolate_covered, rasterize
 
 DEFAULT_NAMES = ("normal", "albedo", "shaded", "mask", "depth")
 ALL_NAMES = ("normal", "albedo", "shading", "shaded", "mask", "depth", "region", "regions", "uv")
@@ -58,52 +58,55 @@ def render_buffers(params, model, size: int = 256, names: Sequence[str] = DEFAUL
 
 
 def _buffers_from_fragments(frags: Fragments, verts, faces, params, model, names) -> dict[str, torch.Tensor]:
+    # everything is computed on the covered pixels, then scattered once into a dense block
     B, H, W = frags.tri_id.shape
-    mask = frags.mask[..., None].to(verts.dtype)  # (B, H, W, 1)
-    need_n = any(n in names for n in ("normal", "shading", "shaded"))
-    need_a = any(n in names for n in ("albedo", "shaded"))
-    attrs, slots = [], {}
-    if need_n:
-        slots["normal"] = slice(0, 3)
+    dt, dev = verts.dtype, verts.device
+    pix, tri, _, pdepth = frags.covered()
+    P = pix.shape[0]
+    attrs = []
+    if any(n in names for n in ("normal", "shading", "shaded")):
         attrs.append(vertex_normals(verts, faces))
-    if need_a:
-        o = sum(a.shape[-1] for a in attrs)
-        slots["albedo"] = slice(o, o + 3)
+    if any(n in names for n in ("albedo", "shaded")):
         attrs.append(params.albedo.to(verts))
     if "uv" in names:
-        o = sum(a.shape[-1] for a in attrs)
-        slots["uv"] = slice(o, o + 2)
         attrs.append(model.uv.to(verts).expand(B, -1, -1))
-    px = interpolate(torch.cat(attrs, -1), faces, frags) if attrs else None
-    res: dict[str, torch.Tensor] = {}
-    if need_n:
-        n = px[..., slots["normal"]]
-        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12) * mask
-        if "normal" in names:
-            res["normal"] = n
+    px = interpolate_covered(torch.cat(attrs, -1), faces, frags) if attrs else None
+    vals: dict[str, torch.Tensor] = {}
+    o = 0
+    if any(n in names for n in ("normal", "shading", "shaded")):
+        n = px[:, 0:3]
+        vals["normal"] = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        o = 3
         if "shading" in names or "shaded" in names:
-            shading = (sh_basis(n).reshape(B, -1, 9) @ params.light.to(n)).reshape(B, H, W, 3) * mask
-            if "shading" in names:
-                res["shading"] = shading
-    if "albedo" in names:
-        res["albedo"] = px[..., slots["albedo"]]
-    if "shaded" in names:
-        res["shaded"] = px[..., slots["albedo"]] * shading
+            basis = sh_basis(vals["normal"])  # (P, 9)
+            light = params.light.to(verts)
+            # covered pixels are sorted by image: one small matmul per image
+            ends = torch.searchsorted(pix, torch.arange(1, B + 1, device=dev) * (H * W)).tolist()
+            vals["shading"] = torch.cat([basis[i0:i1] @ light[k] for k, (i0, i1) in enumerate(zip([0] + ends[:-1], ends))])
+    if any(n in names for n in ("albedo", "shaded")):
+        vals["albedo"] = px[:, o:o + 3]
+        o += 3
+        if "shaded" in names:
+            vals["shaded"] = vals["albedo"] * vals["shading"]
     if "uv" in names:
-        res["uv"] = px[..., slots["uv"]]
+        vals["uv"] = px[:, o:o + 2]
     if "mask" in names:
-        res["mask"] = mask
+        vals["mask"] = torch.ones(P, 1, dtype=dt, device=dev)
     if "depth" in names:
-        res["depth"] = torch.where(frags.mask, frags.depth, torch.zeros(())).to(verts.dtype)[..., None]
+        vals["depth"] = pdepth.to(dt)[:, None]
     if "region" in names or "regions" in names:
-        fr = model.face_region.to(verts.device)
-        reg = torch.where(frags.mask, fr[frags.tri_id.clamp_min(0)], torch.full_like(frags.tri_id, -1))
-        if "region" in names:
-            res["region"] = reg.to(verts.dtype)[..., None]
+        reg = model.face_region.to(dev).index_select(0, tri)
+        vals["region"] = reg.to(dt)[:, None]
         if "regions" in names:
-            ids = torch.arange(len(REGIONS), device=reg.device)
-            res["regions"] = (reg[..., None] == ids).to(verts.dtype)
-    return {k: res[k].permute(0, 3, 1, 2).contiguous() for k in names}
+            vals["regions"] = (reg[:, None] == torch.arange(len(REGIONS), device=dev)).to(dt)
+    cols = [vals[k] for k in names]
+    sizes = [c.shape[1] for c in cols]
+    dense = torch.zeros(sum(sizes), B * H * W, dtype=dt, device=dev)  # channel-major: fast scatter
+    if "region" in names:  # background region id is -1
+        dense[sum(sizes[: list(names).index("region")])] = -1
+    dense.index_copy_(1, pix, torch.cat(cols, 1).T.contiguous())
+    dense = dense.reshape(-1, B, H, W).permute(1, 0, 2, 3).contiguous()
+    return dict(zip(names, dense.split(sizes, dim=1)))
 
 
 class Renderer:

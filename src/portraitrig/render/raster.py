@@ -34,16 +34,30 @@ class Fragments:
     bary: (B, H, W, 3) barycentrics of the pixel centre w.r.t. the triangle's 3 vertices (in the
         order of ``faces``); 0 at background.
     depth: (B, H, W) interpolated z (NDC units, smaller = closer); +inf at background.
+    pix, pix_tri, pix_bary, pix_depth: the same for the covered pixels only (optional; see
+        :meth:`covered`).
     """
 
     tri_id: torch.Tensor
     bary: torch.Tensor
     depth: torch.Tensor
+    pix: torch.Tensor | None = None
+    pix_tri: torch.Tensor | None = None
+    pix_bary: torch.Tensor | None = None
+    pix_depth: torch.Tensor | None = None
 
     @property
     def mask(self) -> torch.Tensor:
         """(B, H, W) bool coverage."""
         return self.tri_id >= 0
+
+    def covered(self):
+        """Covered pixels only: ``(pix (P,) flat index into B*H*W, ascending; tri (P,);
+        bary (P, 3); depth (P,))``."""
+        if self.pix is None:
+            pix = self.tri_id.reshape(-1).ge(0).nonzero().squeeze(1)
+            return pix, self.tri_id.reshape(-1)[pix], self.bary.reshape(-1, 3)[pix], self.depth.reshape(-1)[pix]
+        return self.pix, self.pix_tri, self.pix_bary, self.pix_depth
 
 
 def _snap(verts: torch.Tensor, size: int) -> torch.Tensor:
@@ -134,34 +148,38 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
         npx = torch.where(empty, torch.zeros_like(lo), (hi - lo + 1).clamp_min(0))
         rows = npx.nonzero().squeeze(1)
         npx, lo, t, i, a, c, P = npx[rows], lo[rows], t[rows], i[rows], a[rows], c[rows], P[rows]
-        # depth along the row: z(j) = z(lo) + dz * (j - lo), float64
-        zc = T["z"].index_select(0, t).to(torch.float64) / P[:, 12:13].to(torch.float64)
-        dz = (a.to(torch.float64) * zc).sum(-1)
-        z_lo = ((c + a * lo[:, None]).to(torch.float64) * zc).sum(-1)
+        # quantised depth along the row: q(j) = q(lo) + dq * (j - lo), float64
+        zc = T["z"].index_select(0, t).to(torch.float64) * (zscale / P[:, 12:13].to(torch.float64))
+        dq = (a.to(torch.float64) * zc).sum(-1)
+        q_lo = ((c + a * lo[:, None]).to(torch.float64) * zc).sum(-1) - zmin * zscale
         b = torch.div(t, F, rounding_mode="floor")
         fid = t - b * F
         base = (b * H + i) * W + lo
         N = int(npx.sum())
         rp = torch.repeat_interleave(torch.arange(rows.numel(), device=device), npx, output_size=N)
-        k = torch.arange(N, device=device) - (torch.cumsum(npx, 0) - npx)[rp]
-        z = z_lo[rp] + dz[rp] * k
-        qz = ((z - zmin) * zscale).clamp(0, 2 ** depth_bits - 1).to(torch.int64)
-        zbuf.scatter_reduce_(0, base[rp] + k, (qz << id_bits) | fid[rp], reduce="amin", include_self=True)
+        k = torch.arange(N, device=device) - (torch.cumsum(npx, 0) - npx).index_select(0, rp)
+        qz = torch.addcmul(q_lo.index_select(0, rp), dq.index_select(0, rp), k).clamp_(0, 2 ** depth_bits - 1)
+        key = (qz.to(torch.int64) << id_bits) | fid.index_select(0, rp)
+        zbuf.scatter_reduce_(0, base.index_select(0, rp) + k, key, reduce="amin", include_self=True)
 
-    hit = zbuf != _INT64_MAX
-    tri_id = torch.where(hit, zbuf & ((1 << id_bits) - 1), torch.full_like(zbuf, -1)).reshape(B, H * W)
-    # barycentrics and depth of the winners, evaluated densely over all pixels
-    g = (tri_id.clamp_min(0) + torch.arange(B, device=device)[:, None] * F).reshape(-1)
+    # barycentrics and depth of the winners (covered pixels only)
+    hp = (zbuf != _INT64_MAX).nonzero().squeeze(1)
+    tri = zbuf[hp] & ((1 << id_bits) - 1)
+    b = torch.div(hp, H * W, rounding_mode="floor")
+    rem = hp - b * (H * W)
+    i = torch.div(rem, W, rounding_mode="floor")
+    px = ((rem - i * W) * _SUB + _HALF)[:, None]
+    py = (i * _SUB + _HALF)[:, None]
+    g = b * F + tri
     P = T["itab"].index_select(0, g)
-    ar = torch.arange(H * W, device=device)
-    px = ((ar % W) * _SUB + _HALF).repeat(B)[:, None]
-    py = (torch.div(ar, W, rounding_mode="floor") * _SUB + _HALF).repeat(B)[:, None]
     e = P[:, 0:3] * px + P[:, 3:6] * py + P[:, 6:9]
-    bary = torch.where(hit[:, None], e.to(fdt) / P[:, 12:13].clamp_min(1).to(fdt), torch.zeros((), dtype=fdt, device=device))
+    pbary = e.to(fdt) / P[:, 12:13].to(fdt)
     zt = T["z"].index_select(0, g).to(fdt)
-    depth = bary[:, 0] * zt[:, 0] + bary[:, 1] * zt[:, 1] + bary[:, 2] * zt[:, 2]
-    depth = torch.where(hit, depth, torch.full_like(depth, float("inf")))
-    return Fragments(tri_id.reshape(B, H, W), bary.reshape(B, H, W, 3), depth.reshape(B, H, W))
+    pdepth = pbary[:, 0] * zt[:, 0] + pbary[:, 1] * zt[:, 1] + pbary[:, 2] * zt[:, 2]
+    tri_id = torch.full((B * H * W,), -1, dtype=torch.long, device=device).index_copy_(0, hp, tri)
+    bary = torch.zeros(B * H * W, 3, dtype=fdt, device=device).index_copy_(0, hp, pbary)
+    depth = torch.full((B * H * W,), float("inf"), dtype=fdt, device=device).index_copy_(0, hp, pdepth)
+    return Fragments(tri_id.reshape(B, H, W), bary.reshape(B, H, W, 3), depth.reshape(B, H, W), hp, tri, pbary, pdepth)
 
 
 def rasterize_reference(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backfaces: bool = False) -> Fragments:
@@ -216,18 +234,25 @@ def rasterize_reference(verts: torch.Tensor, faces: torch.Tensor, size: int, cul
     return Fragments(tri_id, bary.to(verts.dtype), depth.to(verts.dtype))
 
 
+def interpolate_covered(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
+    """Per-vertex attributes (B, V, C) -> (P, C) at the covered pixels (see ``Fragments.covered``)."""
+    B, H, W = frags.tri_id.shape
+    V, C = attr.shape[1], attr.shape[2]
+    pix, tri, bary, _ = frags.covered()
+    b = torch.div(pix, H * W, rounding_mode="floor")
+    vid = faces.to(attr.device).index_select(0, tri) + (b * V)[:, None]  # (P, 3)
+    vals = attr.reshape(B * V, C).index_select(0, vid.reshape(-1)).reshape(-1, 3, C)
+    w = bary.to(attr.dtype)
+    return w[:, 0:1] * vals[:, 0] + w[:, 1:2] * vals[:, 1] + w[:, 2:3] * vals[:, 2]
+
+
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Per-vertex attributes (B, V, C) -> (B, H, W, C) at each pixel (0 at background)."""
     B, H, W = frags.tri_id.shape
-    V, C = attr.shape[1], attr.shape[2]
-    faces = faces.to(attr.device)
-    tid = frags.tri_id.clamp_min(0).reshape(B, H * W)
-    vid = faces.index_select(0, tid.reshape(-1)).reshape(B, H * W, 3)
-    vid = vid + torch.arange(B, device=attr.device)[:, None, None] * V
-    vals = attr.reshape(B * V, C).index_select(0, vid.reshape(-1)).reshape(B * H * W, 3, C)
-    w = frags.bary.reshape(B * H * W, 3, 1).to(attr.dtype)  # 0 at background
-    out = w[:, 0] * vals[:, 0] + w[:, 1] * vals[:, 1] + w[:, 2] * vals[:, 2]
-    return out.reshape(B, H, W, C)
+    pix = frags.covered()[0]
+    out = attr.new_zeros(B * H * W, attr.shape[-1])
+    out.index_copy_(0, pix, interpolate_covered(attr, faces, frags))
+    return out.reshape(B, H, W, -1)
 
 
-__all__ = ["Fragments", "rasterize", "rasterize_reference", "interpolate", "SUBPIXEL_BITS"]
+__all__ = ["Fragments", "rasterize", "rasterize_reference", "interpolate", "interpolate_covered", "SUBPIXEL_BITS"]

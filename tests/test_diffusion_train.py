@@ -1,0 +1,173 @@
+"""DiffusionRig training: data cache, loss falls, exact resume, frozen encoder in stage 2."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from portraitrig.diffusion import checkpoint as ck
+from portraitrig.diffusion.config import preset
+from portraitrig.diffusion.data import FaceCache, build_cache, group_of
+from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.diffusion.train import TrainConfig, batch_indices, train
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+
+S = 32
+
+
+def _synthetic(n=8, V=10):
+    """Blobs whose position follows params.translation and colour params.light[:, 0]."""
+    g = torch.Generator().manual_seed(0)
+    p = RigParams(scale=torch.rand(n, 1, generator=g), rotation=torch.randn(n, 3, generator=g) * 0.1,
+                  translation=torch.randn(n, 2, generator=g) * 0.2, identity=torch.randn(n, 5, generator=g),
+                  expression=torch.randn(n, 4, generator=g), gaze=torch.zeros(n, 2, 2),
+                  light=torch.randn(n, 9, 3, generator=g), albedo=torch.rand(n, V, 3, generator=g),
+                  sources=[f"/x/clip{i % 2}.mp4#frame={i}" for i in range(n)])
+    m, sh = _blob(p)
+    imgs = ((sh * m + 0.2 * (1 - m)) * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return list(imgs), p
+
+
+def _blob(p):
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, S, device=p.device), torch.linspace(-1, 1, S, device=p.device),
+                            indexing="ij")
+    r = (xx - p.translation[:, 0, None, None]) ** 2 + (yy - p.translation[:, 1, None, None]) ** 2
+    m = (r < 0.4).float()[:, None]
+    return m, torch.sigmoid(2 * p.light[:, 0, :])[:, :, None, None]
+
+
+def synth_buffers(p):
+    """Stand-in for the rig renderer: 13 channels like normal/albedo/shaded/regions."""
+    m, sh = _blob(p)
+    return torch.cat([m.expand(-1, 3, -1, -1), (sh * m) * 2 - 1, (sh * m) * 2 - 1, m.expand(-1, 4, -1, -1) * 2 - 1], 1)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    imgs, p = _synthetic()
+    return build_cache(imgs, p, [f"i{i}" for i in range(len(imgs))], S)
+
+
+def _cfg(**kw):
+    base = dict(steps=6, batch_size=4, precision="fp32", ckpt_every=1000, sample_every=0, log_every=1,
+                warmup_steps=1, lr=1e-3, channels_last=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cache_round_trip_and_selection(cache, tmp_path):
+    assert group_of("/a/b/clip0.mp4#frame=3") == "clip0" and group_of("/a/p.jpg") == "p"
+    cache.save(tmp_path / "c.safetensors")
+    c = FaceCache.load(tmp_path / "c.safetensors")
+    assert len(c) == 8 and c.groups == ["clip0", "clip1"] and c.size == S
+    assert np.abs(c.image(3).astype(int) - cache.image(3).astype(int)).max() == 0
+    assert torch.equal(c.params.light, cache.params.light) and c.sources == cache.sources
+    assert c.images().shape == (8, 3, S, S) and c.images().dtype == torch.uint8
+    assert c.bytes_per_item() < S * S * 3  # compact: JPEG + params, no float buffers
+    idx = c.indices_of(exclude=["clip1"])
+    assert idx == [0, 2, 4, 6]
+    train_idx, held = c.split_group("clip1", 2)
+    assert len(train_idx) == 2 and len(held) == 2 and not set(train_idx) & set(held)
+    sub = c.subset(held)
+    assert len(sub) == 2 and sub.ids == [c.ids[i] for i in held]
+    assert np.array_equal(sub.image(1), c.image(held[1]))
+    with pytest.raises(InputError):
+        c.indices_of(["nobody"])
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(InputError):
+        FaceCache.load(tmp_path / "bad.safetensors")
+
+
+def test_batch_indices_shard_and_cover():
+    n, bs, world = 10, 3, 2
+    seen = []
+    for step in range(5):
+        parts = [batch_indices(step, n, bs, r, world, seed=7) for r in range(world)]
+        seen += [i for p in parts for i in p.tolist()]
+    # the stream is a sequence of permutations: the first 10 items are each item once
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert torch.equal(batch_indices(3, n, bs, 1, world, 7), batch_indices(3, n, bs, 1, world, 7))
+
+
+def test_optimizer_state_flatten_round_trip():
+    w = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.AdamW([w], lr=1e-2)
+    w.grad = torch.randn(3, 2)
+    opt.step()
+    tensors, rest = ck.flatten_optimizer(opt.state_dict())
+    json.dumps(rest)
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(w.detach().clone())], lr=1.0)
+    opt2.load_state_dict(ck.unflatten_optimizer(tensors, json.loads(json.dumps(rest))))
+    for k in ("exp_avg", "exp_avg_sq", "step"):
+        assert torch.equal(opt2.state_dict()["state"][0][k], opt.state_dict()["state"][0][k])
+    assert opt2.param_groups[0]["lr"] == 1e-2 and opt2.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_loss_falls(cache, tmp_path):
+    train(cache, tmp_path / "run", preset("tiny"), _cfg(steps=40, log_every=4, ckpt_every=20, keep=1,
+                                                         sample_every=40),
+          buffer_fn=synth_buffers, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(logs) == 10
+    first, last = logs[0]["loss"], np.mean([r["loss"] for r in logs[-3:]])
+    assert last < 0.7 * first, (first, last)
+    assert [p.name for p in ck.list_checkpoints(tmp_path / "run")] == ["ckpt-00000040.safetensors"]
+    assert (tmp_path / "run" / "samples" / "step-00000040.png").exists()
+    m = DiffusionRigModel.from_pretrained(tmp_path / "run" / "model")
+    assert m.config == preset("tiny")
+
+
+def test_resume_is_exact(cache, tmp_path):
+    cfg = _cfg(steps=6)
+    train(cache, tmp_path / "a", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False)
+    train(cache, tmp_path / "b", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False, stop_after=3)
+    assert [p.name for p in ck.list_checkpoints(tmp_path / "b")] == ["ckpt-00000003.safetensors"]
+    assert not (tmp_path / "b" / "model").exists()  # killed before the end
+    train(cache, tmp_path / "b", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False)
+    ta, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "a", 6))
+    tb, hb = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "b", 6))
+    assert hb["step"] == 6
+    keys = [k for k in ta if k.startswith(("model.", "ema.", "optim."))]
+    assert keys and set(keys) == {k for k in tb if k.startswith(("model.", "ema.", "optim."))}
+    for k in keys:
+        assert torch.equal(ta[k], tb[k]), k
+    # and training really changed the weights
+    t0, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "b", 3))
+    assert not torch.equal(t0["model.unet.conv_out.weight"], ta["model.unet.conv_out.weight"])
+
+
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_stage2_keeps_encoder_frozen(cache, tmp_path, from_scratch):
+    torch.manual_seed(5)
+    init = None
+    start = DiffusionRigModel(preset("tiny"))
+    if not from_scratch:
+        with torch.no_grad():  # a "stage-1" model with non-trivial BN statistics
+            for mod in start.encoder.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.running_mean.uniform_(-0.5, 0.5)
+                    mod.running_var.uniform_(0.5, 2.0)
+        start.save_pretrained(tmp_path / "stage1")
+        init = tmp_path / "stage1"
+    out = train(cache, tmp_path / "s2", preset("tiny"), _cfg(stage=2, steps=3), indices=[0, 2, 4, 6], init=init,
+                buffer_fn=synth_buffers, progress=False)
+    tensors, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "s2", 3))
+    after = DiffusionRigModel.from_pretrained(out)
+    if from_scratch:  # the run's own random start (train() seeds with TrainConfig.seed = 0)
+        torch.manual_seed(0)
+        start = DiffusionRigModel(preset("tiny"))
+    for k, v in start.encoder.state_dict().items():
+        assert torch.equal(v, ck.prefixed(tensors, "model.encoder.")[k]), k
+        assert torch.equal(v, after.encoder.state_dict()[k]), k
+    assert not torch.equal(start.unet.conv_out.weight, after.unet.conv_out.weight)
+    n_trainable = sum(p.numel() for p in start.parameters()) - sum(p.numel() for p in start.encoder.parameters())
+    n_opt = sum(v.numel() for k, v in tensors.items() if k.startswith("optim.state.") and k.endswith(".exp_avg"))
+    assert n_opt == n_trainable  # the optimizer never saw the encoder
+
+
+def test_bad_inputs(cache, tmp_path):
+    with pytest.raises(InputError):
+        train(cache, tmp_path / "x", preset("64"), _cfg(), buffer_fn=synth_buffers, progress=False)
+    with pytest.raises(InputError):
+        train(cache, tmp_path / "x", preset("tiny"), _cfg(), indices=[], buffer_fn=synth_buffers, progress=False)
