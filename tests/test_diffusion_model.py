@@ -96,6 +96,14 @@ def test_ddim_plan():
         DDIMPlan.make(preset("tiny"), 0)
 
 
+def test_ddim_sample_clip_keeps_range():
+    plan = DDIMPlan.make(preset("tiny"), 5)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    wild = lambda x, t: -3 * x  # noqa: E731  (an eps that drives x0 far out of range)
+    assert ddim_sample(wild, x, plan).abs().max() > 1.5
+    assert ddim_sample(wild, x, plan, clip=True).abs().max() <= 1.0 + 1e-6
+
+
 def test_ddim_inversion_reconstructs_input():
     """Deterministic inversion (with fixed-point refinement) then decoding under the same
     buffers gives the input back; plain inversion at 20 steps is far coarser."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 CONTROLS = ("smile", "jaw_open", "brows_raised", "eye_closed_left", "eye_closed_right", "pucker", "frown")
@@ -44,6 +45,9 @@ def register(sub) -> None:
     t.add_argument("--sample-every", type=int, default=1000)
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="stop after this many minutes (checkpoint + model written)")
+    t.add_argument("--warmup", type=int, default=100, help="LR warm-up steps")
     t.add_argument("--device", default=None)
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -107,10 +111,12 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(stage=args.stage, steps=steps, batch_size=args.batch_size, lr=lr, ema_decay=args.ema,
                       precision=args.precision, compile=args.compile, grad_checkpointing=args.grad_checkpointing,
                       channels_last=not args.no_channels_last, seed=args.seed, ckpt_every=args.ckpt_every,
-                      keep=args.keep, log_every=args.log_every, sample_every=args.sample_every)
+                      keep=args.keep, log_every=args.log_every, sample_every=args.sample_every,
+                      warmup_steps=args.warmup, time_limit_s=None if args.time_limit is None else args.time_limit * 60)
     out = train(cache, args.out, preset(args.config), cfg, indices=idx, init=args.init, device=args.device,
                 progress=not args.quiet)
-    print(f"model written to {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes, and says so
+        print(f"model written to {out}")
     return 0
 
 

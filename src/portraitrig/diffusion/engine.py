@@ -1,6 +1,6 @@
 """Fast whole-loop DDIM execution: the 20-step (or any) loop as ONE CUDA graph.
 
-``DDIMEngine(model, steps, refine=0)`` runs :func:`ddim_sample` / :func:`ddim_invert` for a batch. On the
+``DDIMEngine(model, steps, refine=0, clip=False)`` runs :func:`ddim_sample` / :func:`ddim_invert` for a batch. On the
 CPU (or with ``fast=False``) it is the plain fp32 loop. With ``fast=True`` on CUDA: bf16 weights,
 channels_last, SDPA attention (diffusers' default processor), optional torch.compile of the
 denoiser, and the whole loop (every UNet call plus the tensor-only DDIM updates with
@@ -18,14 +18,14 @@ from portraitrig.diffusion.sampling import DDIMPlan, ddim_invert, ddim_sample
 class DDIMEngine:
     def __init__(self, model: DiffusionRigModel, steps: int = 20, fast: bool | None = None,
                  compile: bool = True, cuda_graph: bool = True, dtype: torch.dtype = torch.bfloat16,
-                 refine: int = 0):
+                 refine: int = 0, clip: bool = False):
         self.device = next(model.parameters()).device
         self.fast = self.device.type == "cuda" if fast is None else fast
         self.model = model.eval()
         self.dtype = dtype if self.fast else next(model.parameters()).dtype
         if self.fast:
             self.model = model.to(dtype).to(memory_format=torch.channels_last)
-        self.refine = refine
+        self.refine, self.clip = refine, clip
         self.plan = DDIMPlan.make(model.config, steps, device=self.device, dtype=torch.float32)
         self._denoise = self.model.denoise
         if self.fast and compile:
@@ -48,7 +48,7 @@ class DDIMEngine:
     def _loop(self, direction: str, x, buffers, cond):
         if direction == "invert":
             return ddim_invert(self._eps_fn(buffers, cond), x.float(), self.plan, self.refine)
-        return ddim_sample(self._eps_fn(buffers, cond), x.float(), self.plan)
+        return ddim_sample(self._eps_fn(buffers, cond), x.float(), self.plan, self.clip)
 
     @torch.no_grad()
     def __call__(self, direction: str, x: torch.Tensor, buffers: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ class DiffusionRenderer:
         self.buffers_of = RigBuffers(self.config.buffers, self.size, self.device, face_model)
         self.face_model = self.buffers_of.renderer.model
         self._rigger = rigger
-        self._engines: dict[tuple[int, int], DDIMEngine] = {}
+        self._engines: dict[tuple, DDIMEngine] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device="cpu", **kw) -> "DiffusionRenderer":
@@ -133,11 +133,13 @@ class DiffusionRenderer:
             self._rigger = Rigger(crop_size=max(256, self.size), model=self.face_model.to("cpu"))
         return self._rigger
 
-    def engine(self, steps: int, refine: int = 0) -> DDIMEngine:
-        if (steps, refine) not in self._engines:
-            self._engines[steps, refine] = DDIMEngine(self.model, steps, fast=self.fast, compile=self.compile,
-                                                      refine=refine)
-        return self._engines[steps, refine]
+    def engine(self, steps: int, refine: int = 0, clip: bool = False) -> DDIMEngine:
+        """The DDIM engine for these settings (engines of one model share its weights)."""
+        key = (steps, refine, clip)
+        if key not in self._engines:
+            self._engines[key] = DDIMEngine(self.model, steps, fast=self.fast, compile=self.compile,
+                                            refine=refine, clip=clip)
+        return self._engines[key]
 
     # ---------------------------------------------------------------- pieces
     def subject(self, item) -> Subject:
@@ -167,8 +169,8 @@ class DiffusionRenderer:
     def buffers(self, params: RigParams) -> torch.Tensor:
         return self.buffers_of(params.to(self.device, torch.float32))
 
-    def _batched(self, steps: int, direction: str, x, buf, cond, refine: int = 0) -> torch.Tensor:
-        eng = self.engine(steps, refine if direction == "invert" else 0)
+    def _batched(self, steps: int, direction: str, x, buf, cond, refine: int = 0, clip: bool = False) -> torch.Tensor:
+        eng = self.engine(steps, refine, False) if direction == "invert" else self.engine(steps, 0, clip)
         outs = [eng(direction, x[i:i + self.max_batch], buf[i:i + self.max_batch], cond[i:i + self.max_batch])
                 for i in range(0, x.shape[0], self.max_batch)]
         return torch.cat(outs)
@@ -178,7 +180,8 @@ class DiffusionRenderer:
     def edit(self, items, edits: Sequence[Edit] = (), steps: int = 20, inversion: bool = True, seed: int = 0,
              paste: bool = True, feather: float = 0.1, refine: int = 0) -> list[EditResult] | EditResult:
         """Apply every edit to every photo. ``items``: one or a list of photos / fits / Subjects.
-        Without ``inversion`` the start noise is drawn from ``seed`` (sampling mode); ``refine``
+        Without ``inversion`` the start noise is drawn from ``seed`` (sampling mode, predicted
+        clean images clipped to [-1, 1] at every step); ``refine``
         adds fixed-point iterations to each inversion step (closer reconstructions).
         Returns one EditResult per photo (a single one for a single item)."""
         single = not isinstance(items, (list, tuple))
@@ -202,7 +205,8 @@ class DiffusionRenderer:
                 eparams.append(ep.to("cpu", torch.float32))
                 conds.append(self.condition(e.latent.reshape(1, -1)) if e.latent is not None else cond_src[p:p + 1])
         ep_all = RigParams.cat(eparams)
-        out = self._batched(steps, "sample", xT.repeat_interleave(E, 0), self.buffers(ep_all), torch.cat(conds))
+        out = self._batched(steps, "sample", xT.repeat_interleave(E, 0), self.buffers(ep_all), torch.cat(conds),
+                            clip=not inversion)
         results = []
         for p, s in enumerate(subjects):
             S = s.crop_image.shape[0]

@@ -8,7 +8,7 @@ DDIM with timesteps t_0 > ... > t_{n-1} and a_i = alphas_cumprod[t_i], a_n = 1 (
     sample step i:  x0 = (x - sqrt(1 - a_i) eps(x, t_i)) / sqrt(a_i);  x <- sqrt(a_{i+1}) x0 + sqrt(1 - a_{i+1}) eps
     invert step i (i = n-1 .. 0): the same map run backwards from a_{i+1} to a_i, with eps
     evaluated at the less noisy point, so sampling after inversion reproduces the input as the
-    steps get finer.
+    steps get finer, or (``refine``) after a few fixed-point iterations per step.
 """
 from __future__ import annotations
 
@@ -84,18 +84,24 @@ class DDIMPlan:
         return DDIMPlan(self.timesteps.to(device), self.a.to(device=device, dtype=dtype or self.a.dtype))
 
 
-def _move(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
+def _move(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor,
+          clip: bool = False) -> torch.Tensor:
     x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+    if clip:
+        x0 = x0.clamp(-1, 1)
     return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
 
 
-def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, plan: DDIMPlan) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) from x at t_0 to a clean image. x: (B, 3, H, W)."""
+def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, plan: DDIMPlan, clip: bool = False) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) from x at t_0 to a clean image. x: (B, 3, H, W).
+    clip: clamp each predicted clean image to [-1, 1] (like diffusers' ``clip_sample``; for
+    sampling from noise: it stops colour drift of young models; off after an inversion, which
+    it would no longer retrace exactly)."""
     B = x.shape[0]
     for i in range(len(plan)):
         t = plan.timesteps[i].expand(B)
         eps = eps_fn(x, t).to(x.dtype)
-        x = _move(x, eps, plan.a[i].to(x.dtype), plan.a[i + 1].to(x.dtype))
+        x = _move(x, eps, plan.a[i].to(x.dtype), plan.a[i + 1].to(x.dtype), clip)
     return x
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     sample_every: int = 1000
     sample_count: int = 4
     sample_steps: int = 20
+    time_limit_s: float | None = None  # stop (checkpoint + model) after this long, as if steps were reached
 
 
 # ---------------------------------------------------------------------- buffers
@@ -169,6 +170,90 @@ def _grid(buffers: torch.Tensor, names, samples: torch.Tensor, targets: torch.Te
 
 
 # ---------------------------------------------------------------------- training
+class Trainer:
+    """Model, EMA, optimizer, (optional) DDP/compile wrapper and the training step.
+
+    One step: P2-weighted epsilon loss of the model on (x0, buffers) with timesteps and noise
+    drawn from a generator seeded by (seed, step, rank), optimizer step, clip, EMA update."""
+
+    def __init__(self, model_config: DiffusionConfig, cfg: TrainConfig, device, init=None,
+                 world: int = 1, rank: int = 0):
+        self.cfg, self.model_config, self.dev = cfg, model_config, torch.device(device)
+        self.world, self.rank = world, rank
+        torch.manual_seed(cfg.seed)
+        model = DiffusionRigModel(model_config)
+        if init is not None:
+            load_weights(model, init)
+        if cfg.stage == 2:
+            model.freeze_encoder()
+        model.to(self.dev)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if cfg.grad_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+        self.model = model
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        fused = cfg.fused_adam and self.dev.type == "cuda"
+        self.opt = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                                     **({"fused": True} if fused else {}))
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=cfg.precision == "fp16")
+        self.schedule = NoiseSchedule(model_config)
+        net = model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        if cfg.compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.conv_1x1_as_mm = True  # 1x1 convs (attention projections, skips) as matmuls
+        self.net = torch.compile(net) if cfg.compile else net
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.train()
+
+    def step(self, x0: torch.Tensor, buffers: torch.Tensor, step: int) -> torch.Tensor:
+        """One optimisation step on x0 (B, 3, S, S) in [-1, 1] and buffers (B, C, S, S);
+        ``step`` is the number of steps done before (seeds the noise, sets the LR warm-up).
+        Returns the loss (0-dim tensor, not synchronised)."""
+        cfg, mf = self.cfg, self.memory_format
+        gen = _step_generator(self.dev, cfg.seed, step, self.rank)
+        x0 = x0.contiguous(memory_format=mf)
+        buffers = buffers.contiguous(memory_format=mf)
+        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=self.dev, generator=gen)
+        noise = torch.randn(x0.shape, device=self.dev, generator=gen).contiguous(memory_format=mf)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with (torch.autocast(self.dev.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()):
+            eps = self.net(x_t, t, buffers, x0)
+        loss = self.schedule.loss(eps, noise, t)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        ema_update(self.ema, self.model, min(cfg.ema_decay, (2 + step) / (11 + step)))
+        return loss.detach()
+
+    def save(self, path: Path, step: int, extra: dict) -> None:
+        ck.save_checkpoint(path, step=step, model=self.model, ema=self.ema, optimizer=self.opt, extra=extra,
+                           scaler_state=self.scaler.state_dict() if self.scaler.is_enabled() else None)
+
+    def load(self, path: Path) -> int:
+        """Restore everything from a checkpoint; returns its step."""
+        tensors, header = ck.load_checkpoint(path)
+        self.model.load_state_dict(ck.prefixed(tensors, "model."))
+        self.ema.load_state_dict(ck.prefixed(tensors, "ema."))
+        self.opt.load_state_dict(ck.unflatten_optimizer(tensors, header["optimizer"]))
+        if header["scaler"]:
+            self.scaler.load_state_dict(header["scaler"])
+        ck.set_rng_state(tensors, header["rng"])
+        return header["step"]
+
+
 def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: DiffusionConfig,
           cfg: TrainConfig, *, indices=None, init: str | Path | None = None, buffer_fn: BufferFn | None = None,
           device: str | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
@@ -207,47 +292,13 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
     if buffer_fn is None:
         buffer_fn = RigBuffers(model_config.buffers, model_config.image_size, dev)
 
-    torch.manual_seed(cfg.seed)
-    model = DiffusionRigModel(model_config)
     resume = ck.list_checkpoints(out)
-    if init is not None and not resume:
-        load_weights(model, init)
-    if cfg.stage == 2:
-        model.freeze_encoder()
-    model.to(dev)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.grad_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    fused = cfg.fused_adam and dev.type == "cuda"
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
-                            **({"fused": True} if fused else {"foreach": dev.type == "cuda"}))
-    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+    trainer = Trainer(model_config, cfg, dev, init=None if resume else init, world=world, rank=rank)
     step = 0
     if resume:
-        tensors, header = ck.load_checkpoint(resume[-1])
-        model.load_state_dict(ck.prefixed(tensors, "model."))
-        ema.load_state_dict(ck.prefixed(tensors, "ema."))
-        opt.load_state_dict(ck.unflatten_optimizer(tensors, header["optimizer"]))
-        if header["scaler"]:
-            scaler.load_state_dict(header["scaler"])
-        ck.set_rng_state(tensors, header["rng"])
-        step = header["step"]
+        step = trainer.load(resume[-1])
         if is_main:
             print(f"resumed from {resume[-1]} at step {step}")
-    model.train()
-
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    schedule = NoiseSchedule(model_config)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
              "items": cache.ids, "world_size": world}
@@ -260,39 +311,23 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step")
-    fixed = torch.arange(min(cfg.sample_count, len(cache)))
-    t_last, n_since, last_loss = time.perf_counter(), 0, float("nan")
+    fixed = torch.arange(min(cfg.sample_count, len(cache)), device=dev)
+    t_start = t_last = time.perf_counter()
+    n_since = 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    timed_out = False
     while step < end:
         idx = batch_indices(step, len(cache), cfg.batch_size, rank, world, cfg.seed).to(dev)
-        gen = _step_generator(dev, cfg.seed, step, rank)
-        x0 = (images[idx].float() / 127.5 - 1).contiguous(memory_format=mf)
-        buf = buffer_fn(_take(params, idx)).contiguous(memory_format=mf)
-        t = torch.randint(0, schedule.T, (x0.shape[0],), device=dev, generator=gen)
-        noise = torch.randn(x0.shape, device=dev, generator=gen).contiguous(memory_format=mf)
-        x_t = schedule.add_noise(x0, noise, t)
-        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with autocast():
-            eps = net(x_t, t, buf, x0)
-        loss = schedule.loss(eps, noise, t)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        x0 = images[idx].float() / 127.5 - 1
+        loss = trainer.step(x0, buffer_fn(_take(params, idx)), step)
         step += 1
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         n_since += x0.shape[0] * world
         if step % cfg.log_every == 0 or step == end:
             last_loss = loss.item()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
             now = time.perf_counter()
-            rec = {"step": step, "loss": last_loss, "grad_norm": float(gnorm), "lr": lr,
-                   "images_per_s": n_since / max(now - t_last, 1e-9), "time": time.time()}
+            rec = {"step": step, "loss": last_loss, "grad_norm": float(trainer.grad_norm),
+                   "lr": trainer.opt.param_groups[0]["lr"], "images_per_s": n_since / max(now - t_last, 1e-9),
+                   "time": time.time()}
             t_last, n_since = now, 0
             if is_main:
                 with open(log_path, "a") as f:
@@ -301,17 +336,26 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
                     bar.set_postfix(loss=f"{last_loss:.4f}", ips=f"{rec['images_per_s']:.0f}")
         if bar is not None:
             bar.update(1)
-        if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-            write_samples(ema, images[fixed.to(dev)], buffer_fn(_take(params, fixed.to(dev))), model_config,
+        if cfg.time_limit_s is not None and step < end and step % 10 == 0:
+            over = time.perf_counter() - t_start > cfg.time_limit_s
+            if world > 1:  # every rank stops at the same step: rank 0's clock decides
+                flag = torch.tensor(float(over), device=dev)
+                dist.broadcast(flag, 0)
+                over = bool(flag.item())
+            if over:
+                end, timed_out = step, True
+        if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps or timed_out):
+            write_samples(trainer.ema, images[fixed], buffer_fn(_take(params, fixed)), model_config,
                           out / "samples" / f"step-{step:08d}.png", cfg.sample_steps, cfg.seed)
         if is_main and (step % cfg.ckpt_every == 0 or step == end):
-            ck.save_checkpoint(ck.checkpoint_path(out, step), step=step, model=model, ema=ema, optimizer=opt,
-                               extra=extra, scaler_state=scaler.state_dict() if scaler.is_enabled() else None)
+            trainer.save(ck.checkpoint_path(out, step), step, extra)
             ck.prune(out, cfg.keep)
     if bar is not None:
         bar.close()
-    if is_main and step >= cfg.steps:
-        ema.save_pretrained(out / "model")
+    if is_main and (step >= cfg.steps or timed_out):
+        trainer.ema.save_pretrained(out / "model")
+        if timed_out:
+            print(f"time limit reached at step {step}")
     if world > 1:
         dist.barrier()
     return out / "model"
@@ -329,8 +373,8 @@ def write_samples(model: DiffusionRigModel, images_u8: torch.Tensor, buffers: to
     g = torch.Generator(device=dev).manual_seed(seed)
     noise = torch.randn(x0.shape, device=dev, generator=g)
     plan = DDIMPlan.make(config, steps, device=dev)
-    sample = ddim_sample(lambda x, t: model.denoise(x, t, buffers, cond), noise, plan).clamp(-1, 1)
+    sample = ddim_sample(lambda x, t: model.denoise(x, t, buffers, cond), noise, plan, clip=True).clamp(-1, 1)
     write_image(path, _grid(buffers, config.buffers, sample, x0).cpu().numpy())
 
 
-__all__ = ["TrainConfig", "RigBuffers", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]
+__all__ = ["TrainConfig", "Trainer", "RigBuffers", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]

@@ -194,7 +194,7 @@ def sh_from_equirect(hdr: np.ndarray | torch.Tensor, exposure: float = 1.0, norm
     Orientation: see :func:`equirect_directions`. A constant map of value c gives c * ambient.
     ``normalize`` scales the result so the mean ambient term (``light[0]``) over RGB is 1.
     """
-    env = torch.as_tensor(np.asarray(hdr) if not torch.is_tensor(hdr) else hdr).to(torch.float64)
+    env = torch.as_tensor(np.asarray(hdr) if not torch.is_tensor(hdr) else hdr).detach().cpu().to(torch.float64)
     if env.ndim != 3 or env.shape[2] != 3:
         raise ValueError(f"environment map must be (H, W, 3), got {tuple(env.shape)}")
     H, W, _ = env.shape

@@ -1,0 +1,193 @@
+"""Evaluate a trained DiffusionRig model on one person's held-out frames.
+
+Two steps (generation runs where the GPU is, scoring where dlib and MediaPipe are):
+
+    # on the device: held-out frames of the person (those not in the stage-2 training split)
+    python scripts/eval_diffusion.py generate --model RUN/model --cache C.safetensors \
+        --group NAME --train-items 20 --n 16 --out $OUT/eval.npz
+    # here, on the CPU
+    python scripts/eval_diffusion.py score eval.npz [more.npz] --out report.json
+
+generate writes uint8 images (targets, reconstructions with inversion, refined inversions,
+edits, samples without inversion) and the requested rig parameters of every edit.
+score measures PSNR/SSIM of the reconstructions (with inversion), dlib identity similarity of
+samples without inversion (and of edits) to the real frame, and rig faithfulness: the rig is
+re-fitted on each edited image and compared with the requested parameters, next to the floor
+(the same re-fit on the real frames against their own fits).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EDITS = [("reconstruction", None), ("light_left", ("light", "left")), ("light_right", ("light", "right")),
+         ("smile", ("control", "smile", 0.8)), ("jaw_open", ("control", "jaw_open", 0.6)),
+         ("yaw_left", ("yaw", -15.0)), ("yaw_right", ("yaw", 15.0)), ("gaze_right", ("gaze", 15.0, 0.0))]
+
+
+def _edit_fn(spec, face_model):
+    from portraitrig.edits import relight, rotate_head, set_expression, set_gaze
+
+    if spec is None:
+        return None
+    kind = spec[0]
+    if kind == "light":
+        return lambda p: relight(p, spec[1])
+    if kind == "control":
+        return lambda p: set_expression(p, **{spec[1]: spec[2]})
+    if kind == "yaw":
+        return lambda p: rotate_head(p, yaw=spec[1], model=face_model.to(p.device))
+    if kind == "gaze":
+        return lambda p: set_gaze(p, spec[1], spec[2])
+    raise ValueError(spec)
+
+
+def generate(args) -> int:
+    from portraitrig.diffusion.data import FaceCache
+    from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
+    from portraitrig.face.params import TENSOR_FIELDS, RigParams
+    from portraitrig.io.atomic import atomic_path
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache = FaceCache.load(args.cache)
+    train_idx, held = cache.split_group(args.group, args.train_items)
+    pick = [held[int(k)] for k in np.linspace(0, len(held) - 1, min(args.n, len(held))).round().astype(int)]
+    r = DiffusionRenderer.from_pretrained(args.model, device=device, fast=not args.no_fast, max_batch=args.batch)
+    subjects = [Subject(cache.ids[i], cache.image(i), cache.params[i]) for i in pick]
+    edits = [Edit(name, _edit_fn(spec, r.face_model)) for name, spec in EDITS]
+    t0 = time.perf_counter()
+    res = r.edit(subjects, edits, steps=args.steps)
+    t_edit = time.perf_counter() - t0
+    refined = r.edit(subjects, [edits[0]], steps=args.steps, refine=args.refine)
+    sampled = r.edit(subjects, [edits[0]], steps=args.steps, inversion=False, seed=args.seed)
+    req = RigParams.cat([p for x in res for p in x.params])
+    out = {"target": np.stack([s.crop_image for s in subjects]),
+           "edits": np.stack([np.stack(x.crops) for x in res]),
+           "recon_refined": np.stack([x.crops[0] for x in refined]),
+           "sample": np.stack([x.crops[0] for x in sampled]),
+           "edit_names": np.array([e.name for e in edits]),
+           "ids": np.array([cache.ids[i] for i in pick]),
+           "train_ids": np.array([cache.ids[i] for i in train_idx]),
+           "meta": np.array(json.dumps({"model": str(args.model), "steps": args.steps, "refine": args.refine,
+                                        "edit_seconds": t_edit, "device": device, "group": args.group,
+                                        "edits": EDITS}))}
+    for k in TENSOR_FIELDS:
+        out[f"req_{k}"] = req.tensors()[k].cpu().numpy()
+        out[f"src_{k}"] = torch.cat([s.params.tensors()[k] for s in subjects]).cpu().numpy()
+    with atomic_path(args.out) as tmp:
+        np.savez_compressed(tmp, **out)
+    print(f"{len(pick)} held-out frames x {len(edits)} edits in {t_edit:.1f} s -> {args.out}")
+    return 0
+
+
+def _params(z, prefix):
+    from portraitrig.face.params import TENSOR_FIELDS, RigParams
+
+    return RigParams(**{k: torch.from_numpy(z[f"{prefix}_{k}"]) for k in TENSOR_FIELDS})
+
+
+def _refit(images, rigger):
+    """Rig fits of (N, S, S, 3) uint8 images (upsampled to the rigger's crop size); None = failed."""
+    from PIL import Image
+
+    out = []
+    for im in images:
+        big = np.asarray(Image.fromarray(im).resize((rigger.crop_size,) * 2, Image.LANCZOS))
+        try:
+            out.append(rigger.fit_image(big).params)
+        except Exception:  # no face found on a generated image counts as a failure
+            out.append(None)
+    return out
+
+
+def score(args) -> int:
+    from portraitrig.eval.identity import IdentityEncoder, identity_distance, identity_similarity
+    from portraitrig.eval.image import image_metrics
+    from portraitrig.eval.rig import rig_consistency, summarize
+    from portraitrig.face.params import RigParams
+    from portraitrig.pipeline import Rigger
+
+    enc = IdentityEncoder(fallback="aligned")
+    rigger = Rigger(crop_size=256)
+    report = {}
+    for path in args.npz:
+        z = np.load(path, allow_pickle=False)
+        names = [str(n) for n in z["edit_names"]]
+        tgt, ed = z["target"], z["edits"]
+        N, E = ed.shape[:2]
+        rep: dict = {"meta": json.loads(str(z["meta"])), "n": int(N)}
+        im = [image_metrics(ed[i, 0], tgt[i]) for i in range(N)]
+        imr = [image_metrics(z["recon_refined"][i], tgt[i]) for i in range(N)]
+        rep["reconstruction"] = {k: float(np.mean([m[k] for m in im])) for k in im[0]}
+        rep["reconstruction_refined"] = {k: float(np.mean([m[k] for m in imr])) for k in imr[0]}
+        emb_t = np.stack([enc.embed(t) for t in tgt])
+        emb_s = np.stack([enc.embed(s) for s in z["sample"]])
+        rep["identity_sample_no_inversion"] = float(np.mean(identity_similarity(emb_s, emb_t)))
+        rep["identity_distance_sample_no_inversion"] = float(np.mean(identity_distance(emb_s, emb_t)))
+        # reference: other real frames of the person (target i vs target i+1)
+        rep["identity_distance_real_pairs"] = float(np.mean(identity_distance(emb_t[1:], emb_t[:-1]))) if N > 1 else None
+        rep["identity_edits"] = {names[e]: float(np.mean(identity_similarity(
+            np.stack([enc.embed(ed[i, e]) for i in range(N)]), emb_t))) for e in range(E)}
+        # rig faithfulness: re-fit on the edits vs requested, and the floor on the real frames
+        req = _params(z, "req")
+        src = _params(z, "src")
+        fits_real = _refit(tgt, rigger)
+        ok_r = [i for i, f in enumerate(fits_real) if f is not None]
+        floor = summarize(rig_consistency(src[ok_r], RigParams.cat([fits_real[i] for i in ok_r]), rigger.model))
+        rep["rig_floor_real_frames"] = {k: v for k, v in floor.items()}
+        rep["rig_edits"] = {}
+        for e, name in enumerate(names):
+            rows = [i * E + e for i in range(N)]
+            fits = _refit(ed[:, e], rigger)
+            ok = [k for k, f in enumerate(fits) if f is not None]
+            if not ok:
+                rep["rig_edits"][name] = {"fit_failures": N}
+                continue
+            errs = summarize(rig_consistency(req[[rows[k] for k in ok]], RigParams.cat([fits[k] for k in ok]),
+                                             rigger.model))
+            rep["rig_edits"][name] = {"fit_failures": N - len(ok), **errs}
+        report[str(path)] = rep
+        print(json.dumps({k: rep[k] for k in ("reconstruction", "reconstruction_refined",
+                                              "identity_sample_no_inversion",
+                                              "identity_distance_sample_no_inversion", "identity_distance_real_pairs",
+                                              "identity_edits")}, indent=1))
+    from portraitrig.io.atomic import write_json
+
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("--model", required=True)
+    g.add_argument("--cache", required=True)
+    g.add_argument("--group", required=True)
+    g.add_argument("--train-items", type=int, default=20)
+    g.add_argument("--n", type=int, default=16, help="held-out frames")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--refine", type=int, default=2, help="refinements of the extra refined inversion")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch", type=int, default=16)
+    g.add_argument("--no-fast", action="store_true")
+    g.add_argument("--device", default=None)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=generate)
+    s = sub.add_parser("score")
+    s.add_argument("npz", nargs="+")
+    s.add_argument("--out", default="bench/results/eval_diffusion.json")
+    s.set_defaults(func=score)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
