@@ -98,15 +98,10 @@ def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema:
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, header) of a checkpoint; header values decoded from JSON, step as int."""
-    from safetensors import safe_open
+    from portraitrig.io.tensorfile import read_safetensors
 
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            md = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise InputError(path, f"cannot read checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    tensors, md = read_safetensors(path, "checkpoint")
     if md.get("format") != FORMAT:
         raise InputError(path, "not a DiffusionRig training checkpoint")
     header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}

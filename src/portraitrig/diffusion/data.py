@@ -136,17 +136,10 @@ class FaceCache:
 
     @classmethod
     def load(cls, path: str | Path) -> "FaceCache":
-        from safetensors import safe_open
+        from portraitrig.io.tensorfile import read_safetensors
 
         path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "no such cache file")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                md = dict(f.metadata() or {})
-                arrays = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise InputError(path, f"cannot read cache ({exc.__class__.__name__}: {exc})") from exc
+        arrays, md = read_safetensors(path, "cache file")
         if md.get("format") != FORMAT:
             raise InputError(path, "not a portraitrig diffusion cache (make one with `portraitrig prepare`)")
         params = RigParams(**{k: arrays[f"params.{k}"] for k in TENSOR_FIELDS}, model=md["model"],

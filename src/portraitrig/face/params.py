@@ -203,11 +203,9 @@ class RigParams:
                     md = json.loads(str(z["__meta__"]))
                     arrays = {k: torch.from_numpy(z[k]) for k in z.files if k != "__meta__"}
             elif path.suffix == ".safetensors":
-                from safetensors import safe_open
+                from portraitrig.io.tensorfile import read_safetensors
 
-                with safe_open(str(path), framework="pt") as f:
-                    md = dict(f.metadata() or {})
-                    arrays = {k: f.get_tensor(k) for k in f.keys()}
+                arrays, md = read_safetensors(path, "parameter file")
             else:
                 raise InputError(path, "unknown parameter file type (use .safetensors or .npz)")
         except InputError:
