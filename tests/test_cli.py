@@ -118,3 +118,25 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "o"), "-q"]) != 0
     assert "missing.jpg" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_fit_crop_keeps_the_crops_frame(tmp_path):
+    """An aligned crop fitted as a crop gives the same rig as the photo it came from, and an
+    in-plane rotation of the crop shows up as roll (it is not aligned away)."""
+    import cv2
+    import torch
+
+    from portraitrig.pipeline import Rigger
+
+    rigger = Rigger(crop_size=256)
+    full = rigger.fit_image(data.astronaut(), "astronaut")
+    again = rigger.fit_crop(full.crop_image, "crop")
+    assert np.allclose(again.params.euler_degrees(), full.params.euler_degrees(), atol=1.5)
+    assert torch.allclose(again.params.translation, full.params.translation, atol=0.02)
+    small = rigger.fit_crop(cv2.resize(full.crop_image, (128, 128), interpolation=cv2.INTER_AREA), "small")
+    assert torch.allclose(small.params.scale, full.params.scale, rtol=0.03)
+    rot = cv2.warpAffine(full.crop_image, cv2.getRotationMatrix2D((128, 128), -10, 1.0), (256, 256),
+                         borderMode=cv2.BORDER_REFLECT_101)   # 10 degrees clockwise in the image
+    rolled = rigger.fit_crop(rot, "rolled")
+    d_roll = (rolled.params.euler_degrees() - full.params.euler_degrees())[0, 2].item()
+    assert 7.0 < d_roll < 13.0, d_roll

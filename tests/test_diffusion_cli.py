@@ -39,8 +39,9 @@ def test_edit_cli_on_a_photo(photo, tiny_model, tmp_path):
                "--yaw", "10", "--gaze-yaw", "10", "--light-sweep", "2", "--steps", "3"])
     assert rc == 0
     man = json.loads((out / "manifest.json").read_text())
-    item = man["items"][0]
+    item = man["photos"][0]
     assert list(item["edits"]) == ["reconstruction", "edit", "light00", "light01"] and item["pasted"]
+    assert [it["edit"] for it in man["items"]] == ["reconstruction", "edit", "light00", "light01"]
     from PIL import Image
 
     orig = np.asarray(Image.open(photo))
@@ -69,8 +70,8 @@ def test_prepare_train_edit_pipeline(photo, tmp_path):
     assert main(["edit", str(s2 / "model"), str(fit), "-o", str(out), "--light", "left", "--steps", "2",
                  "--no-inversion", "--seed", "3"]) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert man["inversion"] is False and list(man["items"][0]["edits"]) == ["reconstruction", "edit"]
-    assert man["items"][0]["pasted"]  # the fit file points at the photo and holds the crop affine
+    assert man["inversion"] is False and list(man["photos"][0]["edits"]) == ["reconstruction", "edit"]
+    assert man["photos"][0]["pasted"]  # the fit file points at the photo and holds the crop affine
 
 
 def _subject(seed, model):

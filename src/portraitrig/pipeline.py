@@ -126,6 +126,29 @@ class Rigger:
         aligned = align_face(image, lm, size=self.crop_size)
         return Capture(source, image, lm, aligned.crop, aligned.image, aligned.landmarks, aligned.valid)
 
+    def capture_crop(self, crop_image: np.ndarray, source: str | None = None) -> Capture:
+        """Capture an image that already IS an aligned square crop (a neural renderer's output,
+        a saved ``.crop.png``): landmarks are found on it and it is NOT re-aligned, so the fit
+        keeps its in-plane roll and placement. Resized to the rigger's crop size if needed."""
+        import cv2
+
+        from portraitrig.capture.detector import detect_largest
+
+        source = source or "<crop>"
+        img = np.asarray(crop_image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] != img.shape[1]:
+            raise InputError(source, f"expected a square RGB uint8 crop, got {img.dtype} {img.shape}")
+        S, n = self.crop_size, img.shape[0]
+        lm = detect_largest(img, path=source, detector=self.detector)
+        affine = np.array([[S / n, 0.0, 0.0], [0.0, S / n, 0.0]])
+        crop_img = img if n == S else cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if n > S else cv2.INTER_CUBIC)
+        return Capture(source, img, lm, Crop(affine, S, (n, n)), crop_img, lm.transformed(affine, (S, S)),
+                       np.ones((S, S), dtype=bool))
+
+    def fit_crop(self, crop_image: np.ndarray, source: str | None = None) -> FitResult:
+        """Fit an already aligned crop (see :meth:`capture_crop`)."""
+        return self.fit_captures([self.capture_crop(crop_image, source)], keep_images=True)[0]
+
     # ------------------------------------------------------------------ fitting
     def fit_captures(self, captures: Sequence[Capture], shared: bool = False,
                      smooth_sigma: float = 0.0, keep_images: bool = False) -> list[FitResult]:

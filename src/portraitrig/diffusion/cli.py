@@ -205,21 +205,32 @@ def _cmd_edit(args) -> int:
     results = renderer.edit(list(args.photos), edits, steps=args.steps, inversion=not args.no_inversion,
                             seed=args.seed, refine=args.refine)
     out = Path(args.out)
-    items, used = [], set()
+    photos, items, used = [], [], set()
     for res in results:
         stem = Path(res.source.split("#", 1)[0]).stem or "photo"
         while stem in used:
             stem += "_"
         used.add(stem)
+        # the input crop and its own parameters: the reference and the floor for `portraitrig eval`
+        ref = write_image(out / f"{stem}.input.png", res.input_crop).name if res.input_crop is not None else None
+        ref_params = None
         files = {}
-        for name, crop, full in zip(res.names, res.crops, res.pasted):
+        for name, crop, full, params in zip(res.names, res.crops, res.pasted, res.params):
             files[name] = write_image(out / f"{stem}.{name}.png", crop).name
             if full is not None:
                 write_image(out / f"{stem}.{name}.full.png", full)
+            pfile = params.save(out / f"{stem}.{name}.safetensors").name
+            if name == "reconstruction":
+                ref_params = pfile
+            items.append({"id": f"{stem}.{name}", "source": res.source, "edit": name, "generated": files[name],
+                          "reference": ref, "requested_params": pfile})
+        for it in items[len(items) - len(res.names):]:
+            it["reference_params"] = ref_params
         write_image(out / f"{stem}.sheet.png", side_by_side(res))
-        items.append({"source": res.source, "stem": stem, "edits": files,
-                      "pasted": all(f is not None for f in res.pasted)})
+        photos.append({"source": res.source, "stem": stem, "edits": files,
+                       "pasted": all(f is not None for f in res.pasted)})
+    # "items" follows portraitrig.eval's results layout: `portraitrig eval OUT --refit` scores it
     write_json(out / "manifest.json", {"model": str(args.model), "steps": args.steps,
-                                       "inversion": not args.no_inversion, "items": items})
+                                       "inversion": not args.no_inversion, "photos": photos, "items": items})
     print(f"{len(results)} photo(s) x {len(edits)} edit(s) written to {out}")
     return 0 if np.all([len(r.crops) for r in results]) else 1

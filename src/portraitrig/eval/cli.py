@@ -27,6 +27,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--kind", action="append", choices=KINDS, default=None,
                    help="metric kind to compute (repeatable; default all)")
     p.add_argument("--max-frames", type=int, default=300, help="frames read per video (default 300)")
+    p.add_argument("--refit", action="store_true",
+                   help="fit the rig on generated crops (rig consistency without fitted_params), and on "
+                        "the real references for the floor")
     p.set_defaults(func=run)
     return p
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = evaluate_folder(args.results_dir, args.out, args.real, args.kind or KINDS,
-                                  max_frames=args.max_frames)
+                                  max_frames=args.max_frames, refit=args.refit)
     except InputError as exc:
         print(f"portraitrig: error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ Results layout (written by the stages that generate images; paths are relative t
          "box": [x0, y0, x1, y1],               # optional face box in the generated image (px)
          "requested_params": "p/0001.safetensors",  # optional RigParams used to generate it
          "fitted_params": "r/0001.safetensors",     # optional RigParams re-fitted on it
+         "reference_params": "s/0001.safetensors",  # optional RigParams the reference was fitted to
          "landmarks": "lm/0001.npy",            # optional (T, N, 2|3) landmark track (videos)
          "error": "..."}                        # optional: the item failed upstream; skipped
       ],
@@ -100,7 +101,8 @@ def read_items(results_dir: str | Path, real_dir: str | Path | None = None) -> t
         if not isinstance(r, dict) or ("generated" not in r and "error" not in r):
             raise InputError(mpath, f"item {k} has no 'generated' path")
         it = dict(r)
-        for key in ("generated", "reference", "mask", "requested_params", "fitted_params", "landmarks"):
+        for key in ("generated", "reference", "mask", "requested_params", "fitted_params", "reference_params",
+                    "landmarks"):
             if it.get(key):
                 it[key] = str(root / it[key])
         it.setdefault("id", Path(it["generated"]).stem if it.get("generated") else f"item{k}")
@@ -121,10 +123,13 @@ def _sample(frames: Iterable[np.ndarray], k: int) -> list[np.ndarray]:
 
 
 class _Evaluator:
-    def __init__(self, kinds, model, encoder, max_frames):
+    def __init__(self, kinds, model, encoder, max_frames, refit=False):
         from portraitrig.eval.identity import IdentityEncoder
 
-        self.kinds, self.model, self.max_frames = set(kinds), model, max_frames
+        self.kinds, self.model, self.max_frames, self.refit = set(kinds), model, max_frames, refit
+        self._riggers: dict = {}
+        self.floor_errors: dict[str, list] = {}
+        self._floored: set[str] = set()
         self.encoder = encoder or IdentityEncoder(fallback="aligned")
         self.encoder68 = None
         self.gen_embeddings: list[np.ndarray] = []
@@ -211,11 +216,30 @@ class _Evaluator:
         return {"metrics": m, "info": info}
 
     def rig_item(self, it: dict) -> dict[str, np.ndarray]:
+        """Requested vs fitted params; with ``refit`` and no ``fitted_params`` the rig is
+        fitted on the generated crop here, and the real reference crop is re-fitted the same
+        way against its own ``reference_params`` (the floor: what re-fitting alone costs)."""
         from portraitrig.face.params import RigParams
 
         req = RigParams.load(it["requested_params"])
-        fit = RigParams.load(it["fitted_params"])
+        if it.get("fitted_params"):
+            fit = RigParams.load(it["fitted_params"])
+        else:
+            fit = self._refit(it["generated"], req.crop_size)
+        ref, ref_params = it.get("reference"), it.get("reference_params")
+        if self.refit and ref and ref_params and ref not in self._floored:
+            self._floored.add(ref)
+            src = RigParams.load(ref_params)
+            for k, v in _rig(src, self._refit(ref, src.crop_size), self.model).items():
+                self.floor_errors.setdefault(k, []).extend(np.asarray(v).ravel().tolist())
         return _rig(req, fit, self.model)
+
+    def _refit(self, path: str, crop_size: int):
+        from portraitrig.pipeline import Rigger
+
+        if crop_size not in self._riggers:
+            self._riggers[crop_size] = Rigger(crop_size=crop_size, model=self.model)
+        return self._riggers[crop_size].fit_crop(load_image(path), str(path)).params
 
 
 def _rig(a, b, model) -> dict[str, np.ndarray]:
@@ -240,9 +264,10 @@ def _rig(a, b, model) -> dict[str, np.ndarray]:
 
 def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
                     real_dir: str | Path | None = None, kinds: Iterable[str] = KINDS, model=None,
-                    encoder=None, max_frames: int = 300) -> dict:
+                    encoder=None, max_frames: int = 300, refit: bool = False) -> dict:
     """Compute every metric the items allow and write OUT/metrics.json + OUT/report.html
     (OUT defaults to RESULTS_DIR/eval). model: FaceModel for mesh errors (optional).
+    refit: fit the rig on generated crops that have requested but no fitted params.
     Returns the summary dict (also in metrics.json)."""
     from portraitrig.eval.distribution import frechet_identity_distance
     from portraitrig.eval.identity import SAME_PERSON_THRESHOLD
@@ -255,7 +280,7 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
         raise ValueError(f"unknown metric kind(s) {bad}; choose from {KINDS}")
     items, extra = read_items(results_dir, real_dir)
     out_dir = Path(out_dir) if out_dir is not None else Path(results_dir) / "eval"
-    ev = _Evaluator(kinds, model, encoder, max_frames)
+    ev = _Evaluator(kinds, model, encoder, max_frames, refit)
     records, rig_errors = [], {}
     for it in items:
         rec = {k: it[k] for k in ("id", "generated", "reference") if it.get(k)}
@@ -265,7 +290,7 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
             continue
         try:
             r = ev.video_item(it) if is_video(it["generated"]) else ev.image_item(it)
-            if "rig" in kinds and it.get("requested_params") and it.get("fitted_params"):
+            if "rig" in kinds and it.get("requested_params") and (it.get("fitted_params") or refit):
                 errs = ev.rig_item(it)
                 for k, v in errs.items():
                     rig_errors.setdefault(k, []).extend(np.asarray(v).ravel().tolist())
@@ -289,6 +314,8 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
             from portraitrig.face.params import RigParams
 
             rig_summary["floor"] = summarize(_rig(RigParams.load(floor["a"]), RigParams.load(floor["b"]), model))
+        elif ev.floor_errors:
+            rig_summary["floor"] = summarize(ev.floor_errors)
         summary["rig"] = rig_summary
     if "distribution" in kinds:
         real = [ev.ref_embeddings[k] for k in sorted(ev.ref_embeddings)]
