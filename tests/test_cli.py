@@ -1,4 +1,4 @@
-"""The CLI end to end on a real portrait that ships with scikit-image (no ../shared data)."""
+"""The CLI end to end on a real portrait that ships with scikit-image (no development data)."""
 import json
 
 import cv2
@@ -140,3 +140,13 @@ def test_fit_crop_keeps_the_crops_frame(tmp_path):
     rolled = rigger.fit_crop(rot, "rolled")
     d_roll = (rolled.params.euler_degrees() - full.params.euler_degrees())[0, 2].item()
     assert 7.0 < d_roll < 13.0, d_roll
+
+
+def test_fit_reports_an_empty_folder_and_fits_the_rest(inputs, tmp_path):
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    out = tmp_path / "fit"
+    assert main(["fit", str(empty), str(inputs / "astronaut.png"), "-o", str(out), "-q"]) != 0
+    items = _manifest(out)
+    assert items["astronaut"]["status"] == "ok"
+    assert items["empty_folder"]["status"] == "error" and "empty_folder" in items["empty_folder"]["message"]

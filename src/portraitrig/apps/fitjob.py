@@ -141,14 +141,18 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
             manifest.items[item_id] = entry
             summary.ok += 1
 
-    good = []
-    for inp in map(str, inputs):  # an empty folder or a glob matching nothing is that input's error
-        try:
-            expand_inputs([inp], stride=cfg.stride)
-            good.append(inp)
-        except InputError as err:
-            record_error(Path(inp).name or inp, inp, err)
-    sources = expand_inputs(good, stride=cfg.stride) if good else []  # together: ids unique across inputs
+    inputs = [str(p) for p in inputs]
+    try:  # expanded together, so that item ids are unique across inputs
+        sources = expand_inputs(inputs, stride=cfg.stride)
+    except InputError:  # an empty folder or a glob matching nothing: that input's error only
+        good = []
+        for inp in inputs:
+            try:
+                expand_inputs([inp], stride=cfg.stride)
+                good.append(inp)
+            except InputError as err:
+                record_error(Path(inp).name or inp, inp, err)
+        sources = expand_inputs(good, stride=cfg.stride) if good else []
     bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
     album: list[tuple[str, object]] = []
     for src in sources:

@@ -139,7 +139,7 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
 
     names = tuple(dict.fromkeys(cfg.buffers + ("normal", "albedo", "shaded", "mask")))
     rows: list[list[np.ndarray]] = []
-    for item in tqdm(list(_iter_items(list(map(str, inputs)), rigger_factory)), desc="render", unit="item",
+    for item in tqdm(_iter_items(list(map(str, inputs)), rigger_factory), desc="render", unit="item",
                      disable=not progress):
         if isinstance(item, InputError):
             summary.failed.append(str(item))
