@@ -3,7 +3,6 @@ and the whole path from `portraitrig edit` output to an eval report."""
 import json
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from PIL import Image

@@ -99,9 +99,9 @@ def _labelled_grid(sections: list[tuple[str, list[tuple[str, np.ndarray]]]], cel
 
 def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo", size: int = 256,
              device: str = "cpu") -> DemoResult:
-    from portraitrig.apps.renderjob import load_source_image
     from portraitrig.capture.align import paste_back
     from portraitrig.pipeline import Rigger
+    from portraitrig.io.sources import load_source
     from portraitrig.render.buffers import buffers_to_images, overlay_mesh, render_buffers
 
     out = Path(out_dir)
@@ -111,7 +111,7 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
 
         image, source = np.ascontiguousarray(data.astronaut()), "scikit-image: data.astronaut()"
     else:
-        image, source = load_source_image(photo), str(photo)
+        image, source = load_source(photo), str(photo)
 
     rigger = Rigger(crop_size=size, device=device)
     fit = rigger.fit_image(image, source)

@@ -7,7 +7,6 @@ the original photo) and ``OUT/<id>/overlay_crop.png``; then ``OUT/contact_sheet.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 
 from portraitrig.errors import InputError
 from portraitrig.io.atomic import write_image
+from portraitrig.io.sources import load_source
 
 SHEET_COLUMNS = ("photo", "overlay", "normal", "albedo", "shaded")
 SHEET_ROWS_PER_PAGE = 40
@@ -56,24 +56,6 @@ class RenderItem:
     source: str
     crop_image_path: Path | None = None
     fit: object | None = None    # a FitResult when fitted on the fly
-
-
-_FRAME = re.compile(r"^(?P<path>.+)#frame=(?P<index>\d+)")
-
-
-def load_source_image(source: str) -> np.ndarray:
-    """The original image of a fit: a photo path, or ``video#frame=N``."""
-    from portraitrig.io.images import read_image
-
-    m = _FRAME.match(source)
-    if m:
-        from portraitrig.io.video import iter_video_frames
-
-        idx = int(m.group("index"))
-        for fr in iter_video_frames(m.group("path"), start=idx, max_frames=1):
-            return fr.image
-        raise InputError(m.group("path"), f"frame {idx} not found")
-    return read_image(source)
 
 
 def _iter_items(inputs: Sequence[str], rigger_factory: Callable) -> Iterator[RenderItem | InputError]:
@@ -152,7 +134,7 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
             d = out / item.id
             for name in cfg.buffers:
                 write_image(d / f"{name}.png", imgs[name])
-            photo = item.fit.image if item.fit is not None and item.fit.image is not None else load_source_image(item.source)
+            photo = item.fit.image if item.fit is not None and item.fit.image is not None else load_source(item.source)
             if item.crop_affine is None:
                 raise InputError(item.source, "parameter file has no crop transform (crop_affine)")
             crop = Crop(np.asarray(item.crop_affine, dtype=np.float64), size, (photo.shape[1], photo.shape[0]))
@@ -233,4 +215,4 @@ def contact_sheet(rows: list[list[np.ndarray]], header: Sequence[str] | None = N
     return sheet
 
 
-__all__ = ["RenderJobConfig", "RenderJobSummary", "run_render", "contact_sheet", "load_source_image"]
+__all__ = ["RenderJobConfig", "RenderJobSummary", "run_render", "contact_sheet"]

@@ -1,7 +1,6 @@
 """``portraitrig prepare | train | edit``: the DiffusionRig renderer's subcommands."""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 

@@ -24,6 +24,7 @@ import torch
 
 from portraitrig.errors import InputError
 from portraitrig.face.params import TENSOR_FIELDS, RigParams
+from portraitrig.io.images import decode_image, read_image
 
 FORMAT = "portraitrig.DiffusionCache"
 
@@ -34,12 +35,6 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -175,7 +170,7 @@ def read_fit_folder(folder: str | Path, group_by: str = "source"):
         if not it.get("crop"):
             raise InputError(folder, "fit output has no crops: run `portraitrig fit --save-crops`")
         p = RigParams.load(folder / it["params"])
-        images.append(decode_image((folder / it["crop"]).read_bytes()))
+        images.append(read_image(folder / it["crop"]))
         plist.append(p.replace(sources=[it.get("source", it["id"])]))
         ids.append(f"{folder.name}/{it['id']}")
         groups.append(folder.name if group_by == "folder" else group_of(it.get("source", it["id"])))

@@ -72,18 +72,20 @@ def load_subject(item, rigger=None) -> Subject:
         crop_png = path.with_name(path.name[: -len(path.suffix)] + ".crop.png")
         if not crop_png.exists():
             raise InputError(path, f"no crop image {crop_png.name} beside it (run `portraitrig fit --save-crops`)")
-        from portraitrig.diffusion.data import decode_image
+        from portraitrig.io.images import read_image
 
-        crop_image = decode_image(crop_png.read_bytes())
+        crop_image = read_image(crop_png)
         crop, original = None, None
         if "crop_affine" in extras and "image_size" in extras:
             crop = Crop(extras["crop_affine"].double().numpy(), crop_image.shape[0],
                         tuple(int(v) for v in extras["image_size"].tolist()))
-            src = params.sources[0].split("#", 1)[0] if params.sources else ""
-            if src and "#" not in params.sources[0] and Path(src).is_file():
-                from portraitrig.io.images import read_image
+            if params.sources and params.sources[0]:
+                from portraitrig.io.sources import load_source
 
-                original = read_image(src)
+                try:  # a photo or a video frame; gone or unreadable: no paste-back, edits still run
+                    original = load_source(params.sources[0])
+                except InputError:
+                    original = None
         return Subject(params.sources[0] if params.sources else str(path), crop_image, params, crop, original)
     if rigger is None:
         from portraitrig.pipeline import Rigger
@@ -187,7 +189,7 @@ class DiffusionRenderer:
         single = not isinstance(items, (list, tuple))
         subjects = [self.subject(it) for it in ([items] if single else items)]
         edits = list(edits) or [Edit("reconstruction")]
-        P, E = len(subjects), len(edits)
+        E = len(edits)
         src_params = RigParams.cat([s.params.to("cpu", torch.float32) for s in subjects])
         x0 = self.images_to_model([s.crop_image for s in subjects])
         latent = self.latent([s.crop_image for s in subjects])

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from portraitrig.diffusion import checkpoint as ck
 from portraitrig.diffusion.config import DiffusionConfig

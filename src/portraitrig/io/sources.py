@@ -172,3 +172,20 @@ def _unique_ids(paths: list[Path], kinds: list[str]) -> list[str]:
                     digest = hashlib.sha1(_resolved(paths[i]).encode()).hexdigest()[:8]
                     ids[i] = f"{_candidate(paths[i], kinds[i], 1)}_{digest}"
             return ids
+
+
+_FRAME = re.compile(r"^(?P<path>.+)#frame=(?P<index>\d+)")
+
+
+def load_source(source: str | Path) -> np.ndarray:
+    """The image an item's ``source`` names: a photo path, or ``video#frame=N[,t=...]`` (as
+    :class:`Item` writes it for video frames, and as fits record it)."""
+    m = _FRAME.match(str(source))
+    if m:
+        from portraitrig.io.video import iter_video_frames
+
+        index = int(m.group("index"))
+        for frame in iter_video_frames(m.group("path"), start=index, max_frames=1):
+            return frame.image
+        raise InputError(m.group("path"), f"frame {index} not found")
+    return read_image(source)
