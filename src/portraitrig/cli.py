@@ -1,4 +1,4 @@
-"""The ``portraitrig`` command: one subcommand per job.
+"""portraitrig: rig portraits with a 3D face model and re-render them; one subcommand per job.
 
     portraitrig demo [PHOTO]              fit, overlay, buffers, relit / re-expressed previews
     portraitrig fit INPUT... -o OUT       rig parameters for every image / video frame

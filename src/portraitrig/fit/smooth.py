@@ -34,7 +34,10 @@ def local_linear(x: torch.Tensor, sigma: float) -> torch.Tensor:
     Y = F.conv1d(xt, kernels[:2], padding=r)                           # (C, 2, T)
     # conv1d correlates: out[t] = sum_j k[j] in[t + j - r], so d = j - r = tau - t  (as wanted)
     det = S[0] * S[2] - S[1] ** 2
-    y = (S[2] * Y[:, 0] - S[1] * Y[:, 1]) / det.clamp_min(1e-12)
+    # a kernel narrower than a frame gives its neighbours (almost) no weight: the line through
+    # one point is undetermined, and the local constant fit Y0 / S0 (= the input) is the answer
+    good = det > 1e-9 * S[0] * S[2]
+    y = torch.where(good, (S[2] * Y[:, 0] - S[1] * Y[:, 1]) / torch.where(good, det, 1.0), Y[:, 0] / S[0])
     return y.T.to(x.dtype)
 
 
