@@ -150,3 +150,46 @@ def test_fit_reports_an_empty_folder_and_fits_the_rest(inputs, tmp_path):
     items = _manifest(out)
     assert items["astronaut"]["status"] == "ok"
     assert items["empty_folder"]["status"] == "error" and "empty_folder" in items["empty_folder"]["message"]
+
+
+def _astro_video(path, n=6):
+    astro = cv2.resize(data.astronaut(), (256, 256))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
+    for i in range(n):
+        vw.write(cv2.cvtColor(np.roll(astro, i * 2, axis=1), cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path
+
+
+def test_failed_video_group_is_retried_and_max_frames_holds(tmp_path, monkeypatch):
+    from portraitrig.pipeline import Rigger
+
+    video = _astro_video(tmp_path / "clip.avi")
+    out = tmp_path / "fit"
+
+    def broken(self, *a, **k):
+        raise RuntimeError("solver exploded")
+
+    with monkeypatch.context() as m:
+        m.setattr(Rigger, "fit_captures", broken)
+        assert main(["fit", str(video), "-o", str(out), "-q"]) != 0
+    assert all(v["status"] == "error" for v in _manifest(out).values())
+    # the failed video is not "done": the next run fits it, honouring --max-frames
+    assert main(["fit", str(video), "-o", str(out), "-q", "--max-frames", "2"]) == 0
+    ok = [v for v in _manifest(out).values() if v["status"] == "ok"]
+    assert len(ok) == 2
+
+
+def test_render_at_another_size_and_past_a_corrupt_item(inputs, tmp_path):
+    out = tmp_path / "fit"
+    assert main(["fit", str(inputs / "astronaut.png"), str(inputs / "astronaut_copy.jpg"), "-o", str(out), "-q"]) == 0
+    r256, r512 = tmp_path / "r256", tmp_path / "r512"
+    assert main(["render", str(out), "-o", str(r256), "-q", "--no-sheet"]) == 0
+    assert main(["render", str(out), "-o", str(r512), "-q", "--no-sheet", "--size", "512"]) == 0
+    a = np.asarray(Image.open(r256 / "astronaut" / "overlay_crop.png")).astype(float)
+    b = np.asarray(Image.open(r512 / "astronaut" / "overlay_crop.png").resize((256, 256), Image.BILINEAR)).astype(float)
+    assert np.abs(a - b).mean() < 12  # the same crop at twice the resolution, not a misplaced one
+    (out / "astronaut_copy.safetensors").write_bytes(b"garbage")
+    bad = tmp_path / "rbad"
+    assert main(["render", str(out), "-o", str(bad), "-q", "--no-sheet"]) != 0
+    assert (bad / "astronaut" / "overlay.png").exists()  # the good item is still rendered

@@ -16,7 +16,7 @@ import torch
 
 from portraitrig.capture.types import Crop, Landmarks
 from portraitrig.errors import InputError
-from portraitrig.face.base import FaceModel, ndc_to_pixels, posed_vertices
+from portraitrig.face.base import FaceModel, ndc_to_pixels, pixels_to_ndc, posed_vertices
 from portraitrig.face.params import RigParams
 
 ImageLike = "str | Path | np.ndarray"
@@ -27,7 +27,7 @@ class Capture:
     """What the capture stage produced for one image."""
 
     source: str
-    image: np.ndarray          # original RGB uint8
+    image: np.ndarray | None   # original RGB uint8 (batch jobs drop it once captured)
     landmarks: Landmarks       # in original-image pixels
     crop: Crop
     crop_image: np.ndarray     # (S, S, 3) uint8
@@ -97,8 +97,21 @@ class Rigger:
             model = load_default_model()
         self.model = model.to(self.device)
         self._detector = detector
+        self._owns_detector = detector is None
         self.photometric = photometric
         self.last_skipped: list[tuple[int, str]] = []
+
+    def close(self) -> None:
+        """Release the landmark detector's MediaPipe graphs (if this rigger made them)."""
+        if self._detector is not None and self._owns_detector:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self) -> "Rigger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def detector(self):
@@ -159,10 +172,8 @@ class Rigger:
         if not captures:
             return []
         S = self.crop_size
-        pts = np.stack([c.crop_landmarks.points for c in captures]).astype(np.float64)
-        ndc = torch.from_numpy(pts).to(self.device, torch.float32)
-        ndc[..., :2] = ndc[..., :2] * (2.0 / S) - 1.0
-        ndc[..., 2] = ndc[..., 2] * (2.0 / S)
+        pts = torch.from_numpy(np.stack([c.crop_landmarks.points for c in captures]).astype(np.float32))
+        ndc = torch.cat([pixels_to_ndc(pts[..., :2], S), pts[..., 2:] * (2.0 / S)], -1).to(self.device)
         params = fit_landmarks(ndc, self.model, shared_identity=shared)
         if smooth_sigma > 0 and len(captures) > 2:
             from portraitrig.fit.smooth import smooth_params

@@ -113,8 +113,8 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
     else:
         image, source = load_source(photo), str(photo)
 
-    rigger = Rigger(crop_size=size, device=device)
-    fit = rigger.fit_image(image, source)
+    with Rigger(crop_size=size, device=device) as rigger:
+        fit = rigger.fit_image(image, source)
     model = rigger.model
     params = fit.params.to(device)
 

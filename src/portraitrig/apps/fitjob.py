@@ -2,16 +2,18 @@
 
 A bad input never stops the batch: it is recorded in ``manifest.json`` with status ``error``
 and a message naming the file and the problem. Re-running skips finished items (and finished
-videos); every file is written atomically, and the manifest is rewritten after each group, so a
-killed run loses at most the group it was fitting.
+videos; a change of any output setting refits everything); every file is written atomically and
+the manifest is rewritten every few seconds and at the end, so a killed run loses at most the
+last few seconds' record (those items are fitted again). An album (``--album``) is one joint
+fit: re-running it refits all its photos.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from portraitrig.errors import InputError
 from portraitrig.io.atomic import write_image, write_json
@@ -53,6 +55,11 @@ class FitJobSummary:
         return "\n".join(lines)
 
 
+# settings that change what is written: a re-run with other values refits everything
+OUTPUT_SETTINGS = ("crop_size", "format", "stride", "max_frames", "album", "smooth_sigma", "photometric")
+SAVE_EVERY_S = 5.0  # the manifest is rewritten at most this often (and at the end)
+
+
 class Manifest:
     """The job's record, keyed by item id; rewritten atomically."""
 
@@ -60,25 +67,42 @@ class Manifest:
         self.path = path
         self.items: dict[str, dict] = {}
         self.sources: dict[str, dict] = {}
+        self.settings = settings
+        self.reusable = True  # may finished items of an earlier run be skipped?
+        self._saved = 0.0
         if path.exists():
             try:
                 old = json.loads(path.read_text())
                 self.items = {it["id"]: it for it in old.get("items", [])}
                 self.sources = dict(old.get("sources", {}))
+                before = old.get("settings", {})
             except (ValueError, KeyError, TypeError) as exc:
                 # an unreadable manifest is kept aside, never silently overwritten
                 path.rename(path.with_suffix(f".corrupt-{int(time.time())}.json"))
                 print(f"warning: {path}: unreadable manifest ({exc}); moved aside, starting fresh")
-        self.settings = settings
+                return
+            changed = [k for k in OUTPUT_SETTINGS if before.get(k) != settings.get(k)]
+            if changed:
+                print(f"note: {path.parent}: settings changed since the last run ({', '.join(changed)}); "
+                      "refitting everything")
+                self.reusable = False
 
     def done(self, item_id: str, out_dir: Path) -> bool:
         it = self.items.get(item_id)
-        return bool(it and it.get("status") == "ok" and (out_dir / it["params"]).exists())
+        return bool(self.reusable and it and it.get("status") == "ok" and (out_dir / it["params"]).exists())
 
-    def source_done(self, source: str) -> bool:
-        return self.sources.get(source, {}).get("status") == "ok"
+    def source_done(self, source: str, out_dir: Path) -> bool:
+        """A video is done when it decoded to its end, its group fit succeeded, and every
+        frame with a face has its file."""
+        src = self.sources.get(source, {})
+        if not (self.reusable and src.get("status") == "ok"):
+            return False
+        return all(self.done(i, out_dir) or self.items.get(i, {}).get("status") == "error"
+                   for i in src.get("items", []))
 
-    def save(self) -> None:
+    def save(self, force: bool = True) -> None:
+        if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
+            return
         items = list(self.items.values())
         write_json(self.path, {
             "tool": "portraitrig fit",
@@ -88,6 +112,7 @@ class Manifest:
             "sources": self.sources,
             "items": items,
         })
+        self._saved = time.monotonic()
 
 
 def _error_item(item_id: str, source: str, err: Exception) -> dict:
@@ -96,7 +121,7 @@ def _error_item(item_id: str, source: str, err: Exception) -> dict:
 
 
 def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobConfig | None = None,
-            progress: bool = True, log: Callable[[str], None] = print) -> FitJobSummary:
+            progress: bool = True) -> FitJobSummary:
     """Fit all inputs (files, folders, globs, videos) into ``out_dir``. See the module doc."""
     from tqdm.auto import tqdm
 
@@ -110,36 +135,42 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST, asdict(cfg))
     summary = FitJobSummary(out)
-    rigger = Rigger(crop_size=cfg.crop_size, device=cfg.device, photometric=cfg.photometric)
 
     def record_error(item_id: str, source: str, err: Exception) -> None:
         manifest.items[item_id] = _error_item(item_id, source, err)
         summary.errors += 1
         summary.failed.append((source, manifest.items[item_id]["message"]))
 
-    def write_group(group: list[tuple[str, object]], shared: bool, smooth: float) -> None:
-        """Fit (id, Capture) pairs together and write their files."""
+    def write_group(group: list[tuple[str, object]], shared: bool, smooth: float) -> bool:
+        """Fit (id, Capture) pairs together and write their files; False if the group failed."""
         if not group:
-            return
+            return True
         try:
             results = rigger.fit_captures([c for _, c in group], shared=shared, smooth_sigma=smooth)
         except Exception as exc:  # a failed solve fails the group, not the batch
             for item_id, cap in group:
                 record_error(item_id, cap.source, exc)
-            return
+            return False
+        ok = True
         for (item_id, cap), res in zip(group, results):
             pfile = f"{item_id}.{cfg.format}"
-            res.params.save(out / pfile, extras=res.extras(rigger.model),
-                            meta={"n_faces": res.n_faces, "landmark_error_iod_pct": res.landmark_error})
-            entry = {"id": item_id, "source": cap.source, "status": "ok", "message": "", "params": pfile,
-                     "n_faces": res.n_faces, "landmark_error_iod_pct": round(res.landmark_error, 4)}
-            if res.n_faces > 1:
-                entry["message"] = f"{res.n_faces} faces found; fitted the largest"
-            if cfg.save_crops:
-                entry["crop"] = f"{item_id}.crop.png"
-                write_image(out / entry["crop"], res.crop_image)
+            try:
+                res.params.save(out / pfile, extras=res.extras(rigger.model),
+                                meta={"n_faces": res.n_faces, "landmark_error_iod_pct": res.landmark_error})
+                entry = {"id": item_id, "source": cap.source, "status": "ok", "message": "", "params": pfile,
+                         "n_faces": res.n_faces, "landmark_error_iod_pct": round(res.landmark_error, 4)}
+                if res.n_faces > 1:
+                    entry["message"] = f"{res.n_faces} faces found; fitted the largest"
+                if cfg.save_crops:
+                    entry["crop"] = f"{item_id}.crop.png"
+                    write_image(out / entry["crop"], res.crop_image)
+            except OSError as exc:  # disk full, permissions: recorded, the batch goes on
+                record_error(item_id, cap.source, exc)
+                ok = False
+                continue
             manifest.items[item_id] = entry
             summary.ok += 1
+        return ok
 
     inputs = [str(p) for p in inputs]
     try:  # expanded together, so that item ids are unique across inputs
@@ -153,47 +184,53 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
             except InputError as err:
                 record_error(Path(inp).name or inp, inp, err)
         sources = expand_inputs(good, stride=cfg.stride) if good else []
-    bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
+
     album: list[tuple[str, object]] = []
-    for src in sources:
-        if src.kind == "video" and manifest.source_done(str(src.path)):
-            summary.skipped += len(manifest.sources[str(src.path)].get("items", []))
+    rigger = Rigger(crop_size=cfg.crop_size, device=cfg.device, photometric=cfg.photometric)
+    bar = tqdm(total=len(sources), unit="input", desc="fit", disable=not progress)
+    try:
+        for src in sources:
+            if src.kind == "video" and manifest.source_done(str(src.path), out):
+                summary.skipped += len(manifest.sources[str(src.path)].get("items", []))
+                bar.update(1)
+                continue
+            group: list[tuple[str, object]] = []
+            ids: list[str] = []
+            broken = False
+            try:
+                for item in src.iter_items():
+                    if src.kind == "video" and cfg.max_frames is not None and len(ids) >= cfg.max_frames:
+                        break
+                    ids.append(item.id)
+                    # an album is one joint fit: any new photo refits all of it
+                    if src.kind == "image" and not cfg.album and manifest.done(item.id, out):
+                        summary.skipped += 1
+                        continue
+                    try:  # the original image is not kept: the fit needs the crop only
+                        group.append((item.id, replace(rigger.capture(item.load(), item.source), image=None)))
+                    except Exception as err:  # unreadable, no face, decoder crash: reported, batch goes on
+                        record_error(item.id, item.source, err)
+            except InputError as err:  # the source itself broke (unreadable / truncated video)
+                broken = True
+                record_error(ids[-1] + ".broken" if ids else Path(str(src.path)).name, str(src.path), err)
+            if src.kind == "video":
+                fitted = write_group(group, shared=True, smooth=cfg.smooth_sigma / max(cfg.stride, 1))
+                # done when decoded to its end and fitted (frames without a face stay errors)
+                manifest.sources[str(src.path)] = {"kind": "video", "status": "ok" if fitted and not broken else "error",
+                                                   "items": ids}
+            elif cfg.album:
+                album.extend(group)
+            else:
+                for g in group:
+                    write_group([g], shared=False, smooth=0.0)
+            manifest.save(force=False)
             bar.update(1)
-            continue
-        group: list[tuple[str, object]] = []
-        ids: list[str] = []
-        broken = False
-        try:
-            for item in src.iter_items():
-                ids.append(item.id)
-                if src.kind == "image" and manifest.done(item.id, out):
-                    summary.skipped += 1
-                    continue
-                try:
-                    group.append((item.id, rigger.capture(item.load(), item.source)))
-                except InputError as err:
-                    record_error(item.id, item.source, err)
-                except Exception as err:  # decoder crashes etc.: reported, batch goes on
-                    record_error(item.id, item.source, err)
-        except InputError as err:  # the source itself broke (unreadable / truncated video)
-            broken = True
-            record_error(ids[-1] + ".broken" if ids else Path(str(src.path)).name, str(src.path), err)
-        if src.kind == "video":
-            write_group(group, shared=True, smooth=cfg.smooth_sigma / max(cfg.stride, 1))
-            # a video decoded to its end is done (frames without a face stay recorded as errors)
-            manifest.sources[str(src.path)] = {"kind": "video", "status": "error" if broken else "ok", "items": ids}
-        elif cfg.album:
-            album.extend(group)
-        else:
-            for g in group:
-                write_group([g], shared=False, smooth=0.0)
+        if album:
+            write_group(album, shared=True, smooth=0.0)
+    finally:  # the record is saved however the loop ends (Ctrl-C included)
+        bar.close()
+        rigger.close()
         manifest.save()
-        bar.update(1)
-    if album:
-        write_group(album, shared=True, smooth=0.0)
-        manifest.save()
-    bar.close()
-    manifest.save()
     return summary
 
 

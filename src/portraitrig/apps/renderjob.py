@@ -58,7 +58,34 @@ class RenderItem:
     fit: object | None = None    # a FitResult when fitted on the fly
 
 
-def _iter_items(inputs: Sequence[str], rigger_factory: Callable) -> Iterator[RenderItem | InputError]:
+class SourceImages:
+    """Original images of fits, by source: photos are read as asked; the frames of a video are
+    read in one forward pass while they are asked for in order (as a fit folder lists them)."""
+
+    def __init__(self):
+        self._videos: dict[str, tuple[Iterator, int]] = {}
+
+    def __call__(self, source: str) -> np.ndarray:
+        from portraitrig.io.sources import split_frame_source
+        from portraitrig.io.video import iter_video_frames
+
+        frame = split_frame_source(source)
+        if frame is None:
+            return load_source(source)
+        path, index = frame
+        frames, last = self._videos.get(path, (None, -1))
+        if frames is None or index <= last:  # new video, or asked backwards: start again
+            frames = iter_video_frames(path)
+        for fr in frames:
+            if fr.index == index:
+                self._videos[path] = (frames, index)
+                return fr.image
+        self._videos.pop(path, None)
+        raise InputError(path, f"frame {index} not found")
+
+
+def _iter_items(inputs: Sequence[str], rigger: Callable) -> Iterator[RenderItem | InputError]:
+    """Render items of every input; a bad one is yielded as its InputError (never raised)."""
     from portraitrig.apps.fitjob import MANIFEST, iter_manifest
     from portraitrig.face.params import RigParams
     from portraitrig.io.sources import expand_inputs
@@ -72,30 +99,38 @@ def _iter_items(inputs: Sequence[str], rigger_factory: Callable) -> Iterator[Ren
     photos = []
     for inp in inputs:
         p = Path(inp)
-        try:
-            if p.is_dir() and (p / MANIFEST).exists():
-                for it in iter_manifest(p):
-                    crop = p / it["crop"] if it.get("crop") else None
+        if p.is_dir() and (p / MANIFEST).exists():
+            for it in iter_manifest(p):
+                crop = p / it["crop"] if it.get("crop") else None
+                try:
                     yield from_file(p / it["params"], it["id"], crop if crop and crop.exists() else None)
-            elif p.suffix in (".safetensors", ".npz"):
-                yield from_file(p, p.stem)
-            else:
-                photos.append(inp)
-        except InputError as err:
-            yield err
-    if photos:
-        rigger = rigger_factory()
-        for src in expand_inputs(photos):
+                except InputError as err:
+                    yield err
+        elif p.suffix in (".safetensors", ".npz"):
             try:
-                for item in src.iter_items():
-                    try:
-                        fit = rigger.fit_image(item.load(), item.source)
-                    except InputError as err:
-                        yield err
-                        continue
-                    yield RenderItem(item.id, fit.params, fit.crop.affine, item.source, None, fit)
+                yield from_file(p, p.stem)
             except InputError as err:
                 yield err
+        else:
+            photos.append(inp)
+    if not photos:
+        return
+    try:
+        sources = expand_inputs(photos)
+    except InputError as err:
+        yield err
+        return
+    for src in sources:
+        try:
+            for item in src.iter_items():
+                try:
+                    fit = rigger().fit_image(item.load(), item.source)
+                except Exception as err:  # no face, degenerate landmarks, decoder crash
+                    yield err if isinstance(err, InputError) else InputError(item.source, f"{err.__class__.__name__}: {err}")
+                    continue
+                yield RenderItem(item.id, fit.params, fit.crop.affine, item.source, None, fit)
+        except InputError as err:
+            yield err
 
 
 def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConfig | None = None,
@@ -103,7 +138,9 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
     import torch
     from tqdm.auto import tqdm
 
-    from portraitrig.capture.align import paste_back
+    import cv2
+
+    from portraitrig.capture.align import paste_back, warp_affine
     from portraitrig.capture.types import Crop
     from portraitrig.face.model import load_default_model
     from portraitrig.render.buffers import buffers_to_images, overlay_mesh, render_buffers
@@ -114,14 +151,20 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
     summary = RenderJobSummary(out)
     model = load_default_model().to(cfg.device)
 
-    def rigger_factory():
-        from portraitrig.pipeline import Rigger
+    riggers = []
 
-        return Rigger(crop_size=cfg.size or 256, device=cfg.device, model=model)
+    def rigger():
+        if not riggers:
+            from portraitrig.pipeline import Rigger
+
+            riggers.append(Rigger(crop_size=cfg.size or 256, device=cfg.device, model=model))
+        return riggers[0]
+
+    originals = SourceImages()
 
     names = tuple(dict.fromkeys(cfg.buffers + ("normal", "albedo", "shaded", "mask")))
     rows: list[list[np.ndarray]] = []
-    for item in tqdm(_iter_items(list(map(str, inputs)), rigger_factory), desc="render", unit="item",
+    for item in tqdm(_iter_items(list(map(str, inputs)), rigger), desc="render", unit="item",
                      disable=not progress):
         if isinstance(item, InputError):
             summary.failed.append(str(item))
@@ -134,11 +177,16 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
             d = out / item.id
             for name in cfg.buffers:
                 write_image(d / f"{name}.png", imgs[name])
-            photo = item.fit.image if item.fit is not None and item.fit.image is not None else load_source(item.source)
+            photo = item.fit.image if item.fit is not None and item.fit.image is not None else originals(item.source)
             if item.crop_affine is None:
                 raise InputError(item.source, "parameter file has no crop transform (crop_affine)")
-            crop = Crop(np.asarray(item.crop_affine, dtype=np.float64), size, (photo.shape[1], photo.shape[0]))
-            crop_img = _warp_crop(photo, crop) if item.crop_image_path is None else _read_crop(item.crop_image_path, size)
+            # the transform maps into the fit's crop; rendering at another size scales it
+            affine = np.asarray(item.crop_affine, dtype=np.float64) * (size / int(item.params.crop_size))
+            crop = Crop(affine, size, (photo.shape[1], photo.shape[0]))
+            if item.crop_image_path is None:
+                crop_img = warp_affine(photo, crop.affine, (size, size), border=cv2.BORDER_REFLECT_101)
+            else:
+                crop_img = _read_crop(item.crop_image_path, size)
             over_crop = overlay_mesh(crop_img, item.params, model, size)
             mask = bufs["mask"][0, 0].cpu().numpy()
             over = paste_back(photo, over_crop, crop, mask=_grow(mask, size // 32), feather=0.02)
@@ -152,19 +200,14 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
             summary.failed.append(str(err))
         except Exception as err:  # noqa: BLE001 — one bad item never stops the batch
             summary.failed.append(f"{item.source}: {err.__class__.__name__}: {err}")
+    for r in riggers:
+        r.close()
     if cfg.sheet and rows:
         for page, start in enumerate(range(0, len(rows), SHEET_ROWS_PER_PAGE), 1):
             name = "contact_sheet.png" if page == 1 else f"contact_sheet_{page}.png"
             summary.sheets.append(write_image(out / name, contact_sheet(rows[start:start + SHEET_ROWS_PER_PAGE],
                                                                         SHEET_COLUMNS)))
     return summary
-
-
-def _warp_crop(photo: np.ndarray, crop) -> np.ndarray:
-    import cv2
-
-    return cv2.warpAffine(photo, crop.affine, (crop.size, crop.size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)
 
 
 def _read_crop(path: Path, size: int) -> np.ndarray:

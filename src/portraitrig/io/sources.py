@@ -177,15 +177,21 @@ def _unique_ids(paths: list[Path], kinds: list[str]) -> list[str]:
 _FRAME = re.compile(r"^(?P<path>.+)#frame=(?P<index>\d+)")
 
 
+def split_frame_source(source: str | Path) -> tuple[str, int] | None:
+    """``("clip.mp4", 12)`` for a video frame's source ``clip.mp4#frame=12[,t=...]``, else None."""
+    m = _FRAME.match(str(source))
+    return (m.group("path"), int(m.group("index"))) if m else None
+
+
 def load_source(source: str | Path) -> np.ndarray:
     """The image an item's ``source`` names: a photo path, or ``video#frame=N[,t=...]`` (as
     :class:`Item` writes it for video frames, and as fits record it)."""
-    m = _FRAME.match(str(source))
-    if m:
-        from portraitrig.io.video import iter_video_frames
+    frame = split_frame_source(source)
+    if frame is None:
+        return read_image(source)
+    from portraitrig.io.video import iter_video_frames
 
-        index = int(m.group("index"))
-        for frame in iter_video_frames(m.group("path"), start=index, max_frames=1):
-            return frame.image
-        raise InputError(m.group("path"), f"frame {index} not found")
-    return read_image(source)
+    path, index = frame
+    for fr in iter_video_frames(path, start=index, max_frames=1):
+        return fr.image
+    raise InputError(path, f"frame {index} not found")
