@@ -92,15 +92,15 @@ def _params(z, prefix):
 
 
 def _refit(images, rigger):
-    """Rig fits of (N, S, S, 3) uint8 images (upsampled to the rigger's crop size); None = failed."""
-    from PIL import Image
+    """Rig fits of (N, S, S, 3) uint8 aligned crops (not re-aligned: the requested parameters
+    live in the crop's frame); None where no face is found on a generated image."""
+    from portraitrig.errors import InputError
 
     out = []
-    for im in images:
-        big = np.asarray(Image.fromarray(im).resize((rigger.crop_size,) * 2, Image.LANCZOS))
+    for i, im in enumerate(images):
         try:
-            out.append(rigger.fit_image(big).params)
-        except Exception:  # no face found on a generated image counts as a failure
+            out.append(rigger.fit_crop(np.ascontiguousarray(im), f"generated {i}").params)
+        except InputError:
             out.append(None)
     return out
 

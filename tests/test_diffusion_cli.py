@@ -98,3 +98,17 @@ def test_batched_edits_match_single_runs(tiny_model):
         assert one.pasted == [None] * 4  # no original known
     assert np.abs(both[0].crops[0].astype(int) - both[0].crops[1].astype(int)).mean() > 0.1  # edits differ
     assert np.abs(both[0].crops[0].astype(int) - both[0].crops[3].astype(int)).mean() > 0.1
+
+
+def test_edit_batch_goes_on_past_a_photo_without_a_face(photo, tiny_model, tmp_path):
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(noise)
+    out = tmp_path / "out"
+    assert main(["edit", str(tiny_model), str(noise), str(photo), "-o", str(out), "--smile", "0.5",
+                 "--steps", "2"]) == 1
+    man = json.loads((out / "manifest.json").read_text())
+    assert [p.get("status", "ok") for p in man["photos"]] == ["ok", "error"]
+    assert "noise.png" in man["photos"][1]["message"]
+    assert (out / "astronaut.edit.png").exists()

@@ -123,3 +123,18 @@ def test_ddim_inversion_reconstructs_input():
             assert (xT - x0).abs().mean() > 0.3  # it really went to noise and back
     assert psnr[3] > 40, psnr
     assert psnr[3] > psnr[0] + 10, psnr
+
+
+def test_fast_engine_leaves_the_shared_encoder_in_float32():
+    """The bf16 fast path casts only the denoiser: the renderer's encoder (and so the latent of
+    every later edit) keeps its precision."""
+    from portraitrig.diffusion.engine import DDIMEngine
+
+    torch.manual_seed(0)
+    model = DiffusionRigModel(preset("tiny")).eval()
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    before = model.encode(img)
+    DDIMEngine(model, steps=2, fast=True, compile=False, cuda_graph=False)
+    assert next(model.encoder.parameters()).dtype == torch.float32
+    assert next(model.unet.parameters()).dtype == torch.bfloat16
+    assert torch.equal(model.encode(img), before)

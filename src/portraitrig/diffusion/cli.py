@@ -191,7 +191,6 @@ def build_edits(args, renderer) -> list:
 
 
 def _cmd_edit(args) -> int:
-    import numpy as np
     import torch
 
     from portraitrig.diffusion.renderer import DiffusionRenderer, side_by_side
@@ -200,9 +199,18 @@ def _cmd_edit(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     renderer = DiffusionRenderer.from_pretrained(args.model, device=device, max_batch=args.batch,
                                                  fast=False if args.no_fast else None)
+    from portraitrig.errors import InputError
+
     edits = build_edits(args, renderer)
-    results = renderer.edit(list(args.photos), edits, steps=args.steps, inversion=not args.no_inversion,
-                            seed=args.seed, refine=args.refine)
+    subjects, failed = [], []
+    for photo in args.photos:  # a photo without a face is reported; the others are edited
+        try:
+            subjects.append(renderer.subject(photo))
+        except InputError as err:
+            failed.append({"source": str(photo), "status": "error", "message": str(err)})
+            print(f"error: {err}")
+    results = renderer.edit(subjects, edits, steps=args.steps, inversion=not args.no_inversion,
+                            seed=args.seed, refine=args.refine) if subjects else []
     out = Path(args.out)
     photos, items, used = [], [], set()
     for res in results:
@@ -230,6 +238,7 @@ def _cmd_edit(args) -> int:
                        "pasted": all(f is not None for f in res.pasted)})
     # "items" follows portraitrig.eval's results layout: `portraitrig eval OUT --refit` scores it
     write_json(out / "manifest.json", {"model": str(args.model), "steps": args.steps,
-                                       "inversion": not args.no_inversion, "photos": photos, "items": items})
-    print(f"{len(results)} photo(s) x {len(edits)} edit(s) written to {out}")
-    return 0 if np.all([len(r.crops) for r in results]) else 1
+                                       "inversion": not args.no_inversion, "photos": photos + failed,
+                                       "items": items})
+    print(f"{len(results)} photo(s) x {len(edits)} edit(s) written to {out}; {len(failed)} failed")
+    return 1 if failed else 0

@@ -22,9 +22,11 @@ class DDIMEngine:
         self.device = next(model.parameters()).device
         self.fast = self.device.type == "cuda" if fast is None else fast
         self.model = model.eval()
-        self.dtype = dtype if self.fast else next(model.parameters()).dtype
+        self.dtype = dtype if self.fast else next(model.unet.parameters()).dtype
         if self.fast:
-            self.model = model.to(dtype).to(memory_format=torch.channels_last)
+            # only the denoiser runs in bf16: the encoder and latent projection the renderer
+            # shares stay in their precision, so every edit() computes the same latent
+            model.unet.to(dtype=dtype, memory_format=torch.channels_last)
         self.refine, self.clip = refine, clip
         self.plan = DDIMPlan.make(model.config, steps, device=self.device, dtype=torch.float32)
         self._denoise = self.model.denoise
