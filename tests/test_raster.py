@@ -164,3 +164,31 @@ def test_covered_pixels_match_dense_buffers():
     assert torch.equal(ref.covered()[0], pix)
     attr = torch.rand(2, 12, 4, generator=g)
     assert torch.allclose(interpolate(attr, faces, fr), interpolate(attr, faces, ref), atol=1e-5)
+
+
+def test_a_nan_vertex_drops_its_triangles_and_spares_other_items():
+    """Fits can produce NaN: the triangles touching a non-finite vertex are not drawn, and the
+    other items of the batch render exactly as they would alone."""
+    g = torch.Generator().manual_seed(3)
+    verts = torch.rand(2, 30, 3, generator=g) * 1.6 - 0.8
+    faces = torch.randint(0, 30, (40, 3), generator=g)
+    alone = rasterize(verts[:1], faces, 32)
+    bad = verts.clone()
+    bad[1, 5] = float("nan")
+    bad[1, 6, 2] = float("inf")
+    both = rasterize(bad, faces, 32)
+    assert torch.equal(both.tri_id[0], alone.tri_id[0])
+    touching = ((faces == 5) | (faces == 6)).any(-1).nonzero().squeeze(1)
+    assert not torch.isin(both.tri_id[1], touching).any()
+    assert torch.isfinite(both.bary).all()
+
+
+def test_half_precision_vertices_give_finite_barycentrics():
+    g = torch.Generator().manual_seed(4)
+    verts = torch.rand(1, 30, 3, generator=g) * 1.6 - 0.8
+    faces = torch.randint(0, 30, (40, 3), generator=g)
+    ref = rasterize(verts, faces, 32)
+    half = rasterize(verts.half(), faces, 32)
+    covered = half.tri_id >= 0
+    assert torch.isfinite(half.bary).all() and torch.equal(half.tri_id, ref.tri_id)
+    assert (half.bary.float() - ref.bary)[covered].abs().max() < 1e-2  # fp16 rounding of the inputs

@@ -110,7 +110,12 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     faces = faces.to(device=device, dtype=torch.long)
     B, F, H, W = verts.shape[0], faces.shape[0], size, size
     fdt = verts.dtype if verts.dtype.is_floating_point else torch.float32
+    # a triangle with a NaN / inf vertex is dropped, and cannot disturb the other items' depths
+    finite = torch.isfinite(verts).all(-1)  # (B, V)
+    if not bool(finite.all()):
+        verts = torch.where(finite[..., None], verts, torch.zeros_like(verts))
     T = _triangle_setup(verts, faces, size, cull_backfaces)
+    T["keep"] = T["keep"] & finite[:, faces].all(-1).reshape(-1)
 
     # rows of each triangle's bounding box (row i is a candidate if min_y <= i*SUB + HALF <= max_y)
     ys = T["ys"]
@@ -121,8 +126,9 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     zbuf = torch.full((B * H * W,), _INT64_MAX, dtype=torch.int64, device=device)
     id_bits = max(1, int(F).bit_length())
     depth_bits = min(62 - id_bits, 40)
-    zmin = verts[..., 2].min().double()
-    zscale = (2 ** depth_bits - 1) / (verts[..., 2].max().double() - zmin).clamp_min(1e-12)
+    zf = verts[..., 2][finite] if finite.any() else verts.new_zeros(1)
+    zmin = zf.min().double()
+    zscale = (2 ** depth_bits - 1) / (zf.max().double() - zmin).clamp_min(1e-12)
     if live.numel():
         # one entry per (triangle, row): the exact span of pixel columns inside the triangle
         nr = nrows[live]
@@ -173,9 +179,12 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     g = b * F + tri
     P = T["itab"].index_select(0, g)
     e = P[:, 0:3] * px + P[:, 3:6] * py + P[:, 6:9]
-    pbary = e.to(fdt) / P[:, 12:13].to(fdt)
-    zt = T["z"].index_select(0, g).to(fdt)
-    pdepth = pbary[:, 0] * zt[:, 0] + pbary[:, 1] * zt[:, 1] + pbary[:, 2] * zt[:, 2]
+    # edge values are integers up to ~2^40: divide in float32 at least (fp16 / bf16 overflow)
+    cdt = torch.promote_types(fdt, torch.float32)
+    pbary = e.to(cdt) / P[:, 12:13].to(cdt)
+    zt = T["z"].index_select(0, g).to(cdt)
+    pdepth = (pbary[:, 0] * zt[:, 0] + pbary[:, 1] * zt[:, 1] + pbary[:, 2] * zt[:, 2]).to(fdt)
+    pbary = pbary.to(fdt)
     tri_id = torch.full((B * H * W,), -1, dtype=torch.long, device=device).index_copy_(0, hp, tri)
     bary = torch.zeros(B * H * W, 3, dtype=fdt, device=device).index_copy_(0, hp, pbary)
     depth = torch.full((B * H * W,), float("inf"), dtype=fdt, device=device).index_copy_(0, hp, pdepth)
