@@ -87,6 +87,8 @@ def bench_training(cfg, dev, batch: int, steps: int, variants, table: Table, res
     x0 = torch.rand(batch, 3, S, S, device=dev, generator=g) * 2 - 1
     buf = torch.rand(batch, cfg.buffer_channels, S, S, device=dev, generator=g) * 2 - 1
     for name, tc in variants:
+        if dev.type == "cuda":  # the peak of this variant only
+            torch.cuda.reset_peak_memory_stats(dev)
         try:
             t0 = time.perf_counter()
             tr = Trainer(cfg, tc, dev)
@@ -179,12 +181,10 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
             print(f"fast path vs eager fp32, same weights and input: one UNet forward {rel1:.2e}, "
                   f"whole invert+decode loop {rel:.2e} (random weights: the 20-step loop amplifies)")
         # batched: one inversion, `big` edits of one photo
-        xT = eng("invert", x1, b1, c1)
         row(f"edit x{big} one photo", big, big,
             timed(lambda: eng("sample", eng("invert", x1, b1, c1).expand(big, -1, -1, -1), bB, cB), dev, repeat))
         row(f"edit x{big} photos", big, big, timed(lambda: eng("sample", eng("invert", xB, bB, cB), bB, cB), dev,
                                                    repeat))
-        del xT
     # the full API (buffers rendered from the rig, encoder, uint8 out), batch 1 and a sweep
     try:
         fm = load_default_model()

@@ -74,3 +74,10 @@ def test_image_metrics_keys_and_shape_check():
     assert set(m) == {"psnr", "ssim", "psnr_masked", "ssim_masked"}
     with pytest.raises(ValueError):
         psnr(a, a[:32])
+
+
+def test_mixed_dtypes_need_a_data_range():
+    a = np.full((8, 8, 3), 100, np.uint8)
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(a, a.astype(np.float64))
+    assert psnr(a, a.astype(np.float64) + 1, data_range=255) == pytest.approx(10 * np.log10(255 ** 2), abs=1e-6)

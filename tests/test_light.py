@@ -144,3 +144,12 @@ def test_sh_to_image_preview():
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert img[0, 0].sum() == 0  # outside the sphere
     assert img[32, 12].mean() > img[32, 52].mean() + 30  # lit from image left
+
+
+def test_exposure_scales_a_normalised_environment():
+    from portraitrig.light.sh import sh_from_equirect
+
+    env = np.random.default_rng(0).random((16, 32, 3)).astype(np.float32)
+    one = sh_from_equirect(env, normalize=True)
+    two = sh_from_equirect(env, exposure=2.0, normalize=True)
+    assert torch.allclose(two, 2 * one, rtol=1e-6)

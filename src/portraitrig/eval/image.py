@@ -19,7 +19,10 @@ def _pair(a, b, data_range):
     if a.shape != b.shape:
         raise ValueError(f"image shapes differ: {a.shape} vs {b.shape}")
     if data_range is None:
-        data_range = 255.0 if a.dtype == np.uint8 and b.dtype == np.uint8 else 1.0
+        if (a.dtype == np.uint8) != (b.dtype == np.uint8):
+            raise ValueError(f"one image is {a.dtype}, the other {b.dtype}: pass data_range, or give "
+                             "both as uint8 (0..255) or both as float (0..1)")
+        data_range = 255.0 if a.dtype == np.uint8 else 1.0
     return a.astype(np.float64), b.astype(np.float64), float(data_range)
 
 

@@ -252,14 +252,7 @@ def _rig(a, b, model) -> dict[str, np.ndarray]:
             model = load_default_model()
         except (InputError, OSError):  # no model file: coefficient errors only
             model = None
-    out = rig.expression_error(a, b, model)
-    out["pose_deg"] = rig.pose_error(a, b)
-    out["gaze_deg"] = rig.gaze_error(a, b)
-    try:
-        out.update(rig.light_error(a.light, b.light))
-    except ImportError:  # portraitrig.light.sh not available
-        pass
-    return out
+    return rig.rig_consistency(a, b, model)
 
 
 def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,

@@ -202,10 +202,10 @@ def sh_from_equirect(hdr: np.ndarray | torch.Tensor, exposure: float = 1.0, norm
     edges = torch.arange(H + 1, dtype=torch.float64) / H * math.pi
     dw = (2 * math.pi / W) * (torch.cos(edges[:-1]) - torch.cos(edges[1:]))  # exact pixel solid angles (H,)
     Y = sh_orthonormal(dirs)  # (H, W, 9)
-    light = torch.einsum("hwk,hwc,h->kc", Y, env, dw) * _Y00 * exposure
+    light = torch.einsum("hwk,hwc,h->kc", Y, env, dw) * _Y00
     if normalize:
         light = light / light[0].mean().clamp_min(1e-12)
-    return light.float()
+    return (light * exposure).float()  # after normalising, so exposure always brightens
 
 
 def read_environment_map(path: str | Path) -> np.ndarray:
@@ -229,13 +229,9 @@ def read_environment_map(path: str | Path) -> np.ndarray:
             raise InputError(path, f"cannot decode {suffix} environment map")
         img = img[..., ::-1].astype(np.float32)
     else:
-        from PIL import Image
+        from portraitrig.io.images import read_image
 
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        except Exception as exc:
-            raise InputError(path, f"cannot decode environment map ({exc.__class__.__name__})") from exc
+        arr = read_image(path).astype(np.float32) / 255.0  # InputError naming the file if bad
         img = np.where(arr <= 0.04045, arr / 12.92, ((arr + 0.055) / 1.055) ** 2.4).astype(np.float32)
     if not np.isfinite(img).all():
         img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
