@@ -193,3 +193,10 @@ def test_render_at_another_size_and_past_a_corrupt_item(inputs, tmp_path):
     bad = tmp_path / "rbad"
     assert main(["render", str(out), "-o", str(bad), "-q", "--no-sheet"]) != 0
     assert (bad / "astronaut" / "overlay.png").exists()  # the good item is still rendered
+
+
+@pytest.mark.parametrize("bad", [["--stride", "0"], ["--size", "16"], ["--max-frames", "x"]])
+def test_bad_option_values_are_usage_errors(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "photo.jpg", "-o", str(tmp_path), *bad])
+    assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err

@@ -9,14 +9,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
-def _quiet_backends() -> None:
-    # MediaPipe / TFLite / absl log noise on stderr is not for our users
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _int_at_least(low: int):
+    """argparse type: an integer >= low (bad values are usage errors, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
 
 
 def _cmd_fit(args) -> int:
@@ -61,17 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="fit the rig to a photo and show what it can do (default: a built-in portrait)")
     d.add_argument("photo", nargs="?", help="a photo (default: scikit-image's astronaut portrait)")
     d.add_argument("-o", "--out", default="portraitrig-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--size", type=int, default=256, help="crop size (default: %(default)s)")
+    d.add_argument("--size", type=_int_at_least(32), default=256, help="crop size (default: %(default)s)")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=_cmd_demo)
 
     f = sub.add_parser("fit", help="fit the rig to every image / video frame")
     f.add_argument("inputs", nargs="+", help="images, folders, glob patterns or videos")
     f.add_argument("-o", "--out", required=True, help="output folder (manifest.json + one file per item)")
-    f.add_argument("--size", type=int, default=256, help="aligned crop size: 256, 512, 1024 (default: %(default)s)")
+    f.add_argument("--size", type=_int_at_least(32), default=256,
+                   help="aligned crop size: 256, 512, 1024 (default: %(default)s)")
     f.add_argument("--format", choices=("safetensors", "npz"), default="safetensors")
-    f.add_argument("--stride", type=int, default=1, help="use every N-th video frame")
-    f.add_argument("--max-frames", type=int, default=None, help="at most this many frames per video")
+    f.add_argument("--stride", type=_int_at_least(1), default=1, help="use every N-th video frame")
+    f.add_argument("--max-frames", type=_int_at_least(1), default=None, help="at most this many frames per video")
     f.add_argument("--album", action="store_true", help="all photos show one person: share identity and albedo")
     f.add_argument("--smooth", type=float, default=1.0, help="video smoothing sigma in frames, 0 = off")
     f.add_argument("--save-crops", action="store_true", help="also write the aligned crops as PNG")
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="buffers, mesh overlays and a contact sheet from fits (or photos)")
     r.add_argument("inputs", nargs="+", help="`portraitrig fit` output folders, parameter files, or photos")
     r.add_argument("-o", "--out", required=True)
-    r.add_argument("--size", type=int, default=None, help="render size (default: each fit's crop size)")
+    r.add_argument("--size", type=_int_at_least(8), default=None, help="render size (default: each fit's crop size)")
     r.add_argument("--buffers", default="normal,albedo,shaded,mask,depth", help="comma-separated buffer names")
     r.add_argument("--no-sheet", action="store_true", help="skip the contact sheet")
     r.add_argument("--device", default="cpu")
@@ -104,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_backends()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
