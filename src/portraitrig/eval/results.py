@@ -293,6 +293,8 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
             rec["error"] = str(exc)
         records.append(rec)
 
+    for rigger in ev._riggers.values():  # --refit's MediaPipe graphs
+        rigger.close()
     summary: dict = {"n_items": len(records), "n_errors": sum(1 for r in records if r.get("error"))}
     per_item = summarize({n: [r["metrics"][n] for r in records if n in r.get("metrics", {})]
                           for n in sorted({n for r in records for n in r.get("metrics", {})})})
