@@ -59,7 +59,7 @@ def render_buffers(params, model, size: int = 256, names: Sequence[str] = DEFAUL
 
 def _buffers_from_fragments(frags: Fragments, verts, faces, params, model, names) -> dict[str, torch.Tensor]:
     # everything is computed on the covered pixels, then scattered once into a dense block
-    B, H, W = frags.tri_id.shape
+    B, H, W = frags.shape
     dt, dev = verts.dtype, verts.device
     pix, tri, _, pdepth = frags.covered()
     P = pix.shape[0]

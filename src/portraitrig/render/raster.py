@@ -16,7 +16,8 @@ triangles).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+
 
 import torch
 
@@ -26,25 +27,46 @@ _HALF = _SUB // 2
 _INT64_MAX = torch.iinfo(torch.int64).max
 
 
-@dataclass
 class Fragments:
-    """Per-pixel rasterization result.
+    """Per-pixel rasterization result, kept compact: only the covered pixels are stored; the
+    dense (B, H, W) views are built when first read (the buffers never need them).
 
-    tri_id: (B, H, W) long, index into ``faces``; -1 where no triangle covers the pixel centre.
-    bary: (B, H, W, 3) barycentrics of the pixel centre w.r.t. the triangle's 3 vertices (in the
-        order of ``faces``); 0 at background.
-    depth: (B, H, W) interpolated z (NDC units, smaller = closer); +inf at background.
-    pix, pix_tri, pix_bary, pix_depth: the same for the covered pixels only (optional; see
-        :meth:`covered`).
+    pix (P,): flat index into B*H*W of each covered pixel, ascending; pix_tri (P,) its triangle
+    (index into ``faces``); pix_bary (P, 3) barycentrics of the pixel centre w.r.t. the
+    triangle's vertices (in the order of ``faces``); pix_depth (P,) interpolated z (NDC units,
+    smaller = closer).
+    Dense views: tri_id (B, H, W) long, -1 where nothing covers the pixel centre; bary
+    (B, H, W, 3), 0 at background; depth (B, H, W), +inf at background.
     """
 
-    tri_id: torch.Tensor
-    bary: torch.Tensor
-    depth: torch.Tensor
-    pix: torch.Tensor | None = None
-    pix_tri: torch.Tensor | None = None
-    pix_bary: torch.Tensor | None = None
-    pix_depth: torch.Tensor | None = None
+    def __init__(self, shape: tuple[int, int, int], pix: torch.Tensor, pix_tri: torch.Tensor,
+                 pix_bary: torch.Tensor, pix_depth: torch.Tensor):
+        self.shape = tuple(shape)
+        self.pix, self.pix_tri, self.pix_bary, self.pix_depth = pix, pix_tri, pix_bary, pix_depth
+
+    @classmethod
+    def from_dense(cls, tri_id: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor) -> "Fragments":
+        pix = tri_id.reshape(-1).ge(0).nonzero().squeeze(1)
+        return cls(tuple(tri_id.shape), pix, tri_id.reshape(-1)[pix], bary.reshape(-1, 3)[pix],
+                   depth.reshape(-1)[pix])
+
+    def _dense(self, values: torch.Tensor, fill: float, channels: int | None = None) -> torch.Tensor:
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        size = (n,) if channels is None else (n, channels)
+        out = torch.full(size, fill, dtype=values.dtype, device=values.device).index_copy_(0, self.pix, values)
+        return out.reshape(self.shape + (() if channels is None else (channels,)))
+
+    @functools.cached_property
+    def tri_id(self) -> torch.Tensor:
+        return self._dense(self.pix_tri, -1)
+
+    @functools.cached_property
+    def bary(self) -> torch.Tensor:
+        return self._dense(self.pix_bary, 0.0, 3)
+
+    @functools.cached_property
+    def depth(self) -> torch.Tensor:
+        return self._dense(self.pix_depth, float("inf"))
 
     @property
     def mask(self) -> torch.Tensor:
@@ -52,11 +74,7 @@ class Fragments:
         return self.tri_id >= 0
 
     def covered(self):
-        """Covered pixels only: ``(pix (P,) flat index into B*H*W, ascending; tri (P,);
-        bary (P, 3); depth (P,))``."""
-        if self.pix is None:
-            pix = self.tri_id.reshape(-1).ge(0).nonzero().squeeze(1)
-            return pix, self.tri_id.reshape(-1)[pix], self.bary.reshape(-1, 3)[pix], self.depth.reshape(-1)[pix]
+        """Covered pixels only: ``(pix, tri, bary, depth)`` as described above."""
         return self.pix, self.pix_tri, self.pix_bary, self.pix_depth
 
 
@@ -112,10 +130,12 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     fdt = verts.dtype if verts.dtype.is_floating_point else torch.float32
     # a triangle with a NaN / inf vertex is dropped, and cannot disturb the other items' depths
     finite = torch.isfinite(verts).all(-1)  # (B, V)
-    if not bool(finite.all()):
+    all_finite = bool(finite.all())
+    if not all_finite:
         verts = torch.where(finite[..., None], verts, torch.zeros_like(verts))
     T = _triangle_setup(verts, faces, size, cull_backfaces)
-    T["keep"] = T["keep"] & finite[:, faces].all(-1).reshape(-1)
+    if not all_finite:
+        T["keep"] = T["keep"] & finite[:, faces].all(-1).reshape(-1)
 
     # rows of each triangle's bounding box (row i is a candidate if min_y <= i*SUB + HALF <= max_y)
     ys = T["ys"]
@@ -126,7 +146,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     zbuf = torch.full((B * H * W,), _INT64_MAX, dtype=torch.int64, device=device)
     id_bits = max(1, int(F).bit_length())
     depth_bits = min(62 - id_bits, 40)
-    zf = verts[..., 2][finite] if finite.any() else verts.new_zeros(1)
+    zf = verts[..., 2] if all_finite else (verts[..., 2][finite] if finite.any() else verts.new_zeros(1))
     zmin = zf.min().double()
     zscale = (2 ** depth_bits - 1) / (zf.max().double() - zmin).clamp_min(1e-12)
     if live.numel():
@@ -185,10 +205,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backface
     zt = T["z"].index_select(0, g).to(cdt)
     pdepth = (pbary[:, 0] * zt[:, 0] + pbary[:, 1] * zt[:, 1] + pbary[:, 2] * zt[:, 2]).to(fdt)
     pbary = pbary.to(fdt)
-    tri_id = torch.full((B * H * W,), -1, dtype=torch.long, device=device).index_copy_(0, hp, tri)
-    bary = torch.zeros(B * H * W, 3, dtype=fdt, device=device).index_copy_(0, hp, pbary)
-    depth = torch.full((B * H * W,), float("inf"), dtype=fdt, device=device).index_copy_(0, hp, pdepth)
-    return Fragments(tri_id.reshape(B, H, W), bary.reshape(B, H, W, 3), depth.reshape(B, H, W), hp, tri, pbary, pdepth)
+    return Fragments((B, H, W), hp, tri, pbary, pdepth)
 
 
 def rasterize_reference(verts: torch.Tensor, faces: torch.Tensor, size: int, cull_backfaces: bool = False) -> Fragments:
@@ -240,12 +257,12 @@ def rasterize_reference(verts: torch.Tensor, faces: torch.Tensor, size: int, cul
                 if best is not None:
                     depth[bi, i, j], tri_id[bi, i, j] = best[0], best[1]
                     bary[bi, i, j] = torch.tensor(best[2], dtype=torch.float64)
-    return Fragments(tri_id, bary.to(verts.dtype), depth.to(verts.dtype))
+    return Fragments.from_dense(tri_id, bary.to(verts.dtype), depth.to(verts.dtype))
 
 
 def interpolate_covered(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Per-vertex attributes (B, V, C) -> (P, C) at the covered pixels (see ``Fragments.covered``)."""
-    B, H, W = frags.tri_id.shape
+    B, H, W = frags.shape
     V, C = attr.shape[1], attr.shape[2]
     pix, tri, bary, _ = frags.covered()
     b = torch.div(pix, H * W, rounding_mode="floor")
@@ -257,7 +274,7 @@ def interpolate_covered(attr: torch.Tensor, faces: torch.Tensor, frags: Fragment
 
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Per-vertex attributes (B, V, C) -> (B, H, W, C) at each pixel (0 at background)."""
-    B, H, W = frags.tri_id.shape
+    B, H, W = frags.shape
     pix = frags.covered()[0]
     out = attr.new_zeros(B * H * W, attr.shape[-1])
     out.index_copy_(0, pix, interpolate_covered(attr, faces, frags))
