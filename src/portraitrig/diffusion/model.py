@@ -150,9 +150,8 @@ class DiffusionRigModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device="cpu", dtype: torch.dtype | None = None) -> "DiffusionRigModel":
-        from safetensors.torch import load_file
-
         from portraitrig.errors import InputError
+        from portraitrig.io.tensorfile import read_safetensors
 
         d = Path(directory)
         if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
@@ -161,7 +160,7 @@ class DiffusionRigModel(nn.Module):
         if cfg.pop("format", None) != FORMAT:
             raise InputError(d / "config.json", "not a DiffusionRig config")
         model = cls(DiffusionConfig.from_dict(cfg))
-        model.load_state_dict(load_file(str(d / "model.safetensors")))
+        model.load_state_dict(read_safetensors(d / "model.safetensors", "model weights")[0])
         model.to(device)
         if dtype is not None:
             model.to(dtype)

@@ -102,8 +102,13 @@ class PortraitRigFaceModel:
         return cls(arrays, device=device)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "PortraitRigFaceModel":
-        """A copy on ``device`` (float tensors in ``dtype``, default float32)."""
-        return PortraitRigFaceModel(self._arrays, device=device or "cpu", dtype=dtype or torch.float32)
+        """The model on ``device`` (float tensors in ``dtype``, default float32); itself when
+        it is already there, like ``Tensor.to`` (the model is read-only, so sharing is safe)."""
+        device, dtype = torch.device(device or "cpu"), dtype or torch.float32
+        if device.type == self.device.type and device.index in (None, self.device.index) \
+                and dtype == self.mean.dtype:
+            return self
+        return PortraitRigFaceModel(self._arrays, device=device, dtype=dtype)
 
     @property
     def device(self) -> torch.device:
