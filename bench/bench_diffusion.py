@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Table, describe_machine, machine_info, write_json  # noqa: E402
+from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
 
 from portraitrig.diffusion.config import preset  # noqa: E402
 from portraitrig.diffusion.engine import DDIMEngine  # noqa: E402
@@ -228,10 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/results/diffusion.json")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
+    fast_cuda_settings(dev)
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
         import torch._inductor.config as ic
 
         ic.conv_1x1_as_mm = True

@@ -156,5 +156,15 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
 
+def fast_cuda_settings(device) -> None:
+    """TF32 matmuls/convolutions and cuDNN autotuning on a CUDA device (what training uses)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
 __all__ = ["cpu_model", "machine_info", "describe_machine", "sync", "timeit", "load_average", "Table", "write_json",
-           "default_data_dir"]
+           "default_data_dir", "fast_cuda_settings"]

@@ -7,6 +7,7 @@ Two steps (generation runs where the GPU is, scoring where dlib and MediaPipe ar
         --group NAME --train-items 20 --n 16 --out $OUT/eval.npz
     # here, on the CPU
     python scripts/eval_diffusion.py score eval.npz [more.npz] --out report.json
+    python scripts/eval_diffusion.py sheet eval.npz [more parts] --out sheet.jpg --rows 6
 
 generate writes uint8 images (targets, reconstructions with inversion, refined inversions,
 edits, samples without inversion) and the requested rig parameters of every edit.
@@ -79,10 +80,37 @@ def generate(args) -> int:
     for k in TENSOR_FIELDS:
         out[f"req_{k}"] = req.tensors()[k].cpu().numpy()
         out[f"src_{k}"] = torch.cat([s.params.tensors()[k] for s in subjects]).cpu().numpy()
-    with atomic_path(args.out) as tmp:
-        np.savez_compressed(tmp, **out)
-    print(f"{len(pick)} held-out frames x {len(edits)} edits in {t_edit:.1f} s -> {args.out}")
+    N, E = len(pick), len(edits)
+    k = max(1, min(args.parts, N))
+    bounds = np.linspace(0, N, k + 1).round().astype(int)
+    paths = [args.out] if k == 1 else [args.out.replace(".npz", f".part{j}.npz") for j in range(k)]
+    for j, path in enumerate(paths):  # parts: each under the device tool's 16 MiB per file
+        a, b = bounds[j], bounds[j + 1]
+        part = {key: (v[a * E:b * E] if key.startswith("req_") else v[a:b])
+                if key not in ("edit_names", "train_ids", "meta") else v for key, v in out.items()}
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **part)
+    print(f"{N} held-out frames x {E} edits in {t_edit:.1f} s -> {', '.join(paths)}")
     return 0
+
+
+PER_FRAME = ("target", "edits", "recon_refined", "sample", "ids")
+
+
+def _load_runs(paths) -> dict:
+    """npz files -> {model: arrays}; parts of one model's generation are joined in order."""
+    runs: dict = {}
+    for path in paths:
+        z = dict(np.load(path, allow_pickle=False))
+        model = json.loads(str(z["meta"]))["model"]
+        if model not in runs:
+            runs[model] = z
+            continue
+        r = runs[model]
+        for key, v in z.items():
+            if key in PER_FRAME or key.startswith(("req_", "src_")):
+                r[key] = np.concatenate([r[key], v])
+    return runs
 
 
 def _params(z, prefix):
@@ -115,8 +143,7 @@ def score(args) -> int:
     enc = IdentityEncoder(fallback="aligned")
     rigger = Rigger(crop_size=256)
     report = {}
-    for path in args.npz:
-        z = np.load(path, allow_pickle=False)
+    for path, z in _load_runs(args.npz).items():
         names = [str(n) for n in z["edit_names"]]
         tgt, ed = z["target"], z["edits"]
         N, E = ed.shape[:2]
@@ -163,6 +190,34 @@ def score(args) -> int:
     return 0
 
 
+def sheet(args) -> int:
+    """A picture: one row per held-out frame: real | edits (reconstruction first) | sample."""
+    from PIL import Image, ImageDraw
+
+    runs = _load_runs(args.npz)
+    if len(runs) != 1:
+        raise SystemExit(f"sheet: give the parts of one model's generation, got {len(runs)} models")
+    z = next(iter(runs.values()))
+    N = z["target"].shape[0]
+    rows = [int(i) for i in np.linspace(0, N - 1, min(args.rows, N)).round()]
+    names = ["real"] + [str(n) for n in z["edit_names"]] + ["no inversion"]
+    S = args.size
+    im = Image.new("RGB", (S * len(names), S * len(rows) + 18), "white")
+    d = ImageDraw.Draw(im)
+    for c, n in enumerate(names):
+        d.text((c * S + 4, 3), n.replace("reconstruction", "inverted"), fill="black")
+    for r, i in enumerate(rows):
+        tiles = [z["target"][i]] + list(z["edits"][i]) + [z["sample"][i]]
+        for c, t in enumerate(tiles):
+            im.paste(Image.fromarray(t).resize((S, S), Image.LANCZOS), (c * S, 18 + r * S))
+    from portraitrig.io.atomic import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        im.save(tmp, format="JPEG", quality=args.quality)
+    print(f"wrote {args.out} ({len(rows)} frames x {len(names)} columns)")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -178,12 +233,20 @@ def main(argv=None) -> int:
     g.add_argument("--batch", type=int, default=16)
     g.add_argument("--no-fast", action="store_true")
     g.add_argument("--device", default=None)
+    g.add_argument("--parts", type=int, default=1, help="write the frames into this many .partK.npz files")
     g.add_argument("--out", required=True)
     g.set_defaults(func=generate)
     s = sub.add_parser("score")
     s.add_argument("npz", nargs="+")
     s.add_argument("--out", default="bench/results/eval_diffusion.json")
     s.set_defaults(func=score)
+    h = sub.add_parser("sheet")
+    h.add_argument("npz", nargs="+")
+    h.add_argument("--out", required=True)
+    h.add_argument("--rows", type=int, default=6)
+    h.add_argument("--size", type=int, default=160, help="tile size in pixels")
+    h.add_argument("--quality", type=int, default=88)
+    h.set_defaults(func=sheet)
     args = ap.parse_args(argv)
     return args.func(args)
 

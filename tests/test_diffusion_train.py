@@ -137,6 +137,28 @@ def test_resume_is_exact(cache, tmp_path):
     assert not torch.equal(t0["model.unet.conv_out.weight"], ta["model.unet.conv_out.weight"])
 
 
+def test_buffer_bank_trains_like_per_step_rendering(cache, tmp_path):
+    """Buffers rendered once into device memory (the default when they fit) or per step
+    (buffer_memory_gb=0): the same weights, and the bank renders each item once."""
+    calls = []
+
+    def counting(p):
+        calls.append(p.batch_size)
+        return synth_buffers(p)
+
+    train(cache, tmp_path / "bank", preset("tiny"), _cfg(steps=4), buffer_fn=counting, progress=False)
+    assert sum(calls) == len(cache)  # one render of every item, none per step
+    calls.clear()
+    train(cache, tmp_path / "step", preset("tiny"), _cfg(steps=4, buffer_memory_gb=0.0), buffer_fn=counting,
+          progress=False)
+    assert sum(calls) == 4 * 4  # 4 steps x batch 4
+    ta, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "bank", 4))
+    tb, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "step", 4))
+    for k in ta:
+        if k.startswith(("model.", "ema.")):
+            assert torch.equal(ta[k], tb[k]), k
+
+
 @pytest.mark.parametrize("from_scratch", [False, True])
 def test_stage2_keeps_encoder_frozen(cache, tmp_path, from_scratch):
     torch.manual_seed(5)

@@ -31,3 +31,30 @@ def test_timeit_and_machine_info(tmp_path):
     assert "cores" in common.describe_machine(info)
     p = common.write_json(tmp_path / "x" / "b.json", {"machine": info, "rows": [{"v": 1.5}]})
     assert json.loads(p.read_text())["rows"][0]["v"] == 1.5
+
+
+def test_profile_train_kernel_categories_and_variants():
+    import torch
+
+    pt = pytest.importorskip("profile_train")
+    assert pt.category("sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "conv"
+    assert pt.category("triton_poi_fused__to_copy_convolution_46") == "triton pointwise"
+    assert pt.category("triton_red_fused_native_group_norm_47") == "triton reduction"
+    assert pt.category("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>") == "copy/layout"
+    assert pt.category("nvjet_sm90_tst_128x256_64x4_1x2_h_bz_coopA_bias_TNN") == "matmul"
+    cpu = torch.device("cpu")
+    b, tc, ind = pt.parse_variant("fast-b32-nchw-cdt", cpu)
+    assert b == 32 and not tc.channels_last and not tc.compile and ind == {"coordinate_descent_tuning": True}
+    b, tc, _ = pt.parse_variant("eager16-b16", cpu)
+    assert b == 16 and not tc.fused_adam and tc.precision == "fp32"
+    with pytest.raises(ValueError):
+        pt.parse_variant("slow-b4", cpu)
+
+
+def test_profile_train_runs_on_cpu(tmp_path):
+    pt = pytest.importorskip("profile_train")
+    out = tmp_path / "p.json"
+    assert pt.main(["--device", "cpu", "--config", "tiny", "--variants", "fast-b2", "--steps", "1",
+                    "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())["fast-b2"]
+    assert rec["images_per_s"] > 0 and rec["finite_loss"] and rec["batch"] == 2

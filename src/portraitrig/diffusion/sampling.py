@@ -35,18 +35,26 @@ class NoiseSchedule:
         ac = self.scheduler.alphas_cumprod.double()
         self.alphas_cumprod = ac                                   # (T,) float64
         self.p2_weight = (1.0 / (config.p2_k + ac / (1 - ac)) ** config.p2_gamma).float()  # (T,)
+        self._on: dict = {}
+
+    def tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alphas_cumprod, p2_weight) on ``device``, copied there once (no host sync per step)."""
+        key = str(torch.device(device))
+        if key not in self._on:
+            self._on[key] = (self.alphas_cumprod.to(device), self.p2_weight.to(device))
+        return self._on[key]
 
     @property
     def T(self) -> int:
         return self.config.num_train_timesteps
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ac = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype).view(-1, 1, 1, 1)
+        ac = self.tables(x0.device)[0][t].to(x0.dtype).view(-1, 1, 1, 1)
         return ac.sqrt() * x0 + (1 - ac).sqrt() * noise
 
     def loss(self, eps_pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """P2-weighted epsilon MSE, mean over the batch (scalar, float32)."""
-        w = self.p2_weight.to(t.device)[t]
+        w = self.tables(t.device)[1][t]
         per = (eps_pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
         return (w * per).mean()
 

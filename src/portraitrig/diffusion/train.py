@@ -46,6 +46,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     precision: str = "bf16"        # "bf16" | "fp16" (with GradScaler) | "fp32"
     compile: bool = False
+    compile_mode: str | None = None  # torch.compile mode (None: default)
     channels_last: bool = True
     grad_checkpointing: bool = False
     fused_adam: bool = True        # on CUDA only
@@ -57,6 +58,7 @@ class TrainConfig:
     sample_count: int = 4
     sample_steps: int = 20
     time_limit_s: float | None = None  # stop (checkpoint + model) after this long, as if steps were reached
+    buffer_memory_gb: float = 8.0  # render every item's buffers once into device memory when they fit
 
 
 # ---------------------------------------------------------------------- buffers
@@ -106,6 +108,26 @@ def batch_indices(step: int, n_items: int, batch: int, rank: int, world: int, se
 def _take(params: RigParams, idx: torch.Tensor) -> RigParams:
     """Rows ``idx`` (a device tensor) of params without per-item host syncs (sources dropped)."""
     return params.replace(**{k: v[idx] for k, v in params.tensors().items()}, sources=[""] * int(idx.numel()))
+
+
+class BufferBank:
+    """Every item's buffers rendered once, kept on the device: a training step indexes them
+    instead of rendering (no per-step render, no host syncs). Items carry no augmentation,
+    so the buffers of an item never change during a run."""
+
+    def __init__(self, params: RigParams, buffer_fn: BufferFn, dtype: torch.dtype, chunk: int = 64):
+        parts = []
+        for a in range(0, params.batch_size, chunk):
+            idx = torch.arange(a, min(a + chunk, params.batch_size), device=params.device)
+            parts.append(buffer_fn(_take(params, idx)).to(dtype))
+        self.buffers = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def nbytes(n: int, channels: int, size: int, dtype: torch.dtype) -> int:
+        return n * channels * size * size * torch.empty((), dtype=dtype).element_size()
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.buffers[idx]
 
 
 def _step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
@@ -202,10 +224,22 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         if cfg.compile:
-            import torch._inductor.config as inductor_config
+            # 1x1 convs (attention projections, skips) as matmuls. Layout optimization: Inductor
+            # keeps its own buffers channels-last only under it, and skips it for graphs with a conv
+            # of in_channels >= 2 * out_channels (every UNet decoder conv on a skip concatenation).
+            # Without it the fused GroupNorm/SiLU kernels write NCHW and cuDNN copies each
+            # activation and gradient back to NHWC: 130 copies, a quarter of the step on an H100
+            # (bench/profile_train.py).
+            options = {"conv_1x1_as_mm": True, "force_layout_optimization": cfg.channels_last}
+            if cfg.compile_mode is None:
+                net = torch.compile(net, options=options)
+            else:  # torch.compile takes a mode or options, not both
+                import torch._inductor.config as inductor_config
 
-            inductor_config.conv_1x1_as_mm = True  # 1x1 convs (attention projections, skips) as matmuls
-        self.net = torch.compile(net) if cfg.compile else net
+                for k, v in options.items():
+                    setattr(inductor_config, k, v)
+                net = torch.compile(net, mode=cfg.compile_mode)
+        self.net = net
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model.train()
@@ -289,6 +323,14 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
     params = cache.params.to(dev)
     if buffer_fn is None:
         buffer_fn = RigBuffers(model_config.buffers, model_config.image_size, dev)
+    bank_dtype = torch.bfloat16 if cfg.precision == "bf16" and dev.type == "cuda" else torch.float32
+    bank = None
+    if BufferBank.nbytes(len(cache), model_config.buffer_channels, model_config.image_size,
+                         bank_dtype) <= cfg.buffer_memory_gb * 1e9:
+        bank = BufferBank(params, buffer_fn, bank_dtype)
+
+    def buffers_of(idx):
+        return bank[idx] if bank is not None else buffer_fn(_take(params, idx))
 
     resume = ck.list_checkpoints(out)
     trainer = Trainer(model_config, cfg, dev, init=None if resume else init, world=world, rank=rank)
@@ -315,9 +357,10 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     timed_out = False
     while step < end:
-        idx = batch_indices(step, len(cache), cfg.batch_size, rank, world, cfg.seed).to(dev)
+        idx = batch_indices(step, len(cache), cfg.batch_size, rank, world, cfg.seed)
+        idx = idx.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else idx
         x0 = images[idx].float() / 127.5 - 1
-        loss = trainer.step(x0, buffer_fn(_take(params, idx)), step)
+        loss = trainer.step(x0, buffers_of(idx), step)
         step += 1
         n_since += x0.shape[0] * world
         if step % cfg.log_every == 0 or step == end:
@@ -343,7 +386,7 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
             if over:
                 end, timed_out = step, True
         if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps or timed_out):
-            write_samples(trainer.ema, images[fixed], buffer_fn(_take(params, fixed)), model_config,
+            write_samples(trainer.ema, images[fixed], buffers_of(fixed).float(), model_config,
                           out / "samples" / f"step-{step:08d}.png", cfg.sample_steps, cfg.seed)
         if is_main and (step % cfg.ckpt_every == 0 or step == end):
             trainer.save(ck.checkpoint_path(out, step), step, extra)
@@ -375,4 +418,4 @@ def write_samples(model: DiffusionRigModel, images_u8: torch.Tensor, buffers: to
     write_image(path, _grid(buffers, config.buffers, sample, x0).cpu().numpy())
 
 
-__all__ = ["TrainConfig", "Trainer", "RigBuffers", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]
+__all__ = ["TrainConfig", "Trainer", "RigBuffers", "BufferBank", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]
