@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 EDITS = [("reconstruction", None), ("light_left", ("light", "left")), ("light_right", ("light", "right")),
+         ("light_left_rel", ("light_rel", "left")), ("light_right_rel", ("light_rel", "right")),
          ("smile", ("control", "smile", 0.8)), ("jaw_open", ("control", "jaw_open", 0.6)),
          ("yaw_left", ("yaw", -15.0)), ("yaw_right", ("yaw", 15.0)), ("gaze_right", ("gaze", 15.0, 0.0))]
 
@@ -39,6 +40,8 @@ def _edit_fn(spec, face_model):
     kind = spec[0]
     if kind == "light":
         return lambda p: relight(p, spec[1])
+    if kind == "light_rel":  # relative relighting: the photo's exposure and colour balance kept
+        return lambda p: relight(p, spec[1], keep_exposure=True)
     if kind == "control":
         return lambda p: set_expression(p, **{spec[1]: spec[2]})
     if kind == "yaw":

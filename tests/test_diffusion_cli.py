@@ -51,6 +51,18 @@ def test_edit_cli_on_a_photo(photo, tiny_model, tmp_path):
     assert full.shape == orig.shape and crop.shape == (256, 256, 3) and sheet.shape == (256, 256 * 5, 3)
     assert np.array_equal(full[-20:], orig[-20:])          # far from the face: untouched
     assert np.abs(full.astype(int) - orig).mean() > 0.5    # the face region was replaced
+    # relative relighting by default: the requested light keeps the photo's exposure
+    from portraitrig.light import sh
+
+    rec = RigParams.load(out / "astronaut.reconstruction.safetensors")
+    for name in ("edit", "light00", "light01"):
+        req = RigParams.load(out / f"astronaut.{name}.safetensors")
+        assert torch.allclose(sh.mean_front_shading(req.light), sh.mean_front_shading(rec.light), rtol=1e-4)
+        assert not torch.allclose(req.light, rec.light)
+    out2 = tmp_path / "abs"
+    assert main(["edit", str(tiny_model), str(photo), "-o", str(out2), "--light", "left", "--absolute-light",
+                 "--steps", "1"]) == 0
+    assert torch.allclose(RigParams.load(out2 / "astronaut.edit.safetensors").light[0], sh.preset("left"))
 
 
 def test_prepare_train_edit_pipeline(photo, tmp_path):

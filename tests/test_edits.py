@@ -51,6 +51,40 @@ def test_relight_specs(model, tmp_path):
         edits.relight(p, torch.zeros(3, 9, 3))
 
 
+def test_relight_keep_exposure_keeps_brightness_and_takes_direction():
+    """Relative relighting: the face keeps the photo's mean brightness and colour balance
+    (measured on rendered shading of the real face model), the light's direction is the new one."""
+    from portraitrig.face.model import load_default_model
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    photo = sh.light_from_direction((20, 10), colour=(1.4, 1.1, 0.8), intensity=1.5, ambient=0.6)
+    p = RigParams.neutral(fm, 1).replace(light=photo[None].clone())
+    snap = _snapshot(p)
+    rel = edits.relight(p, "left", keep_exposure=True)
+    ab = edits.relight(p, "left")
+    assert _unchanged(p, snap)
+    assert torch.allclose(sh.mean_front_shading(rel.light), sh.mean_front_shading(p.light), rtol=1e-5)
+    # the band-1 (direction) part points where the preset's does, in every channel
+    d_rel, d_pre = rel.light[0, 1:4], sh.preset("left")[1:4]
+    assert torch.allclose(torch.nn.functional.cosine_similarity(d_rel, d_pre, dim=0), torch.ones(3), atol=1e-5)
+
+    def face_mean(q):
+        b = render_buffers(q, fm, size=96, names=("shading", "mask"))
+        m = b["mask"][0, 0] > 0.5
+        return b["shading"][0][:, m].mean(1)
+
+    m0, m_rel, m_abs = face_mean(p), face_mean(rel), face_mean(ab)
+    assert torch.all((m_rel / m0 - 1).abs() < 0.15), (m0, m_rel)     # brightness and colour kept
+    assert torch.any((m_abs / m0 - 1).abs() > 0.3), (m0, m_abs)      # the absolute preset is far off
+    half = edits.relight(p, "left", keep_exposure=True, strength=0.5)
+    assert torch.allclose(half.light, (p.light + rel.light) / 2, atol=1e-6)
+    assert torch.equal(edits.relight(p, "left", strength=0.0).light, p.light)
+    # a light from behind cannot be scaled up without bound
+    back = edits.relight(p, (180, 0), keep_exposure=True)
+    assert torch.isfinite(back.light).all() and back.light.abs().max() < 50
+
+
 def test_set_expression(model):
     p = RigParams.neutral(model, 2)
     snap = _snapshot(p)

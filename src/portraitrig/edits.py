@@ -49,9 +49,21 @@ def resolve_light(light: Any, batch: int, device=None, dtype=torch.float32) -> t
     return L.expand(batch, 9, 3).clone()
 
 
-def relight(params: RigParams, light: Any) -> RigParams:
-    """New params with the light replaced (see :func:`resolve_light` for the accepted specs)."""
-    return params.replace(light=resolve_light(light, len(params), params.device, params.light.dtype))
+def relight(params: RigParams, light: Any, keep_exposure: bool = False, strength: float = 1.0) -> RigParams:
+    """New params with the light replaced (see :func:`resolve_light` for the accepted specs).
+
+    keep_exposure: relative relighting — the new light is scaled per RGB channel so that the
+    camera-facing side of the face keeps the photo's mean brightness and colour balance
+    (:func:`portraitrig.light.sh.match_exposure`); only where the light comes from changes. What a
+    person model trained on a few photos can render: absolute presets are often much brighter or
+    darker than anything it saw. strength: blend from the photo's own light (0) to the new one
+    (1; values above 1 extrapolate)."""
+    L = resolve_light(light, len(params), params.device, params.light.dtype)
+    if keep_exposure:
+        L = sh.match_exposure(L, params.light)
+    if strength != 1.0:
+        L = params.light + strength * (L - params.light)
+    return params.replace(light=L)
 
 
 def set_expression(params: RigParams, expression: torch.Tensor | None = None,

@@ -59,6 +59,11 @@ def register(sub) -> None:
                    help="preset name, 'AZ,EL' degrees, an HDR env map (.hdr/.exr), or a photo to copy light from")
     e.add_argument("--light-env", default=None, help="environment map of any image type (.png/.jpg too)")
     e.add_argument("--light-sweep", type=int, default=0, help="also N light directions from left to right")
+    e.add_argument("--absolute-light", action="store_true",
+                   help="use the light as given; default: keep the photo's exposure and colour balance "
+                        "(relative relighting: only the light's direction and shape change)")
+    e.add_argument("--light-strength", type=float, default=1.0,
+                   help="blend from the photo's own light (0) to the new one (1, default)")
     e.add_argument("--expression-from", default=None, help="photo whose expression to copy")
     for c in CONTROLS:
         e.add_argument("--" + c.replace("_", "-"), type=float, default=None, help=f"expression control {c}")
@@ -119,21 +124,21 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _light_fn(spec: str, renderer):
-    """--light value -> params -> params."""
+def _light_fn(spec: str, renderer, **how):
+    """--light value -> params -> params (``how``: relight's keep_exposure / strength)."""
     from portraitrig.edits import relight
     from portraitrig.light import sh
 
     if spec in sh.PRESETS:
-        return lambda p: relight(p, spec)
+        return lambda p: relight(p, spec, **how)
     parts = spec.split(",")
     if len(parts) == 2 and all(_is_float(v) for v in parts):
         az, el = float(parts[0]), float(parts[1])
-        return lambda p: relight(p, (az, el))
+        return lambda p: relight(p, (az, el), **how)
     if Path(spec).suffix.lower() in ENV_SUFFIXES:
-        return lambda p: relight(p, spec)
+        return lambda p: relight(p, spec, **how)
     src = renderer.subject(spec).params  # a photo (or fit) to copy the light from
-    return lambda p: relight(p, src.light)
+    return lambda p: relight(p, src.light, **how)
 
 
 def _is_float(s: str) -> bool:
@@ -151,10 +156,11 @@ def build_edits(args, renderer) -> list:
     from portraitrig.edits import light_sweep_directions, relight, rotate_head, set_expression, set_gaze
     from portraitrig.errors import InputError
 
-    light = _light_fn(args.light, renderer) if args.light else None
+    how = {"keep_exposure": not args.absolute_light, "strength": args.light_strength}
+    light = _light_fn(args.light, renderer, **how) if args.light else None
     if args.light_env:
         env = args.light_env
-        light = lambda p: relight(p, env)  # noqa: E731
+        light = lambda p: relight(p, env, **how)  # noqa: E731
     others = []
     if args.expression_from:
         ep = renderer.subject(args.expression_from).params
@@ -186,7 +192,8 @@ def build_edits(args, renderer) -> list:
     if main or latent is not None:
         edits.append(Edit("edit", compose(main), latent))
     for k, (az, el) in enumerate(light_sweep_directions(args.light_sweep) if args.light_sweep else []):
-        edits.append(Edit(f"light{k:02d}", compose([lambda p, az=az, el=el: relight(p, (az, el))] + others), latent))
+        edits.append(Edit(f"light{k:02d}", compose([lambda p, az=az, el=el: relight(p, (az, el), **how)] + others),
+                          latent))
     return edits
 
 

@@ -142,6 +142,37 @@ def preset(name: str) -> torch.Tensor:
         raise ValueError(f"unknown light preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
 
 
+# ---------------------------------------------------------------------- exposure
+_FRONT_DIRS = None
+
+
+def _front_basis(device, dtype) -> torch.Tensor:
+    """(9,) mean of ``sh_basis`` over camera-facing normals, weighted by how much of each the
+    camera sees (foreshortening ``max(0, -n_z)``): ``front_basis @ light`` is the mean shading of
+    a convex face-like surface as the photo shows it."""
+    global _FRONT_DIRS
+    if _FRONT_DIRS is None:
+        d = _fibonacci_sphere(512)
+        w = (-d[:, 2]).clamp(min=0)
+        _FRONT_DIRS = (w[:, None] * sh_basis(d)).sum(0) / w.sum()
+    return _FRONT_DIRS.to(device=device, dtype=dtype)
+
+
+def mean_front_shading(light: torch.Tensor) -> torch.Tensor:
+    """(..., 9, 3) light -> (..., 3): mean RGB shading over the camera-facing hemisphere of normals."""
+    return torch.einsum("k,...kc->...c", _front_basis(light.device, light.dtype), light)
+
+
+def match_exposure(light: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``light`` scaled per RGB channel so that its :func:`mean_front_shading` equals the
+    ``reference``'s: keeps a photo's exposure and white balance while taking the new light's
+    direction and shape (relative relighting). (..., 9, 3) each, broadcast."""
+    m_new, m_ref = mean_front_shading(light), mean_front_shading(reference)
+    # a light from behind can leave the front nearly unlit: never scale it by more than 20x
+    denom = torch.maximum(m_new, 0.05 * m_ref.abs() + 1e-6)
+    return light * (m_ref / denom).unsqueeze(-2)
+
+
 # ---------------------------------------------------------------------- rotation
 def _fibonacci_sphere(n: int, dtype=torch.float64) -> torch.Tensor:
     i = torch.arange(n, dtype=dtype) + 0.5
