@@ -2,7 +2,8 @@
 # Device call 2 of 2, on the machine call 1 left warm (carry .whl and the person's cache):
 # stage 2 at 256 px from /tmp/runs/s1 on 20 frames of PERSON for MIN minutes (compile included),
 # then held-out reconstructions / edits of the personal model and of the stage-1 prior.
-#   bash scripts/device_stage2.sh [CACHE] [PERSON] [MIN]
+# BENCH=1 also runs the edit benchmarks (bench/bench_diffusion.py, ~3 min) at the end.
+#   [BENCH=1] bash scripts/device_stage2.sh [CACHE] [PERSON] [MIN]
 set -o pipefail
 . scripts/device_setup.sh || exit 1
 CACHE=${1:-.devdata/cache_person.safetensors}; P=${2:-hdtf_katiehill}; MIN=${3:-6}
@@ -20,4 +21,8 @@ for m in s2 s1; do
     --train-items 20 --n 16 --parts 2 --no-fast --out "$OUT/eval_$m.npz" 2>&1 | grep -v -E "$QUIET" | tail -1
 done
 tar -C $R -cf "$OUT/runs.tar" s1/log.jsonl s1/samples s2/log.jsonl s2/samples
+if [ "${BENCH:-0}" = 1 ]; then
+  timeout 240 python3 bench/bench_diffusion.py --device cuda --skip train,render --out "$OUT/bench_edit.json" 2>&1 \
+    | grep -v -E "$QUIET" | tail -16
+fi
 ls -la "$OUT"

@@ -124,3 +124,11 @@ def test_edit_batch_goes_on_past_a_photo_without_a_face(photo, tiny_model, tmp_p
     assert [p.get("status", "ok") for p in man["photos"]] == ["ok", "error"]
     assert "noise.png" in man["photos"][1]["message"]
     assert (out / "astronaut.edit.png").exists()
+
+
+def test_compile_choice():
+    from portraitrig.diffusion.cli import _use_compile
+
+    assert _use_compile("auto", "cuda:1", 32_000) and not _use_compile("auto", "cuda", 2_000)
+    assert not _use_compile("auto", "cpu", 10 ** 7)
+    assert _use_compile("on", "cpu", 1) and not _use_compile("off", "cuda", 10 ** 7)

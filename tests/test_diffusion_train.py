@@ -159,6 +159,26 @@ def test_buffer_bank_trains_like_per_step_rendering(cache, tmp_path):
             assert torch.equal(ta[k], tb[k]), k
 
 
+def test_resume_refuses_another_run_and_reports_changes(cache, tmp_path, capsys):
+    run = tmp_path / "r"
+    train(cache, run, preset("tiny"), _cfg(steps=4), indices=[0, 1, 2, 3], buffer_fn=synth_buffers,
+          progress=False, stop_after=2)
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(InputError, match="other items"):
+        train(cache, run, preset("tiny"), _cfg(steps=4), indices=[4, 5, 6, 7], buffer_fn=synth_buffers,
+              progress=False)
+    with pytest.raises(InputError, match="stage-1 run"):
+        train(cache, run, preset("tiny"), _cfg(steps=4, stage=2), indices=[0, 1, 2, 3], buffer_fn=synth_buffers,
+              progress=False)
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written by the refused runs
+    capsys.readouterr()
+    train(cache, run, preset("tiny"), _cfg(steps=4, batch_size=2, time_limit_s=100.0), indices=[0, 1, 2, 3],
+          buffer_fn=synth_buffers, progress=False)
+    said = capsys.readouterr().out
+    assert "changed settings: batch_size 4 -> 2" in said and "time_limit" not in said
+    assert ck.list_checkpoints(run)[-1].name == "ckpt-00000004.safetensors"
+
+
 @pytest.mark.parametrize("from_scratch", [False, True])
 def test_stage2_keeps_encoder_frozen(cache, tmp_path, from_scratch):
     torch.manual_seed(5)

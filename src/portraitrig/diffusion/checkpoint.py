@@ -96,12 +96,13 @@ def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema:
     return path
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, header) of a checkpoint; header values decoded from JSON, step as int."""
+def load_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, header) of a checkpoint; header values decoded from JSON, step as int.
+    ``tensors=False`` reads the header alone (tensors ``{}``)."""
     from portraitrig.io.tensorfile import read_safetensors
 
     path = Path(path)
-    tensors, md = read_safetensors(path, "checkpoint")
+    tensors, md = read_safetensors(path, "checkpoint", tensors=tensors)
     if md.get("format") != FORMAT:
         raise InputError(path, "not a DiffusionRig training checkpoint")
     header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}

@@ -35,7 +35,9 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int, default=16, help="per GPU")
     t.add_argument("--lr", type=float, default=None, help="default: 1e-4 (stage 1 / from scratch), 2e-5 (stage 2)")
     t.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--compile", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
+                   help="torch.compile the model (costs 1.5-3.5 min once, then ~2x faster on a GPU); "
+                        "auto: on a GPU for runs of >= 25k images (default: %(default)s)")
     t.add_argument("--grad-checkpointing", action="store_true")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--ema", type=float, default=0.9999, help="EMA decay")
@@ -113,7 +115,7 @@ def _cmd_train(args) -> int:
     lr = args.lr if args.lr is not None else (2e-5 if stage2 and args.init else 1e-4)
     steps = args.steps if args.steps is not None else (2000 if stage2 else 20000)
     cfg = TrainConfig(stage=args.stage, steps=steps, batch_size=args.batch_size, lr=lr, ema_decay=args.ema,
-                      precision=args.precision, compile=args.compile, grad_checkpointing=args.grad_checkpointing,
+                      precision=args.precision, compile=_use_compile(args.compile, args.device, steps * args.batch_size), grad_checkpointing=args.grad_checkpointing,
                       channels_last=not args.no_channels_last, seed=args.seed, ckpt_every=args.ckpt_every,
                       keep=args.keep, log_every=args.log_every, sample_every=args.sample_every,
                       warmup_steps=args.warmup, time_limit_s=None if args.time_limit is None else args.time_limit * 60)
@@ -122,6 +124,17 @@ def _cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes, and says so
         print(f"model written to {out}")
     return 0
+
+
+def _use_compile(choice: str, device: str | None, images: int) -> bool:
+    """--compile auto: on a CUDA device when the run is long enough to repay the compile
+    (at ~65 vs ~150 img/s the 1.5-3.5 min compile pays back after ~20 k images)."""
+    if choice != "auto":
+        return choice == "on"
+    import torch
+
+    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+    return cuda and images >= 25_000
 
 
 def _light_fn(spec: str, renderer, **how):

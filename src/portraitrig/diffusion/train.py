@@ -162,6 +162,37 @@ def load_weights(model: DiffusionRigModel, source: str | Path, prefer_ema: bool 
     model.load_state_dict(ck.prefixed(tensors, "ema." if prefer_ema else "model."))
 
 
+# settings a resumed run may change freely (they do not change what is learned, or only extend it)
+_FREE_ON_RESUME = {"steps", "time_limit_s", "ckpt_every", "keep", "log_every", "sample_every", "sample_count",
+                   "sample_steps", "compile", "compile_mode", "channels_last", "grad_checkpointing", "fused_adam",
+                   "buffer_memory_gb"}
+
+
+def check_resume(old: dict, new: dict, path, warn=print) -> None:
+    """A run folder's last checkpoint (``old``: its ``extra``) against the run asked for now.
+    Another model, stage or item list would mix two runs in one folder: InputError. Other
+    changed settings (batch, seed, learning rate, GPUs, ...) are allowed and reported: the run
+    goes on, but is no longer the same as one uninterrupted run."""
+    new = json.loads(json.dumps(new))  # tuples -> lists, as the checkpoint stored them
+    if old.get("model_config") is not None and old["model_config"] != new["model_config"]:
+        raise InputError(path, "this run folder holds a different model configuration; use a new --out "
+                               "folder, or the run's own settings")
+    if old.get("items") is not None and old["items"] != new["items"]:
+        raise InputError(path, f"this run folder was trained on other items ({len(old['items'])} before, "
+                               f"{len(new['items'])} now); use a new --out folder, or the same data selection")
+    oc, nc = old.get("train_config") or {}, new["train_config"]
+    if "stage" in oc and oc["stage"] != nc["stage"]:
+        raise InputError(path, f"this run folder is a stage-{oc['stage']} run; stage {nc['stage']} needs its "
+                               "own --out folder (stage 2 starts from it with --init)")
+    changed = [f"{k} {oc[k]!r} -> {nc[k]!r}" for k in sorted(nc) if k in oc and k not in _FREE_ON_RESUME
+               and oc[k] != nc[k]]
+    if old.get("world_size") not in (None, new["world_size"]):
+        changed.append(f"GPUs {old['world_size']} -> {new['world_size']}")
+    if changed and warn is not None:
+        warn(f"resuming {path} with changed settings: {', '.join(changed)} "
+             "(the run goes on, but is no longer the same as one uninterrupted run)")
+
+
 def _check_config(want: DiffusionConfig, have: DiffusionConfig, path) -> None:
     if want.to_dict() != have.to_dict():
         raise InputError(path, "model configuration differs from the one asked for "
@@ -332,7 +363,12 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
     def buffers_of(idx):
         return bank[idx] if bank is not None else buffer_fn(_take(params, idx))
 
+    extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
+             "items": cache.ids, "world_size": world}
     resume = ck.list_checkpoints(out)
+    if resume:
+        check_resume(ck.load_checkpoint(resume[-1], tensors=False)[1]["extra"], extra, resume[-1],
+                     warn=print if is_main else None)
     trainer = Trainer(model_config, cfg, dev, init=None if resume else init, world=world, rank=rank)
     step = 0
     if resume:
@@ -340,8 +376,6 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
         if is_main:
             print(f"resumed from {resume[-1]} at step {step}")
 
-    extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
-             "items": cache.ids, "world_size": world}
     log_path = out / "log.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -418,4 +452,4 @@ def write_samples(model: DiffusionRigModel, images_u8: torch.Tensor, buffers: to
     write_image(path, _grid(buffers, config.buffers, sample, x0).cpu().numpy())
 
 
-__all__ = ["TrainConfig", "Trainer", "RigBuffers", "BufferBank", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]
+__all__ = ["TrainConfig", "Trainer", "RigBuffers", "BufferBank", "check_resume", "train", "load_weights", "batch_indices", "ema_update", "write_samples"]
