@@ -35,7 +35,9 @@ CATEGORIES = (  # first match wins; kernel names lower-cased (Triton first: its 
     ("triton reduction", ("triton_red", "triton_per")),
     ("triton pointwise", ("triton_poi",)),
     ("attention", ("flash", "fmha", "attention", "sdpa")),
-    ("conv", ("conv", "cudnn", "xmma", "implicit", "dgrad", "wgrad", "fprop", "nhwc", "nchw")),
+    # cuDNN's Hopper convolutions are sm90_xmma_{fprop,dgrad,wgrad}_implicit_gemm...; cuBLAS's
+    # sm90_xmma_gemm... are matmuls
+    ("conv", ("conv", "cudnn", "implicit", "dgrad", "wgrad", "fprop", "nhwc", "nchw")),
     ("matmul", ("gemm", "cutlass", "nvjet", "sm90_", "cublas")),
     ("optimizer/EMA", ("multi_tensor", "foreach", "adam", "lerp")),
     ("norm (eager)", ("group_norm", "groupnorm", "batch_norm", "bn_", "welford")),
@@ -53,6 +55,8 @@ def category(name: str) -> str:
 
 def parse_variant(spec: str, dev) -> tuple[int, TrainConfig, dict]:
     parts = spec.split("-")
+    if len(parts) < 2 or not parts[1].lstrip("b").isdigit():
+        raise ValueError(f"variant {spec!r}: want NAME-bN[-flag...], e.g. fast-b32-nchw")
     kind, batch, flags = parts[0], int(parts[1].lstrip("b")), set(parts[2:])
     cuda = dev.type == "cuda"
     if kind == "eager16":

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,11 +87,15 @@ def generate(args) -> int:
     N, E = len(pick), len(edits)
     k = max(1, min(args.parts, N))
     bounds = np.linspace(0, N, k + 1).round().astype(int)
-    paths = [args.out] if k == 1 else [args.out.replace(".npz", f".part{j}.npz") for j in range(k)]
+    base = Path(args.out)
+    base = base.with_suffix("") if base.suffix == ".npz" else base
+    paths = [f"{base}.npz"] if k == 1 else [f"{base}.part{j}.npz" for j in range(k)]
+    meta = json.loads(str(out["meta"]))
     for j, path in enumerate(paths):  # parts: each under the device tool's 16 MiB per file
         a, b = bounds[j], bounds[j + 1]
         part = {key: (v[a * E:b * E] if key.startswith("req_") else v[a:b])
                 if key not in ("edit_names", "train_ids", "meta") else v for key, v in out.items()}
+        part["meta"] = np.array(json.dumps({**meta, "part": j, "parts": k}))
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, **part)
     print(f"{N} held-out frames x {E} edits in {t_edit:.1f} s -> {', '.join(paths)}")
@@ -101,18 +106,36 @@ PER_FRAME = ("target", "edits", "recon_refined", "sample", "ids")
 
 
 def _load_runs(paths) -> dict:
-    """npz files -> {model: arrays}; parts of one model's generation are joined in order."""
-    runs: dict = {}
+    """npz files -> {run name: arrays}. Parts written by one ``generate --parts K`` call
+    (``NAME.partJ.npz``) are joined in part order; a missing, repeated or foreign part (another
+    model, person, step count or training split) is an error, never a silent mix."""
+    import re
+
+    groups: dict = {}
     for path in paths:
-        z = dict(np.load(path, allow_pickle=False))
-        model = json.loads(str(z["meta"]))["model"]
-        if model not in runs:
-            runs[model] = z
-            continue
-        r = runs[model]
-        for key, v in z.items():
-            if key in PER_FRAME or key.startswith(("req_", "src_")):
-                r[key] = np.concatenate([r[key], v])
+        m = re.fullmatch(r"(.*)\.part(\d+)\.npz", str(path))
+        name = m.group(1) if m else re.sub(r"\.npz$", "", str(path))
+        groups.setdefault(name, []).append(path)
+    runs: dict = {}
+    for name, files in groups.items():
+        zs = [dict(np.load(f, allow_pickle=False)) for f in files]
+        metas = [json.loads(str(z["meta"])) for z in zs]
+        k = metas[0].get("parts", 1)
+        idx = [mt.get("part", 0) for mt in metas]
+        if sorted(idx) != list(range(k)):
+            raise SystemExit(f"{name}: parts {sorted(idx)} given, {k} expected (each once)")
+        same = lambda mt: {a: b for a, b in mt.items() if a not in ("part", "edit_seconds")}  # noqa: E731
+        for f, z, mt in zip(files, zs, metas):
+            if same(mt) != same(metas[0]) or not all(np.array_equal(z[a], zs[0][a]) for a in ("edit_names",
+                                                                                              "train_ids")):
+                raise SystemExit(f"{f}: not a part of the same generation as {files[0]}")
+        order = np.argsort(idx)
+        r = zs[order[0]]
+        for j in order[1:]:
+            for key, v in zs[j].items():
+                if key in PER_FRAME or key.startswith(("req_", "src_")):
+                    r[key] = np.concatenate([r[key], v])
+        runs[name] = r
     return runs
 
 
@@ -146,7 +169,7 @@ def score(args) -> int:
     enc = IdentityEncoder(fallback="aligned")
     rigger = Rigger(crop_size=256)
     report = {}
-    for path, z in _load_runs(args.npz).items():
+    for name, z in _load_runs(args.npz).items():
         names = [str(n) for n in z["edit_names"]]
         tgt, ed = z["target"], z["edits"]
         N, E = ed.shape[:2]
@@ -181,7 +204,7 @@ def score(args) -> int:
             errs = summarize(rig_consistency(req[[rows[k] for k in ok]], RigParams.cat([fits[k] for k in ok]),
                                              rigger.model))
             rep["rig_edits"][name] = {"fit_failures": N - len(ok), **errs}
-        report[str(path)] = rep
+        report[name] = rep
         print(json.dumps({k: rep[k] for k in ("reconstruction", "reconstruction_refined",
                                               "identity_sample_no_inversion",
                                               "identity_distance_sample_no_inversion", "identity_distance_real_pairs",

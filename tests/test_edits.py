@@ -80,9 +80,20 @@ def test_relight_keep_exposure_keeps_brightness_and_takes_direction():
     half = edits.relight(p, "left", keep_exposure=True, strength=0.5)
     assert torch.allclose(half.light, (p.light + rel.light) / 2, atol=1e-6)
     assert torch.equal(edits.relight(p, "left", strength=0.0).light, p.light)
-    # a light from behind cannot be scaled up without bound
-    back = edits.relight(p, (180, 0), keep_exposure=True)
-    assert torch.isfinite(back.light).all() and back.light.abs().max() < 50
+    # a light from behind leaves the front unlit (mean shading < 0 here): the gain stops at 20x
+    # and ambient makes up the exposure
+    behind = sh.light_from_direction((180, 0), ambient=0.0)
+    assert torch.all(sh.mean_front_shading(behind) < 0)
+    back = edits.relight(p, behind, keep_exposure=True).light[0]
+    assert torch.allclose(sh.mean_front_shading(back), sh.mean_front_shading(p.light[0]), rtol=1e-5)
+    assert torch.allclose(back[1:], 20 * behind[1:], atol=1e-5)
+    # a coloured light keeps its colour at the photo's luminance; a white one takes the photo's
+    warm = edits.relight(p, "warm", keep_exposure=True).light[0]
+    m_w, m_p, m_preset = (sh.mean_front_shading(x) for x in (warm, p.light[0], sh.preset("warm")))
+    assert torch.allclose(m_w / m_w[0], m_preset / m_preset[0], atol=1e-5)
+    lum = torch.tensor([0.2126, 0.7152, 0.0722])
+    assert torch.allclose(m_w @ lum, m_p @ lum, rtol=1e-5)
+    assert not torch.allclose(m_w, m_p, rtol=0.02)
 
 
 def test_set_expression(model):

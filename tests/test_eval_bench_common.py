@@ -42,13 +42,15 @@ def test_profile_train_kernel_categories_and_variants():
     assert pt.category("triton_red_fused_native_group_norm_47") == "triton reduction"
     assert pt.category("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>") == "copy/layout"
     assert pt.category("nvjet_sm90_tst_128x256_64x4_1x2_h_bz_coopA_bias_TNN") == "matmul"
+    assert pt.category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
     cpu = torch.device("cpu")
     b, tc, ind = pt.parse_variant("fast-b32-nchw-cdt", cpu)
     assert b == 32 and not tc.channels_last and not tc.compile and ind == {"coordinate_descent_tuning": True}
     b, tc, _ = pt.parse_variant("eager16-b16", cpu)
     assert b == 16 and not tc.fused_adam and tc.precision == "fp32"
-    with pytest.raises(ValueError):
-        pt.parse_variant("slow-b4", cpu)
+    for bad in ("slow-b4", "fast", "fast-32x"):
+        with pytest.raises(ValueError):
+            pt.parse_variant(bad, cpu)
 
 
 def test_profile_train_runs_on_cpu(tmp_path):

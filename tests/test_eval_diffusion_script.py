@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from portraitrig.diffusion.config import preset
@@ -57,6 +58,20 @@ def test_generate_parts_and_sheet(tmp_path):
     req = torch.tensor(z["req_light"]).view(2, E, 9, 3)
     src = torch.tensor(z["src_light"])
     assert torch.allclose(sh.mean_front_shading(req[:, rel]), sh.mean_front_shading(src), rtol=1e-4)
+    # parts must come complete, once each, from one generation
+    for bad in ([parts[0]], [parts[0], parts[0], parts[1]]):
+        with pytest.raises(SystemExit, match="expected"):
+            ev._load_runs([str(q) for q in bad])
+    other = tmp_path / "other"  # another split of the person: not parts of the same generation
+    assert ev.main(["generate", "--model", str(tmp_path / "m"), "--cache", str(cache), "--group", "clip1",
+                    "--train-items", "1", "--n", "2", "--steps", "2", "--refine", "1", "--parts", "2", "--no-fast",
+                    "--device", "cpu", "--out", str(other)]) == 0  # no .npz suffix: parts still named right
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "ev.part0.npz").write_bytes(parts[0].read_bytes())
+    (mixed / "ev.part1.npz").write_bytes((tmp_path / "other.part1.npz").read_bytes())
+    with pytest.raises(SystemExit, match="not a part of the same generation"):
+        ev._load_runs([str(mixed / "ev.part0.npz"), str(mixed / "ev.part1.npz")])
     sheet = tmp_path / "sheet.jpg"
     assert ev.main(["sheet", *map(str, parts), "--out", str(sheet), "--size", "40"]) == 0
     from PIL import Image

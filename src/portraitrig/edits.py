@@ -52,9 +52,9 @@ def resolve_light(light: Any, batch: int, device=None, dtype=torch.float32) -> t
 def relight(params: RigParams, light: Any, keep_exposure: bool = False, strength: float = 1.0) -> RigParams:
     """New params with the light replaced (see :func:`resolve_light` for the accepted specs).
 
-    keep_exposure: relative relighting — the new light is scaled per RGB channel so that the
-    camera-facing side of the face keeps the photo's mean brightness and colour balance
-    (:func:`portraitrig.light.sh.match_exposure`); only where the light comes from changes. What a
+    keep_exposure: relative relighting — the camera-facing side of the face keeps the photo's
+    mean brightness (and, for a white light, its colour balance; a coloured light keeps its
+    colour), only where the light comes from changes (:func:`portraitrig.light.sh.match_exposure`). What a
     person model trained on a few photos can render: absolute presets are often much brighter or
     darker than anything it saw. strength: blend from the photo's own light (0) to the new one
     (1; values above 1 extrapolate)."""

@@ -62,8 +62,8 @@ def register(sub) -> None:
     e.add_argument("--light-env", default=None, help="environment map of any image type (.png/.jpg too)")
     e.add_argument("--light-sweep", type=int, default=0, help="also N light directions from left to right")
     e.add_argument("--absolute-light", action="store_true",
-                   help="use the light as given; default: keep the photo's exposure and colour balance "
-                        "(relative relighting: only the light's direction and shape change)")
+                   help="use the light as given; default: keep the photo's exposure (and, for white light, "
+                        "its colour balance): relative relighting, only where the light comes from changes")
     e.add_argument("--light-strength", type=float, default=1.0,
                    help="blend from the photo's own light (0) to the new one (1, default)")
     e.add_argument("--expression-from", default=None, help="photo whose expression to copy")
@@ -169,6 +169,8 @@ def build_edits(args, renderer) -> list:
     from portraitrig.edits import light_sweep_directions, relight, rotate_head, set_expression, set_gaze
     from portraitrig.errors import InputError
 
+    if (args.light_strength != 1.0 or args.absolute_light) and not (args.light or args.light_env or args.light_sweep):
+        raise InputError(None, "--light-strength / --absolute-light need --light, --light-env or --light-sweep")
     how = {"keep_exposure": not args.absolute_light, "strength": args.light_strength}
     light = _light_fn(args.light, renderer, **how) if args.light else None
     if args.light_env:

@@ -163,14 +163,24 @@ def mean_front_shading(light: torch.Tensor) -> torch.Tensor:
     return torch.einsum("k,...kc->...c", _front_basis(light.device, light.dtype), light)
 
 
-def match_exposure(light: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``light`` scaled per RGB channel so that its :func:`mean_front_shading` equals the
-    ``reference``'s: keeps a photo's exposure and white balance while taking the new light's
-    direction and shape (relative relighting). (..., 9, 3) each, broadcast."""
-    m_new, m_ref = mean_front_shading(light), mean_front_shading(reference)
-    # a light from behind can leave the front nearly unlit: never scale it by more than 20x
-    denom = torch.maximum(m_new, 0.05 * m_ref.abs() + 1e-6)
-    return light * (m_ref / denom).unsqueeze(-2)
+def match_exposure(light: torch.Tensor, reference: torch.Tensor, max_gain: float = 20.0) -> torch.Tensor:
+    """``light`` brought to the ``reference``'s exposure (relative relighting): afterwards its
+    :func:`mean_front_shading` equals the reference's, while where the light comes from (and its
+    shape) is the new light's. A white (neutral) ``light`` takes the reference's colour balance; a
+    coloured one keeps its colour at the reference's luminance. The light is scaled (at most
+    ``max_gain`` times: a light from behind leaves the front nearly unlit) and whatever the
+    scaling cannot reach is made up with ambient light. (..., 9, 3) each, broadcast."""
+    m_new, m_ref = mean_front_shading(light), mean_front_shading(reference).clamp(min=0)
+    lum_w = torch.tensor((0.2126, 0.7152, 0.0722), dtype=light.dtype, device=light.device)
+    pos = m_new.clamp(min=0)
+    spread = pos.amax(-1) - pos.amin(-1)
+    neutral = (spread <= 0.02 * pos.amax(-1)) | (pos.amax(-1) <= 1e-6)
+    coloured = pos * ((m_ref @ lum_w) / (pos @ lum_w).clamp(min=1e-6)).unsqueeze(-1)
+    target = torch.where(neutral.unsqueeze(-1), m_ref, coloured)
+    gain = (target / m_new.clamp(min=1e-6)).clamp(min=0, max=max_gain)
+    out = light * gain.unsqueeze(-2)
+    ambient = target - gain * m_new  # sh_basis term 0 is 1: adding a to coefficient 0 adds a everywhere
+    return torch.cat([out[..., :1, :] + ambient.unsqueeze(-2), out[..., 1:, :]], dim=-2)
 
 
 # ---------------------------------------------------------------------- rotation
