@@ -15,7 +15,7 @@ if [ "${PROFILE:-1}" != 0 ]; then
   timeout 330 python3 bench/profile_train.py --variants eager16-b16,fast-b32 --steps 10 \
     --out "$OUT/profile_train.json" 2>&1 | grep -v -E "$QUIET" | tee "$OUT/profile.log"
   # eager if the compiled variant failed in the benchmark
-  python3 -c "import json,os,sys; d=json.load(open(os.environ['OUT']+'/profile_train.json')); sys.exit('images_per_s' not in d.get('fast-b32', {}))" || FLAGS=
+  python3 -c "import json,os,sys; d=json.load(open(os.environ['OUT']+'/profile_train.json')); sys.exit('images_per_s' not in d.get('fast-b32', {}))" || FLAGS=--no-compile
 fi
 R=/tmp/runs; mkdir -p $R
 MIN=$(python3 -c "print(round(max(1.0, ($END - ($(date +%s) - $START)) / 60 - 0.5), 2))")

@@ -132,3 +132,11 @@ def test_compile_choice():
     assert _use_compile("auto", "cuda:1", 32_000) and not _use_compile("auto", "cuda", 2_000)
     assert not _use_compile("auto", "cpu", 10 ** 7)
     assert _use_compile("on", "cpu", 1) and not _use_compile("off", "cuda", 10 ** 7)
+    assert _use_compile("auto", None, 10 ** 7) == torch.cuda.is_available()
+    from portraitrig.cli import build_parser
+
+    ap = build_parser()
+    base = ["train", "c.safetensors", "-o", "out"]
+    assert ap.parse_args(base).compile == "auto"
+    assert ap.parse_args(["train", "--compile", "c.safetensors", "-o", "out"]).compile == "on"  # a flag, as before
+    assert ap.parse_args(base + ["--no-compile"]).compile == "off"

@@ -118,8 +118,9 @@ def test_loss_falls(cache, tmp_path):
     assert m.config == preset("tiny")
 
 
-def test_resume_is_exact(cache, tmp_path):
-    cfg = _cfg(steps=6)
+@pytest.mark.parametrize("bank_gb", [8.0, 0.0])  # buffers rendered once, or every step
+def test_resume_is_exact(cache, tmp_path, bank_gb):
+    cfg = _cfg(steps=6, buffer_memory_gb=bank_gb)
     train(cache, tmp_path / "a", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False)
     train(cache, tmp_path / "b", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False, stop_after=3)
     assert [p.name for p in ck.list_checkpoints(tmp_path / "b")] == ["ckpt-00000003.safetensors"]
@@ -167,6 +168,10 @@ def test_resume_refuses_another_run_and_reports_changes(cache, tmp_path, capsys)
     with pytest.raises(InputError, match="other items"):
         train(cache, run, preset("tiny"), _cfg(steps=4), indices=[4, 5, 6, 7], buffer_fn=synth_buffers,
               progress=False)
+    with pytest.raises(InputError, match="different model configuration"):
+        other = preset("tiny")
+        other.unet.base_channels = 8
+        train(cache, run, other, _cfg(steps=4), indices=[0, 1, 2, 3], buffer_fn=synth_buffers, progress=False)
     with pytest.raises(InputError, match="stage-1 run"):
         train(cache, run, preset("tiny"), _cfg(steps=4, stage=2), indices=[0, 1, 2, 3], buffer_fn=synth_buffers,
               progress=False)

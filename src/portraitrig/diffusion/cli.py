@@ -35,9 +35,10 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int, default=16, help="per GPU")
     t.add_argument("--lr", type=float, default=None, help="default: 1e-4 (stage 1 / from scratch), 2e-5 (stage 2)")
     t.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
-    t.add_argument("--compile", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
-                   help="torch.compile the model (costs 1.5-3.5 min once, then ~2x faster on a GPU); "
-                        "auto: on a GPU for runs of >= 25k images (default: %(default)s)")
+    t.add_argument("--compile", dest="compile", action="store_const", const="on", default="auto",
+                   help="torch.compile the model (1.5-3.5 min once, then ~2x faster on a GPU); default: "
+                        "on a GPU for runs of >= 25k images")
+    t.add_argument("--no-compile", dest="compile", action="store_const", const="off", help="never compile")
     t.add_argument("--grad-checkpointing", action="store_true")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--ema", type=float, default=0.9999, help="EMA decay")

@@ -46,7 +46,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     precision: str = "bf16"        # "bf16" | "fp16" (with GradScaler) | "fp32"
     compile: bool = False
-    compile_mode: str | None = None  # torch.compile mode (None: default)
+    compile_mode: str | None = None  # None/"default", "reduce-overhead", "max-autotune[-no-cudagraphs]"
     channels_last: bool = True
     grad_checkpointing: bool = False
     fused_adam: bool = True        # on CUDA only
@@ -116,11 +116,15 @@ class BufferBank:
     so the buffers of an item never change during a run."""
 
     def __init__(self, params: RigParams, buffer_fn: BufferFn, dtype: torch.dtype, chunk: int = 64):
-        parts = []
-        for a in range(0, params.batch_size, chunk):
-            idx = torch.arange(a, min(a + chunk, params.batch_size), device=params.device)
-            parts.append(buffer_fn(_take(params, idx)).to(dtype))
-        self.buffers = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+        self.buffers = None  # allocated once, filled chunk by chunk: the peak is the bank + one chunk
+        n = params.batch_size
+        for a in range(0, n, chunk):
+            idx = torch.arange(a, min(a + chunk, n), device=params.device)
+            b = buffer_fn(_take(params, idx))
+            if self.buffers is None:
+                self.buffers = torch.empty((n, *b.shape[1:]), dtype=dtype, device=b.device,
+                                           memory_format=torch.channels_last)
+            self.buffers[a:a + len(idx)].copy_(b)
 
     @staticmethod
     def nbytes(n: int, channels: int, size: int, dtype: torch.dtype) -> int:
@@ -128,6 +132,12 @@ class BufferBank:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         return self.buffers[idx]
+
+
+# torch.compile modes as Inductor options (torch.compile takes a mode or options, not both)
+_MODE_OPTIONS = {"default": {}, "reduce-overhead": {"triton.cudagraphs": True},
+                 "max-autotune-no-cudagraphs": {"max_autotune": True},
+                 "max-autotune": {"max_autotune": True, "triton.cudagraphs": True}}
 
 
 def _step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
@@ -174,7 +184,8 @@ def check_resume(old: dict, new: dict, path, warn=print) -> None:
     changed settings (batch, seed, learning rate, GPUs, ...) are allowed and reported: the run
     goes on, but is no longer the same as one uninterrupted run."""
     new = json.loads(json.dumps(new))  # tuples -> lists, as the checkpoint stored them
-    if old.get("model_config") is not None and old["model_config"] != new["model_config"]:
+    if old.get("model_config") is not None and json.loads(json.dumps(
+            DiffusionConfig.from_dict(old["model_config"]).to_dict())) != new["model_config"]:
         raise InputError(path, "this run folder holds a different model configuration; use a new --out "
                                "folder, or the run's own settings")
     if old.get("items") is not None and old["items"] != new["items"]:
@@ -259,17 +270,11 @@ class Trainer:
             # keeps its own buffers channels-last only under it, and skips it for graphs with a conv
             # of in_channels >= 2 * out_channels (every UNet decoder conv on a skip concatenation).
             # Without it the fused GroupNorm/SiLU kernels write NCHW and cuDNN copies each
-            # activation and gradient back to NHWC: 130 copies, a quarter of the step on an H100
-            # (bench/profile_train.py).
-            options = {"conv_1x1_as_mm": True, "force_layout_optimization": cfg.channels_last}
-            if cfg.compile_mode is None:
-                net = torch.compile(net, options=options)
-            else:  # torch.compile takes a mode or options, not both
-                import torch._inductor.config as inductor_config
-
-                for k, v in options.items():
-                    setattr(inductor_config, k, v)
-                net = torch.compile(net, mode=cfg.compile_mode)
+            # activation and gradient back to NHWC: 130 copies, a quarter of the step on an H100;
+            # forced, the step went from 120.5 to 149 img/s (bench/profile_train.py).
+            options = {"conv_1x1_as_mm": True, "force_layout_optimization": cfg.channels_last,
+                       **_MODE_OPTIONS[cfg.compile_mode or "default"]}
+            net = torch.compile(net, options=options)  # options, not mode=: torch.compile takes one
         self.net = net
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -354,21 +359,25 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
     params = cache.params.to(dev)
     if buffer_fn is None:
         buffer_fn = RigBuffers(model_config.buffers, model_config.image_size, dev)
+    extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
+             "items": cache.ids, "world_size": world}
+    resume = ck.list_checkpoints(out)
+    if resume:  # before any work: a refused resume costs nothing
+        check_resume(ck.load_checkpoint(resume[-1], tensors=False)[1]["extra"], extra, resume[-1],
+                     warn=print if is_main else None)
     bank_dtype = torch.bfloat16 if cfg.precision == "bf16" and dev.type == "cuda" else torch.float32
-    bank = None
-    if BufferBank.nbytes(len(cache), model_config.buffer_channels, model_config.image_size,
-                         bank_dtype) <= cfg.buffer_memory_gb * 1e9:
-        bank = BufferBank(params, buffer_fn, bank_dtype)
+    need = BufferBank.nbytes(len(cache), model_config.buffer_channels, model_config.image_size, bank_dtype)
+    budget = cfg.buffer_memory_gb * 1e9
+    if dev.type == "cuda":  # and never more than a quarter of what the GPU has free
+        budget = min(budget, torch.cuda.mem_get_info(dev)[0] / 4)
+    bank = BufferBank(params, buffer_fn, bank_dtype) if need <= budget else None
+    if is_main and progress:
+        print(f"buffers: {'rendered once into ' + dev.type + ' memory' if bank is not None else 'rendered every step'}"
+              f" ({need / 1e9:.2f} GB for {len(cache)} items, budget {budget / 1e9:.2f} GB)")
 
     def buffers_of(idx):
         return bank[idx] if bank is not None else buffer_fn(_take(params, idx))
 
-    extra = {"model_config": model_config.to_dict(), "train_config": dataclasses.asdict(cfg),
-             "items": cache.ids, "world_size": world}
-    resume = ck.list_checkpoints(out)
-    if resume:
-        check_resume(ck.load_checkpoint(resume[-1], tensors=False)[1]["extra"], extra, resume[-1],
-                     warn=print if is_main else None)
     trainer = Trainer(model_config, cfg, dev, init=None if resume else init, world=world, rank=rank)
     step = 0
     if resume:
@@ -386,6 +395,7 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step")
     fixed = torch.arange(min(cfg.sample_count, len(cache)), device=dev)
+    sample_buffers = buffer_fn(_take(params, fixed)) if cfg.sample_every else None  # full precision
     t_start = t_last = time.perf_counter()
     n_since = 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -420,7 +430,7 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
             if over:
                 end, timed_out = step, True
         if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps or timed_out):
-            write_samples(trainer.ema, images[fixed], buffers_of(fixed).float(), model_config,
+            write_samples(trainer.ema, images[fixed], sample_buffers, model_config,
                           out / "samples" / f"step-{step:08d}.png", cfg.sample_steps, cfg.seed)
         if is_main and (step % cfg.ckpt_every == 0 or step == end):
             trainer.save(ck.checkpoint_path(out, step), step, extra)
