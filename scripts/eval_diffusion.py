@@ -120,8 +120,13 @@ def _load_runs(paths) -> dict:
     for name, files in groups.items():
         zs = [dict(np.load(f, allow_pickle=False)) for f in files]
         metas = [json.loads(str(z["meta"])) for z in zs]
-        k = metas[0].get("parts", 1)
-        idx = [mt.get("part", 0) for mt in metas]
+        # files written before parts were recorded: the part number of the file name
+        for f, mt in zip(files, metas):
+            if "part" not in mt:
+                m = re.fullmatch(r".*\.part(\d+)\.npz", str(f))
+                mt["part"], mt["parts"] = (int(m.group(1)), len(files)) if m else (0, 1)
+        k = metas[0]["parts"]
+        idx = [mt["part"] for mt in metas]
         if sorted(idx) != list(range(k)):
             raise SystemExit(f"{name}: parts {sorted(idx)} given, {k} expected (each once)")
         same = lambda mt: {a: b for a, b in mt.items() if a not in ("part", "edit_seconds")}  # noqa: E731

@@ -116,7 +116,8 @@ def _cmd_train(args) -> int:
     lr = args.lr if args.lr is not None else (2e-5 if stage2 and args.init else 1e-4)
     steps = args.steps if args.steps is not None else (2000 if stage2 else 20000)
     cfg = TrainConfig(stage=args.stage, steps=steps, batch_size=args.batch_size, lr=lr, ema_decay=args.ema,
-                      precision=args.precision, compile=_use_compile(args.compile, args.device, steps * args.batch_size), grad_checkpointing=args.grad_checkpointing,
+                      precision=args.precision, compile=_use_compile(args.compile, args.device, steps * args.batch_size),
+                      grad_checkpointing=args.grad_checkpointing,
                       channels_last=not args.no_channels_last, seed=args.seed, ckpt_every=args.ckpt_every,
                       keep=args.keep, log_every=args.log_every, sample_every=args.sample_every,
                       warmup_steps=args.warmup, time_limit_s=None if args.time_limit is None else args.time_limit * 60)

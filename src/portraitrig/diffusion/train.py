@@ -184,8 +184,8 @@ def check_resume(old: dict, new: dict, path, warn=print) -> None:
     changed settings (batch, seed, learning rate, GPUs, ...) are allowed and reported: the run
     goes on, but is no longer the same as one uninterrupted run."""
     new = json.loads(json.dumps(new))  # tuples -> lists, as the checkpoint stored them
-    if old.get("model_config") is not None and json.loads(json.dumps(
-            DiffusionConfig.from_dict(old["model_config"]).to_dict())) != new["model_config"]:
+    if old.get("model_config") is not None and (DiffusionConfig.from_dict(old["model_config"])
+                                                != DiffusionConfig.from_dict(new["model_config"])):
         raise InputError(path, "this run folder holds a different model configuration; use a new --out "
                                "folder, or the run's own settings")
     if old.get("items") is not None and old["items"] != new["items"]:

@@ -24,6 +24,7 @@ behind; elevation +90 = from above (-y).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -143,24 +144,19 @@ def preset(name: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- exposure
-_FRONT_DIRS = None
-
-
-def _front_basis(device, dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=None)
+def _front_basis_f64() -> torch.Tensor:
     """(9,) mean of ``sh_basis`` over camera-facing normals, weighted by how much of each the
     camera sees (foreshortening ``max(0, -n_z)``): ``front_basis @ light`` is the mean shading of
     a convex face-like surface as the photo shows it."""
-    global _FRONT_DIRS
-    if _FRONT_DIRS is None:
-        d = _fibonacci_sphere(512)
-        w = (-d[:, 2]).clamp(min=0)
-        _FRONT_DIRS = (w[:, None] * sh_basis(d)).sum(0) / w.sum()
-    return _FRONT_DIRS.to(device=device, dtype=dtype)
+    d = _fibonacci_sphere(512)
+    w = (-d[:, 2]).clamp(min=0)
+    return (w[:, None] * sh_basis(d)).sum(0) / w.sum()
 
 
 def mean_front_shading(light: torch.Tensor) -> torch.Tensor:
     """(..., 9, 3) light -> (..., 3): mean RGB shading over the camera-facing hemisphere of normals."""
-    return torch.einsum("k,...kc->...c", _front_basis(light.device, light.dtype), light)
+    return torch.einsum("k,...kc->...c", _front_basis_f64().to(light.device, light.dtype), light)
 
 
 def match_exposure(light: torch.Tensor, reference: torch.Tensor, max_gain: float = 20.0) -> torch.Tensor:
