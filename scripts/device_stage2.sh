@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # Device call 2 of 2, on the machine call 1 left warm (carry .whl and the person's cache):
-# stage 2 at 256 px from /tmp/runs/s1 on 20 frames of PERSON for MIN minutes (compile included),
+# stage 2 at 256 px from /tmp/runs/s1 on 20 frames of PERSON for MIN minutes (start-up included),
 # then held-out reconstructions / edits of the personal model and of the stage-1 prior.
 # BENCH=1 also runs the edit benchmarks (bench/bench_diffusion.py, ~3 min) at the end.
-#   [BENCH=1] bash scripts/device_stage2.sh [CACHE] [PERSON] [MIN]
+# RUN=NAME trains into /tmp/runs/NAME (default s2) and writes eval_NAME.partK.npz; S1=0 skips the
+# stage-1 prior's generations; LIGHT_AUG=P trains with lighting augmentation; COMPILE=--compile
+# compiles (default --no-compile: for a run of a few minutes eager finishes more steps than
+# compile's 150-200 s leave).
+#   [BENCH=1] [RUN=NAME] [S1=0] [LIGHT_AUG=P] bash scripts/device_stage2.sh [CACHE] [PERSON] [MIN]
 set -o pipefail
 . scripts/device_setup.sh || exit 1
 CACHE=${1:-.devdata/cache_person.safetensors}; P=${2:-hdtf_katiehill}; MIN=${3:-6}
 QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$'
-R=/tmp/runs
+R=/tmp/runs; RUN=${RUN:-s2}
 test -f $R/s1/model/model.safetensors || { echo "no stage-1 model on this machine (call 1 first)"; exit 3; }
 T0=$(date +%s)
-timeout $(python3 -c "print(int($MIN * 60 + 60))") python3 -m portraitrig.cli train "$CACHE" -o $R/s2 --config 256 \
+timeout $(python3 -c "print(int($MIN * 60 + 60))") python3 -m portraitrig.cli train "$CACHE" -o $R/$RUN --config 256 \
   --stage 2 --init $R/s1/model --group "$P" --train-items 20 --steps 100000 --batch-size 16 --lr 5e-5 --warmup 20 \
-  --compile --log-every 50 --ckpt-every 100000 --sample-every 100000 --time-limit "$MIN" -q 2>&1 \
+  ${COMPILE:---no-compile} --light-augment "${LIGHT_AUG:-0}" --log-every 50 --ckpt-every 100000 --sample-every 100000 --time-limit "$MIN" -q 2>&1 \
   | grep -v -E "$QUIET" | tail -4
 echo "stage 2 wall time (process start to model written): $(( $(date +%s) - T0 )) s"
-for m in s2 s1; do
+MODELS=$RUN; [ "${S1:-1}" = 1 ] && MODELS="$RUN s1"
+for m in $MODELS; do
   timeout 150 python3 scripts/eval_diffusion.py generate --model $R/$m/model --cache "$CACHE" --group "$P" \
     --train-items 20 --n 16 --parts 2 --no-fast --out "$OUT/eval_$m.npz" 2>&1 | grep -v -E "$QUIET" | tail -1
 done
-tar -C $R -cf "$OUT/runs.tar" s1/log.jsonl s1/samples s2/log.jsonl s2/samples
+tar -C $R -cf "$OUT/runs.tar" s1/log.jsonl s1/samples $RUN/log.jsonl $RUN/samples
 if [ "${BENCH:-0}" = 1 ]; then
   timeout 240 python3 bench/bench_diffusion.py --device cuda --skip train,render --out "$OUT/bench_edit.json" 2>&1 \
     | grep -v -E "$QUIET" | tail -16

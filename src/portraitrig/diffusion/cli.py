@@ -50,6 +50,9 @@ def register(sub) -> None:
     t.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop after this many minutes (checkpoint + model written)")
     t.add_argument("--warmup", type=int, default=100, help="LR warm-up steps")
+    t.add_argument("--light-augment", type=float, default=0.0, metavar="P",
+                   help="relight this share of training items each step with random lights (ratio images; "
+                        "teaches a person model lit one way to follow new lights), 0..1 (default: %(default)s)")
     t.add_argument("--device", default=None)
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -120,7 +123,8 @@ def _cmd_train(args) -> int:
                       grad_checkpointing=args.grad_checkpointing,
                       channels_last=not args.no_channels_last, seed=args.seed, ckpt_every=args.ckpt_every,
                       keep=args.keep, log_every=args.log_every, sample_every=args.sample_every,
-                      warmup_steps=args.warmup, time_limit_s=None if args.time_limit is None else args.time_limit * 60)
+                      warmup_steps=args.warmup, time_limit_s=None if args.time_limit is None else args.time_limit * 60,
+                      light_augment=args.light_augment)
     out = train(cache, args.out, preset(args.config), cfg, indices=idx, init=args.init, device=args.device,
                 progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes, and says so

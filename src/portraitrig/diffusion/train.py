@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 
 from portraitrig.diffusion import checkpoint as ck
+from portraitrig.diffusion.augment import LightAugment, random_lights, relight_batch
+from portraitrig.diffusion.augment import check_names as check_light_names
 from portraitrig.diffusion.config import DiffusionConfig
 from portraitrig.diffusion.data import FaceCache
 from portraitrig.diffusion.model import DiffusionRigModel
@@ -59,6 +61,7 @@ class TrainConfig:
     sample_steps: int = 20
     time_limit_s: float | None = None  # stop (checkpoint + model) after this long, as if steps were reached
     buffer_memory_gb: float = 8.0  # render every item's buffers once into device memory when they fit
+    light_augment: float = 0.0     # share of items relit each step (ratio images, see diffusion/augment.py)
 
 
 # ---------------------------------------------------------------------- buffers
@@ -280,13 +283,16 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model.train()
 
-    def step(self, x0: torch.Tensor, buffers: torch.Tensor, step: int) -> torch.Tensor:
+    def step(self, x0: torch.Tensor, buffers: torch.Tensor, step: int,
+             encoder_input: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on x0 (B, 3, S, S) in [-1, 1] and buffers (B, C, S, S);
-        ``step`` is the number of steps done before (seeds the noise, sets the LR warm-up).
-        Returns the loss (0-dim tensor, not synchronised)."""
+        ``step`` is the number of steps done before (seeds the noise, sets the LR warm-up);
+        ``encoder_input``: the appearance encoder's image when it is not x0 (lighting
+        augmentation: the original photo). Returns the loss (0-dim tensor, not synchronised)."""
         cfg, mf = self.cfg, self.memory_format
         gen = _step_generator(self.dev, cfg.seed, step, self.rank)
         x0 = x0.contiguous(memory_format=mf)
+        x_enc = x0 if encoder_input is None else encoder_input.contiguous(memory_format=mf)
         buffers = buffers.contiguous(memory_format=mf)
         t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=self.dev, generator=gen)
         noise = torch.randn(x0.shape, device=self.dev, generator=gen).contiguous(memory_format=mf)
@@ -295,7 +301,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         with (torch.autocast(self.dev.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()):
-            eps = self.net(x_t, t, buffers, x0)
+            eps = self.net(x_t, t, buffers, x_enc)
         loss = self.schedule.loss(eps, noise, t)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -353,6 +359,11 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
         raise InputError(None, "no training items selected")
     if cache.size != model_config.image_size:
         raise InputError(None, f"cache images are {cache.size} px but the model config is {model_config.image_size} px")
+    if not 0 <= cfg.light_augment <= 1:
+        raise ValueError(f"light_augment is a share of items, in [0, 1]; got {cfg.light_augment}")
+    if cfg.light_augment > 0:
+        check_light_names(model_config.buffers)
+        light_aug = LightAugment(prob=cfg.light_augment)
 
     # data on the device: uint8 images + params
     images = cache.images().to(dev)
@@ -404,7 +415,14 @@ def train(cache: FaceCache | str | Path, out_dir: str | Path, model_config: Diff
         idx = batch_indices(step, len(cache), cfg.batch_size, rank, world, cfg.seed)
         idx = idx.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else idx
         x0 = images[idx].float() / 127.5 - 1
-        loss = trainer.step(x0, buffers_of(idx), step)
+        buffers = buffers_of(idx)
+        if cfg.light_augment > 0:  # its own generator of (seed, step, rank): exact resume holds
+            light = params.light[idx]
+            new_light = random_lights(light, light_aug, _step_generator(dev, cfg.seed + 7919, step, rank))
+            x_aug, buffers = relight_batch(x0, buffers, light, new_light, model_config.buffers, light_aug)
+            loss = trainer.step(x_aug, buffers, step, encoder_input=x0)
+        else:
+            loss = trainer.step(x0, buffers, step)
         step += 1
         n_since += x0.shape[0] * world
         if step % cfg.log_every == 0 or step == end:

@@ -93,16 +93,24 @@ def light_from_direction(direction: Sequence[float] | torch.Tensor, colour: Sequ
         d = direction_from_angles(float(d[0]), float(d[1])).double()
     elif d.numel() != 3:
         raise ValueError("direction must be a 3-vector or (azimuth_deg, elevation_deg)")
-    n = d.norm()
-    if not n > 0:
+    if not d.norm() > 0:
         raise ValueError("direction must be non-zero")
-    d = d / n
+    return directional_lights(d, intensity, ambient, colour).float()
+
+
+def directional_lights(directions: torch.Tensor, intensity: float | torch.Tensor = 1.0,
+                       ambient: float | Sequence[float] | torch.Tensor = 0.3,
+                       colour: Sequence[float] | torch.Tensor = (1, 1, 1)) -> torch.Tensor:
+    """Batched :func:`light_from_direction`: (..., 3) directions towards the lights (normalised
+    here); intensity broadcastable to (...), ambient and colour to (..., 3) (a per-light scalar
+    ambient is ``a[..., None]``) -> (..., 9, 3) lights in the directions' dtype and device."""
+    d = directions / directions.norm(dim=-1, keepdim=True)
+    kw = dict(dtype=d.dtype, device=d.device)
     # radiance of a delta light with pi * intensity power: L_k = P Y_k(d); light_k = Y00 * L_k
-    coeff = math.pi * intensity * _Y00 * sh_orthonormal(d)                      # (9,)
-    col = torch.as_tensor(colour, dtype=torch.float64).reshape(3)
-    light = coeff[:, None] * col[None, :]
-    light[0] += torch.as_tensor(ambient, dtype=torch.float64).reshape(-1).expand(3)
-    return light.float()
+    coeff = math.pi * _Y00 * torch.as_tensor(intensity, **kw)[..., None] * sh_orthonormal(d)  # (..., 9)
+    light = coeff[..., None] * torch.as_tensor(colour, **kw)[..., None, :]                     # (..., 9, 3)
+    amb = torch.as_tensor(ambient, **kw).expand(*d.shape[:-1], 3)
+    return torch.cat([light[..., :1, :] + amb.unsqueeze(-2), light[..., 1:, :]], dim=-2)
 
 
 def _spec(az, el, colour=(1, 1, 1), intensity=1.0, ambient=0.3):
@@ -294,5 +302,5 @@ def sh_to_image(light: torch.Tensor, size: int = 128, albedo: Sequence[float] = 
 
 
 __all__ = ["SH_CONSTANTS", "SH_NAMES", "PRESETS", "sh_basis", "sh_orthonormal", "shade", "direction_from_angles",
-           "light_from_direction", "preset", "rotate_sh", "equirect_directions", "sh_from_equirect",
+           "light_from_direction", "directional_lights", "preset", "rotate_sh", "equirect_directions", "sh_from_equirect",
            "read_environment_map", "light_from_environment_map", "sh_to_image"]
