@@ -118,7 +118,11 @@ def bench_training(cfg, dev, batch: int, steps: int, variants, table: Table, res
                 torch.cuda.reset_peak_memory_stats(dev)
 
 
-def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, fast_only: bool):
+EDIT_CASES = ("eager", "batch1", "one-photo", "photos", "api")
+
+
+def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, fast_only: bool,
+                cases=EDIT_CASES):
     from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
     from portraitrig.edits import light_sweep_directions, relight
     from portraitrig.face.model import load_default_model
@@ -141,19 +145,22 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
         results[name.replace(" ", "_")] = {"batch": B, "s": sec, "edits_per_s": edits / sec}
 
     ref = None
-    if not fast_only:  # eager fp32 reference (also the accuracy reference)
+    if not fast_only and "eager" in cases:  # eager fp32 reference (also the accuracy reference)
         eng = DDIMEngine(model, steps, fast=False)
         with torch.no_grad():
             ref = eng("sample", eng("invert", x1, b1, c1), b1, c1)
         row("edit eager-fp32", 1, 1, timed(lambda: eng("sample", eng("invert", x1, b1, c1), b1, c1), dev, repeat))
     fast_model = DiffusionRigModel(cfg).to(dev).eval()
     fast_model.load_state_dict(model.state_dict())
-    if dev.type == "cuda":
+    eng = None
+    if dev.type == "cuda" and "eager" in cases:
         eager16 = DDIMEngine(fast_model, steps, fast=True, compile=False, cuda_graph=False)
         with torch.no_grad():
             row("edit eager-bf16", 1, 1, timed(lambda: eager16._loop("sample", eager16._loop("invert", x1, b1, c1),
                                                                       b1, c1), dev, repeat))
+    if dev.type == "cuda":
         eng = DDIMEngine(fast_model, steps, fast=True, compile=True, cuda_graph=True)
+    if dev.type == "cuda" and "batch1" in cases:
         bb, cc = b1.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), c1.to(torch.bfloat16)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -180,16 +187,23 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
             results["fast_vs_fp32_rel_error_edit_loop"] = rel
             print(f"fast path vs eager fp32, same weights and input: one UNet forward {rel1:.2e}, "
                   f"whole invert+decode loop {rel:.2e} (random weights: the 20-step loop amplifies)")
-        # batched: one inversion, `big` edits of one photo
+    if dev.type == "cuda" and "one-photo" in cases:  # batched: one inversion, `big` edits of one photo
         row(f"edit x{big} one photo", big, big,
             timed(lambda: eng("sample", eng("invert", x1, b1, c1).expand(big, -1, -1, -1), bB, cB), dev, repeat))
+    if dev.type == "cuda" and "photos" in cases:  # `big` photos, each its own inversion and decoding
+        t0 = time.perf_counter()
+        eng("sample", eng("invert", xB, bB, cB), bB, cB)
+        sync(dev)
+        results.setdefault(f"compile_and_capture_x{big}_s", time.perf_counter() - t0)
         row(f"edit x{big} photos", big, big, timed(lambda: eng("sample", eng("invert", xB, bB, cB), bB, cB), dev,
                                                    repeat))
+    if "api" not in cases:
+        return
     # the full API (buffers rendered from the rig, encoder, uint8 out), batch 1 and a sweep
     try:
         fm = load_default_model()
         r = DiffusionRenderer(fast_model if dev.type == "cuda" else model, device=dev, face_model=fm, max_batch=big)
-        if dev.type == "cuda":
+        if eng is not None:
             r._engines[steps, 0, False] = eng
         img = (torch.rand(S, S, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
         subj = Subject("bench", img, RigParams.neutral(fm))
@@ -224,15 +238,13 @@ def main(argv=None) -> int:
     ap.add_argument("--big", type=int, default=16, help="batched-edit size")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma list of: train,edit,render")
+    ap.add_argument("--edit-cases", default=",".join(EDIT_CASES),
+                    help=f"comma list of the edit cases to run (default: all of {','.join(EDIT_CASES)})")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (checks the script on a CPU)")
     ap.add_argument("--out", default="bench/results/diffusion.json")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     fast_cuda_settings(dev)
-    if dev.type == "cuda":
-        import torch._inductor.config as ic
-
-        ic.conv_1x1_as_mm = True
     if args.quick:
         args.batch, args.train_steps, args.steps, args.big, args.repeat = 2, 2, 2, 2, 1
     cfg = preset(args.config)
@@ -258,7 +270,10 @@ def main(argv=None) -> int:
             results["train_speedup"] = b["images_per_s"] / a["images_per_s"]
         table.print()
     if "edit" not in skip:
-        bench_edits(cfg, dev, args.steps, args.repeat, args.big, table, results, fast_only=False)
+        cases = set(filter(None, args.edit_cases.split(",")))
+        if cases - set(EDIT_CASES):
+            ap.error(f"unknown edit cases {sorted(cases - set(EDIT_CASES))}; known: {','.join(EDIT_CASES)}")
+        bench_edits(cfg, dev, args.steps, args.repeat, args.big, table, results, fast_only=False, cases=cases)
     table.print()
     if "train_speedup" in results:
         print(f"training speed-up fast / eager-fp16: {results['train_speedup']:.2f}x")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.diffusion.model import DiffusionRigModel, inductor_options
 from portraitrig.diffusion.sampling import DDIMPlan, ddim_invert, ddim_sample
 
 
@@ -31,7 +31,8 @@ class DDIMEngine:
         self.plan = DDIMPlan.make(model.config, steps, device=self.device, dtype=torch.float32)
         self._denoise = self.model.denoise
         if self.fast and compile:
-            self._denoise = torch.compile(self.model.denoise, dynamic=False)
+            # the model is channels_last here: the same layout options as training
+            self._denoise = torch.compile(self.model.denoise, dynamic=False, options=inductor_options(True))
         self.cuda_graph = self.fast and cuda_graph and self.device.type == "cuda"
         self._graphs: dict = {}
 

@@ -28,7 +28,7 @@ from portraitrig.diffusion.augment import LightAugment, random_lights, relight_b
 from portraitrig.diffusion.augment import check_names as check_light_names
 from portraitrig.diffusion.config import DiffusionConfig
 from portraitrig.diffusion.data import FaceCache
-from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.diffusion.model import DiffusionRigModel, inductor_options
 from portraitrig.diffusion.sampling import DDIMPlan, NoiseSchedule, ddim_sample
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
@@ -269,14 +269,7 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         if cfg.compile:
-            # 1x1 convs (attention projections, skips) as matmuls. Layout optimization: Inductor
-            # keeps its own buffers channels-last only under it, and skips it for graphs with a conv
-            # of in_channels >= 2 * out_channels (every UNet decoder conv on a skip concatenation).
-            # Without it the fused GroupNorm/SiLU kernels write NCHW and cuDNN copies each
-            # activation and gradient back to NHWC: 130 copies, a quarter of the step on an H100;
-            # forced, the step went from 120.5 to 149 img/s (bench/profile_train.py).
-            options = {"conv_1x1_as_mm": True, "force_layout_optimization": cfg.channels_last,
-                       **_MODE_OPTIONS[cfg.compile_mode or "default"]}
+            options = {**inductor_options(cfg.channels_last), **_MODE_OPTIONS[cfg.compile_mode or "default"]}
             net = torch.compile(net, options=options)  # options, not mode=: torch.compile takes one
         self.net = net
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
