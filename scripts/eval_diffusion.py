@@ -196,19 +196,21 @@ def score(args) -> int:
         src = _params(z, "src")
         fits_real = _refit(tgt, rigger)
         ok_r = [i for i, f in enumerate(fits_real) if f is not None]
-        floor = summarize(rig_consistency(src[ok_r], RigParams.cat([fits_real[i] for i in ok_r]), rigger.model))
-        rep["rig_floor_real_frames"] = {k: v for k, v in floor.items()}
+        rep["rig_floor_real_frames"] = {"fit_failures": N - len(ok_r)}
+        if ok_r:
+            rep["rig_floor_real_frames"].update(summarize(rig_consistency(
+                src[ok_r], RigParams.cat([fits_real[i] for i in ok_r]), rigger.model)))
         rep["rig_edits"] = {}
-        for e, name in enumerate(names):
+        for e, edit in enumerate(names):
             rows = [i * E + e for i in range(N)]
             fits = _refit(ed[:, e], rigger)
             ok = [k for k, f in enumerate(fits) if f is not None]
             if not ok:
-                rep["rig_edits"][name] = {"fit_failures": N}
+                rep["rig_edits"][edit] = {"fit_failures": N}
                 continue
             errs = summarize(rig_consistency(req[[rows[k] for k in ok]], RigParams.cat([fits[k] for k in ok]),
                                              rigger.model))
-            rep["rig_edits"][name] = {"fit_failures": N - len(ok), **errs}
+            rep["rig_edits"][edit] = {"fit_failures": N - len(ok), **errs}
         report[name] = rep
         print(json.dumps({k: rep[k] for k in ("reconstruction", "reconstruction_refined",
                                               "identity_sample_no_inversion",

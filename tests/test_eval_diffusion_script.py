@@ -77,3 +77,11 @@ def test_generate_parts_and_sheet(tmp_path):
     from PIL import Image
 
     assert Image.open(sheet).size == (40 * (E + 2), 40 * 2 + 18)
+    # score: one report per run (two runs here), each with every edit's rig numbers
+    report = tmp_path / "report.json"
+    assert ev.main(["score", *map(str, parts), str(tmp_path / "other.part0.npz"), str(tmp_path / "other.part1.npz"),
+                    "--out", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    assert sorted(rep) == sorted([str(tmp_path / "ev"), str(tmp_path / "other")])
+    for r in rep.values():
+        assert r["n"] == 2 and sorted(r["rig_edits"]) == sorted(names) and sorted(r["identity_edits"]) == sorted(names)
