@@ -121,8 +121,7 @@ def bench_training(cfg, dev, batch: int, steps: int, variants, table: Table, res
 EDIT_CASES = ("eager", "batch1", "one-photo", "photos", "api")
 
 
-def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, fast_only: bool,
-                cases=EDIT_CASES):
+def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, cases=EDIT_CASES):
     from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
     from portraitrig.edits import light_sweep_directions, relight
     from portraitrig.face.model import load_default_model
@@ -145,7 +144,7 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
         results[name.replace(" ", "_")] = {"batch": B, "s": sec, "edits_per_s": edits / sec}
 
     ref = None
-    if not fast_only and "eager" in cases:  # eager fp32 reference (also the accuracy reference)
+    if "eager" in cases:  # eager fp32 reference (also the accuracy reference)
         eng = DDIMEngine(model, steps, fast=False)
         with torch.no_grad():
             ref = eng("sample", eng("invert", x1, b1, c1), b1, c1)
@@ -273,7 +272,7 @@ def main(argv=None) -> int:
         cases = set(filter(None, args.edit_cases.split(",")))
         if cases - set(EDIT_CASES):
             ap.error(f"unknown edit cases {sorted(cases - set(EDIT_CASES))}; known: {','.join(EDIT_CASES)}")
-        bench_edits(cfg, dev, args.steps, args.repeat, args.big, table, results, fast_only=False, cases=cases)
+        bench_edits(cfg, dev, args.steps, args.repeat, args.big, table, results, cases=cases)
     table.print()
     if "train_speedup" in results:
         print(f"training speed-up fast / eager-fp16: {results['train_speedup']:.2f}x")

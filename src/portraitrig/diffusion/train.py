@@ -115,8 +115,8 @@ def _take(params: RigParams, idx: torch.Tensor) -> RigParams:
 
 class BufferBank:
     """Every item's buffers rendered once, kept on the device: a training step indexes them
-    instead of rendering (no per-step render, no host syncs). Items carry no augmentation,
-    so the buffers of an item never change during a run."""
+    instead of rendering (no per-step render, no host syncs). The bank holds each item's own
+    buffers, which never change during a run; lighting augmentation works on a step's copy."""
 
     def __init__(self, params: RigParams, buffer_fn: BufferFn, dtype: torch.dtype, chunk: int = 64):
         self.buffers = None  # allocated once, filled chunk by chunk: the peak is the bank + one chunk
