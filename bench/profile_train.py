@@ -53,11 +53,16 @@ def category(name: str) -> str:
     return "other"
 
 
+TRAIN_FLAGS = {"nchw", "ca", "cdt", "gc"}
+
+
 def parse_variant(spec: str, dev) -> tuple[int, TrainConfig, dict]:
     parts = spec.split("-")
     if len(parts) < 2 or not parts[1].lstrip("b").isdigit():
         raise ValueError(f"variant {spec!r}: want NAME-bN[-flag...], e.g. fast-b32-nchw")
     kind, batch, flags = parts[0], int(parts[1].lstrip("b")), set(parts[2:])
+    if flags - TRAIN_FLAGS:
+        raise ValueError(f"variant {spec!r}: unknown flags {sorted(flags - TRAIN_FLAGS)} (know {sorted(TRAIN_FLAGS)})")
     cuda = dev.type == "cuda"
     if kind == "eager16":
         tc = TrainConfig(batch_size=batch, precision="fp16" if cuda else "fp32", compile=False,
@@ -178,13 +183,15 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
             torch.cuda.empty_cache()
 
 
-def print_profile(spec, prof, cfg_flops_per_image, batch):
+def print_profile(spec, prof, cfg_flops_per_image, batch, unit: str = "step"):
+    """Print a kernel_breakdown; ``unit`` names what one profiled "step" was (a training step,
+    one UNet forward); ``cfg_flops_per_image`` is that unit's FLOPs per image."""
     if not prof:
         return
     print(f"\n{spec}: GPU busy {prof['busy_share']:.1%} of the profiled span; kernels {prof['kernel_ms_per_step']:.1f} "
-          f"ms/step")
+          f"ms/{unit}")
     for cat, ms in prof["categories_ms_per_step"].items():
-        print(f"  {cat:18s} {ms:8.2f} ms/step")
+        print(f"  {cat:18s} {ms:8.2f} ms/{unit}")
     conv = prof["categories_ms_per_step"].get("conv", 0) + prof["categories_ms_per_step"].get("matmul", 0)
     if conv and cfg_flops_per_image:
         print(f"  conv+matmul rate if they did all the FLOPs: {cfg_flops_per_image * batch / (conv / 1e3) / 1e12:.0f} "

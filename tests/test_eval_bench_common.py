@@ -48,7 +48,7 @@ def test_profile_train_kernel_categories_and_variants():
     assert b == 32 and not tc.channels_last and not tc.compile and ind == {"coordinate_descent_tuning": True}
     b, tc, _ = pt.parse_variant("eager16-b16", cpu)
     assert b == 16 and not tc.fused_adam and tc.precision == "fp32"
-    for bad in ("slow-b4", "fast", "fast-32x"):
+    for bad in ("slow-b4", "fast", "fast-32x", "fast-b4-turbo"):
         with pytest.raises(ValueError):
             pt.parse_variant(bad, cpu)
 
@@ -60,3 +60,26 @@ def test_profile_train_runs_on_cpu(tmp_path):
                     "--out", str(out)]) == 0
     rec = json.loads(out.read_text())["fast-b2"]
     assert rec["images_per_s"] > 0 and rec["finite_loss"] and rec["batch"] == 2
+
+
+def test_profile_edit_variants_and_cpu_run(tmp_path):
+    pe = pytest.importorskip("profile_edit")
+    assert pe.parse_variant("b16") == (16, set())
+    assert pe.parse_variant("b32-cdt-natgn") == (32, {"cdt", "natgn"})
+    for bad in ("16", "b0", "bx", "b4-turbo"):
+        with pytest.raises(ValueError):
+            pe.parse_variant(bad)
+    out = tmp_path / "e.json"
+    assert pe.main(["--device", "cpu", "--config", "tiny", "--variants", "b2,b2-natgn", "--steps", "2",
+                    "--repeat", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for v in ("b2", "b2-natgn"):
+        assert res[v]["edits_per_s"] > 0 and res[v]["ms_per_forward"] > 0 and res[v]["batch"] == 2
+    assert res["unet_gflop_per_image"] > 0 and len(res["conv_levels"]) == len(preset_levels())
+    assert res["groupnorm_silu"]["by_channels"]["ms"] > 0
+
+
+def preset_levels():
+    from portraitrig.diffusion.config import preset
+
+    return preset("tiny").unet.channel_mult

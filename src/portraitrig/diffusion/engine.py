@@ -6,8 +6,12 @@ channels_last, SDPA attention (diffusers' default processor), optional torch.com
 denoiser, and the whole loop (every UNet call plus the tensor-only DDIM updates with
 precomputed coefficients) captured once per (direction, batch) in a CUDA graph and replayed,
 so the host issues one launch per loop. Batches are padded to a power of two to reuse graphs.
+cuDNN autotuning (``cudnn_benchmark``) is on while the fast path runs and is restored after:
+the convolutions are fixed-shape, and the algorithm chosen at warm-up is what the graph holds.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -18,7 +22,7 @@ from portraitrig.diffusion.sampling import DDIMPlan, ddim_invert, ddim_sample
 class DDIMEngine:
     def __init__(self, model: DiffusionRigModel, steps: int = 20, fast: bool | None = None,
                  compile: bool = True, cuda_graph: bool = True, dtype: torch.dtype = torch.bfloat16,
-                 refine: int = 0, clip: bool = False):
+                 refine: int = 0, clip: bool = False, cudnn_benchmark: bool = True):
         self.device = next(model.parameters()).device
         self.fast = self.device.type == "cuda" if fast is None else fast
         self.model = model.eval()
@@ -34,7 +38,18 @@ class DDIMEngine:
             # the model is channels_last here: the same layout options as training
             self._denoise = torch.compile(self.model.denoise, dynamic=False, options=inductor_options(True))
         self.cuda_graph = self.fast and cuda_graph and self.device.type == "cuda"
+        self.cudnn_benchmark = self.fast and cudnn_benchmark and self.device.type == "cuda"
         self._graphs: dict = {}
+
+    @contextmanager
+    def _cudnn(self):
+        old = torch.backends.cudnn.benchmark
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = old
 
     # -- the loop, tensor-only
     def _eps_fn(self, buffers, cond):
@@ -64,7 +79,8 @@ class DDIMEngine:
         if self.fast:
             buffers = buffers.contiguous(memory_format=torch.channels_last)
         if not self.cuda_graph:
-            return self._loop(direction, x.to(self.device), buffers, cond)
+            with self._cudnn():
+                return self._loop(direction, x.to(self.device), buffers, cond)
         B = x.shape[0]
         P = 1 << (B - 1).bit_length()
         pad = lambda a: torch.cat([a, a[-1:].expand(P - B, *a.shape[1:])]) if P > B else a  # noqa: E731
@@ -87,13 +103,14 @@ class DDIMEngine:
         st["x"].normal_()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: compile, autotune, cuDNN plans
-                self._loop(direction, st["x"], st["buf"], st["cond"])
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            st["out"] = self._loop(direction, st["x"], st["buf"], st["cond"])
+        with self._cudnn():
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up: compile, autotune, cuDNN plans
+                    self._loop(direction, st["x"], st["buf"], st["cond"])
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                st["out"] = self._loop(direction, st["x"], st["buf"], st["cond"])
         st["graph"] = graph
         self._graphs[key] = st
         return st

@@ -1,0 +1,127 @@
+"""GroupNorm from per-channel statistics (the edit engine's compiled form) and the engine's
+scoped cuDNN autotuning."""
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from portraitrig.diffusion import model as M
+from portraitrig.diffusion.config import preset
+from portraitrig.diffusion.engine import DDIMEngine
+
+
+def _x(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # per-channel offsets well away from zero: the group variance must include the spread of
+    # the channel means, not just the mean of the channel variances
+    return torch.randn(*shape, generator=g) * 2 + torch.randn(1, shape[1], *([1] * (len(shape) - 2)), generator=g) * 4
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 9, 7), (2, 32, 5), (2, 16, 3, 4, 5)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_matches_group_norm(shape, affine):
+    x = _x(*shape)
+    C = shape[1]
+    w = torch.randn(C) if affine else None
+    b = torch.randn(C) if affine else None
+    ref = F.group_norm(x.double(), 8, None if w is None else w.double(), None if b is None else b.double(), 1e-6)
+    out = M.group_norm_by_channels(x, 8, w, b, 1e-6)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    assert torch.allclose(out.double(), ref, atol=2e-5)
+
+
+def test_channels_last_stays_channels_last_and_bf16_is_as_close_as_stock():
+    x = _x(4, 128, 8, 8).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(128), torch.randn(128)
+    out = M.group_norm_by_channels(x, 32, w, b)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = F.group_norm(x, 32, w, b)
+    assert torch.allclose(out, ref, atol=2e-5)
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    err = (M.group_norm_by_channels(xb, 32, wb, bb).float() - ref).abs().max()
+    stock = (F.group_norm(xb, 32, wb, bb).float() - ref).abs().max()
+    assert err <= 1.5 * stock + 1e-3
+
+
+def test_groups_must_divide_channels():
+    with pytest.raises(ValueError, match="groups"):
+        M.group_norm_by_channels(torch.zeros(1, 10, 2, 2), 4)
+
+
+def test_model_swaps_every_group_norm_keeping_parameters():
+    model = M.DiffusionRigModel(preset("tiny"))
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(type(m) is M.ChannelStatsGroupNorm for m in norms)
+    stock = nn.Sequential(nn.GroupNorm(4, 16), nn.Conv2d(16, 16, 1))
+    before = {k: v.clone() for k, v in stock.state_dict().items()}
+    assert M.use_channel_stats_group_norm(stock) == 1
+    assert type(stock[0]) is M.ChannelStatsGroupNorm and type(stock[1]) is nn.Conv2d
+    assert all(torch.equal(before[k], v) for k, v in stock.state_dict().items())
+
+
+def test_compiled_inference_only_takes_the_channel_form(monkeypatch):
+    calls = []
+    real = M.group_norm_by_channels
+    monkeypatch.setattr(M, "group_norm_by_channels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gn = nn.GroupNorm(4, 16)
+    nn.init.normal_(gn.weight)
+    M.use_channel_stats_group_norm(nn.Sequential(gn))
+    x = _x(2, 16, 5, 5)
+    ref = F.group_norm(x, 4, gn.weight, gn.bias, gn.eps)
+    with torch.no_grad():
+        gn(x)
+    assert calls == []  # eager: PyTorch's kernel
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    gn(x)
+    assert calls == []  # compiled with gradients (training): stock
+    with torch.no_grad():
+        out = gn(x)
+        assert calls == [1] and torch.allclose(out, ref, atol=1e-5)
+        gn.by_channels = False
+        gn(x)
+    assert calls == [1]
+
+
+def test_engine_scopes_cudnn_autotuning():
+    eng = DDIMEngine(M.DiffusionRigModel(preset("tiny")), steps=2)
+    assert not eng.cudnn_benchmark  # CPU: nothing to tune
+    old = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        eng.cudnn_benchmark = True
+        with eng._cudnn():
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark is False
+        with pytest.raises(RuntimeError):
+            with eng._cudnn():
+                raise RuntimeError("boom")
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
+def test_really_compiled_inference_takes_the_channel_form_and_matches_eager(monkeypatch):
+    # the real torch.compile path (Inductor on the CPU), not a patched is_compiling
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.GroupNorm(4, 16), nn.SiLU(), nn.Conv2d(16, 8, 3, padding=1))
+    nn.init.normal_(net[0].weight)
+    nn.init.normal_(net[0].bias)
+    M.use_channel_stats_group_norm(net)
+    calls = []
+    real = M.group_norm_by_channels
+    monkeypatch.setattr(M, "group_norm_by_channels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = _x(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            ref = net(x)
+            out = torch.compile(net, dynamic=False)(x)
+    finally:
+        torch._dynamo.reset()
+    assert calls == [1]  # traced once, through the channel form
+    assert torch.allclose(out, ref, atol=1e-5)
