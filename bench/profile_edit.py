@@ -28,7 +28,6 @@ import gc
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +109,6 @@ def make_engine(model, steps: int, flags: set, dev) -> DDIMEngine:
     return eng
 
 
-@contextmanager
-def eng_cudnn(flags: set):
-    """Profiling runs the non-graphed loop directly: cuDNN autotuning as the engine would set it."""
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = "nobench" not in flags
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
-
-
 def run_variant(spec, model, cfg, dev, steps, repeat, profile, flops, results, table):
     import torch._dynamo
 
@@ -131,33 +119,32 @@ def run_variant(spec, model, cfg, dev, steps, repeat, profile, flops, results, t
     buf = torch.rand(B, cfg.buffer_channels, S, S, device=dev, generator=g) * 2 - 1
     cond = torch.randn(B, model.latent_proj.out_features, device=dev, generator=g)
     try:
-        with eng_cudnn(flags):
-            t0 = time.perf_counter()
-            eng = make_engine(model, steps, flags, dev)
-            edit = lambda: eng("sample", eng("invert", x, buf, cond), buf, cond)  # noqa: E731
-            edit()
-            sync()
-            warm = time.perf_counter() - t0
-            sec = gpu_time(edit, dev, repeat)
-            fwd = sec / (2 * steps)
-            rec = {"batch": B, "flags": sorted(flags), "edit_s": sec, "edits_per_s": B / sec,
-                   "ms_per_forward": fwd * 1e3, "warmup_s": warm,
-                   "tflops": flops * B / fwd / 1e12 if flops else None}
-            if profile:
-                from torch.profiler import ProfilerActivity, profile as tprof
+        t0 = time.perf_counter()
+        eng = make_engine(model, steps, flags, dev)
+        edit = lambda: eng("sample", eng("invert", x, buf, cond), buf, cond)  # noqa: E731
+        edit()
+        sync()
+        warm = time.perf_counter() - t0
+        sec = gpu_time(edit, dev, repeat)
+        fwd = sec / (2 * steps)
+        rec = {"batch": B, "flags": sorted(flags), "edit_s": sec, "edits_per_s": B / sec,
+               "ms_per_forward": fwd * 1e3, "warmup_s": warm,
+               "tflops": flops * B / fwd / 1e12 if flops else None}
+        if profile:
+            from torch.profiler import ProfilerActivity, profile as tprof
 
-                bb = buf.to(eng.dtype)
-                if dev.type == "cuda":
-                    bb = bb.contiguous(memory_format=torch.channels_last)
-                cc = cond.to(eng.dtype)
-                with torch.no_grad():
-                    eng._loop("invert", x, bb, cc)  # not graphed: the kernels one by one
+            bb = buf.to(eng.dtype)
+            if dev.type == "cuda":
+                bb = bb.contiguous(memory_format=torch.channels_last)
+            cc = cond.to(eng.dtype)
+            with torch.no_grad(), eng._cudnn():  # not graphed: the kernels one by one
+                eng._loop("invert", x, bb, cc)
+                sync()
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+                with tprof(activities=acts) as prof:
+                    eng._loop("invert", x, bb, cc)
                     sync()
-                    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-                    with tprof(activities=acts) as prof:
-                        eng._loop("invert", x, bb, cc)
-                        sync()
-                rec["profile_per_forward"] = kernel_breakdown(prof, steps)
+            rec["profile_per_forward"] = kernel_breakdown(prof, steps)
         results[spec] = rec
         table.add(spec, B, sec * 1e3, B / sec, fwd * 1e3, rec["tflops"] or 0.0, warm)
         print(f"{spec}: {B / sec:.2f} edits/s, {fwd * 1e3:.2f} ms per forward, warm-up {warm:.0f} s", flush=True)

@@ -100,7 +100,8 @@ def group_norm_by_channels(x: torch.Tensor, num_groups: int, weight: torch.Tenso
     if C % num_groups:
         raise ValueError(f"{C} channels do not split into {num_groups} groups")
     k = C // num_groups
-    var_c, mean_c = torch.var_mean(x.float(), dim=tuple(range(2, x.dim())), correction=0)  # (B, C)
+    xf = x.float()
+    var_c, mean_c = torch.var_mean(xf, dim=tuple(range(2, x.dim())), correction=0)  # (B, C)
     mean_c, var_c = mean_c.view(B, num_groups, k), var_c.view(B, num_groups, k)
     mean_g = mean_c.mean(-1, keepdim=True)
     var_g = (var_c + (mean_c - mean_g).square()).mean(-1, keepdim=True)
@@ -111,7 +112,7 @@ def group_norm_by_channels(x: torch.Tensor, num_groups: int, weight: torch.Tenso
     if bias is not None:
         shift = shift + bias.float().view(num_groups, k)
     view = (B, C) + (1,) * (x.dim() - 2)
-    return (x.float() * scale.reshape(view) + shift.reshape(view)).to(x.dtype)
+    return (xf * scale.reshape(view) + shift.reshape(view)).to(x.dtype)
 
 
 class ChannelStatsGroupNorm(nn.GroupNorm):
@@ -132,14 +133,10 @@ class ChannelStatsGroupNorm(nn.GroupNorm):
 def use_channel_stats_group_norm(module: nn.Module) -> int:
     """Swap every plain nn.GroupNorm inside ``module`` for :class:`ChannelStatsGroupNorm` in place,
     keeping its parameters. Returns how many were swapped."""
-    n = 0
-    for name, child in list(module.named_children()):
-        if type(child) is nn.GroupNorm:
-            child.__class__ = ChannelStatsGroupNorm
-            n += 1
-        else:
-            n += use_channel_stats_group_norm(child)
-    return n
+    norms = [m for m in module.modules() if type(m) is nn.GroupNorm]
+    for m in norms:
+        m.__class__ = ChannelStatsGroupNorm  # no state of its own: parameters and hooks stay
+    return len(norms)
 
 
 # ---------------------------------------------------------------------- the model
