@@ -26,3 +26,20 @@ def test_outputs_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced where they can be opened (POSIX)")
+def test_file_then_folder_are_flushed_after_the_rename(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "out.json"
+    seen = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        seen.append((stat.S_ISDIR(os.fstat(fd).st_mode), target.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_json(target, {"a": 1})
+    # the temp file before the rename, then the folder holding the renamed file
+    assert seen == [(False, False), (True, True)]
+    assert json.loads(target.read_text()) == {"a": 1}

@@ -1,5 +1,5 @@
 """Atomic writes: a file appears complete or not at all (write to a temp file in the same
-folder, fsync, rename)."""
+folder, fsync, rename, fsync the folder so the rename itself survives a crash)."""
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +26,24 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: the rename still happened
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
