@@ -18,8 +18,8 @@ decomposition under compile instead of the model's per-channel-statistics form),
 (Inductor does not unroll small reductions, e.g. the 4 channel statistics of a group, into the
 kernels that use them), noconvmm (1x1 convolutions stay convolutions instead of matmuls),
 rrt1 (Inductor realizes every reused pointwise result where it is defined: realize_reads_threshold
-1; meant to give the decoder's skip concatenations the channels-last layout their FX nodes
-prefer instead of a later NCHW materialization — not yet run on a GPU; docs/diffusion_perf.md).
+1), nocat (without the post-grad pass that keeps the decoder's skip concatenations channels-last,
+model.channels_last_cat_pass: they are then realized NCHW; docs/diffusion_perf.md).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from portraitrig.diffusion.engine import DDIMEngine  # noqa: E402
 from portraitrig.diffusion.model import (ChannelStatsGroupNorm, DiffusionRigModel, group_norm_by_channels,  # noqa: E402
                                          inductor_options)
 
-FLAGS = {"cdt", "ma", "nobench", "nolayout", "natgn", "nounroll", "noconvmm", "rrt1"}
+FLAGS = {"cdt", "ma", "nobench", "nolayout", "natgn", "nounroll", "noconvmm", "rrt1", "nocat"}
 
 
 def parse_variant(spec: str) -> tuple[int, set]:
@@ -103,6 +103,8 @@ def make_engine(model, steps: int, flags: set, dev) -> DDIMEngine:
             opts["conv_1x1_as_mm"] = False
         if "rrt1" in flags:
             opts["realize_reads_threshold"] = 1
+        if "nocat" in flags:
+            opts.pop("post_grad_custom_post_pass", None)
         if "nounroll" in flags:
             opts["unroll_reductions_threshold"] = 1
         eng._denoise = torch.compile(model.denoise, dynamic=False, options=opts)

@@ -8,7 +8,8 @@ reductions / pointwise, optimizer, copies) of the first one, with the GPU's idle
 A variant is ``NAME-bN[-flag...]``: NAME in eager16 (fp16 autocast + GradScaler, eager, NCHW,
 unfused AdamW: the plain reference recipe) or fast (bf16, compile, channels_last, fused AdamW);
 flags: nchw (contiguous), ca (compile mode max-autotune-no-cudagraphs), cdt (Inductor
-coordinate-descent tuning), gc (gradient checkpointing). Time per step is the median of
+coordinate-descent tuning), gc (gradient checkpointing), natgn (PyTorch's own GroupNorm
+instead of the model's per-channel-statistics form under compile). Time per step is the median of
 ``--steps`` CUDA-event-timed steps after three warm-up steps.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
 
 from portraitrig.diffusion.config import preset  # noqa: E402
+from portraitrig.diffusion.model import ChannelStatsGroupNorm  # noqa: E402
 from portraitrig.diffusion.train import TrainConfig, Trainer  # noqa: E402
 
 CATEGORIES = (  # first match wins; kernel names lower-cased (Triton first: its fused kernels
@@ -53,7 +55,7 @@ def category(name: str) -> str:
     return "other"
 
 
-TRAIN_FLAGS = {"nchw", "ca", "cdt", "gc"}
+TRAIN_FLAGS = {"nchw", "ca", "cdt", "gc", "natgn"}
 
 
 def parse_variant(spec: str, dev) -> tuple[int, TrainConfig, dict]:
@@ -118,6 +120,7 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
     saved = {k: getattr(ic, k) for k in inductor}
     for k, v in inductor.items():
         setattr(ic, k, v)
+    ChannelStatsGroupNorm.by_channels = "natgn" not in spec.split("-")[2:]
     S = cfg.image_size
     g = torch.Generator(device=dev).manual_seed(0)
     x0 = torch.rand(batch, 3, S, S, device=dev, generator=g) * 2 - 1
@@ -176,6 +179,7 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
     finally:
         for k, v in saved.items():
             setattr(ic, k, v)
+        ChannelStatsGroupNorm.by_channels = True
         tr = None
         gc.collect()
         torch._dynamo.reset()

@@ -1,5 +1,5 @@
-"""GroupNorm from per-channel statistics (the edit engine's compiled form) and the engine's
-scoped cuDNN autotuning."""
+"""GroupNorm from per-channel statistics (the compiled form, editing and training), the
+channels-last concatenation pass, and the engine's scoped cuDNN autotuning."""
 import shutil
 
 import pytest
@@ -61,7 +61,7 @@ def test_model_swaps_every_group_norm_keeping_parameters():
     assert all(torch.equal(before[k], v) for k, v in stock.state_dict().items())
 
 
-def test_compiled_inference_only_takes_the_channel_form(monkeypatch):
+def test_only_compiled_code_takes_the_channel_form(monkeypatch):
     calls = []
     real = M.group_norm_by_channels
     monkeypatch.setattr(M, "group_norm_by_channels", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -72,16 +72,17 @@ def test_compiled_inference_only_takes_the_channel_form(monkeypatch):
     ref = F.group_norm(x, 4, gn.weight, gn.bias, gn.eps)
     with torch.no_grad():
         gn(x)
+    gn(x)
     assert calls == []  # eager: PyTorch's kernel
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    gn(x)
-    assert calls == []  # compiled with gradients (training): stock
-    with torch.no_grad():
+    out = gn(x)  # compiled training
+    assert calls == [1] and torch.allclose(out, ref, atol=1e-5)
+    with torch.no_grad():  # compiled inference (the edit engine)
         out = gn(x)
-        assert calls == [1] and torch.allclose(out, ref, atol=1e-5)
+        assert calls == [1, 1] and torch.allclose(out, ref, atol=1e-5)
         gn.by_channels = False
         gn(x)
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 def test_engine_scopes_cudnn_autotuning():
@@ -125,3 +126,55 @@ def test_really_compiled_inference_takes_the_channel_form_and_matches_eager(monk
         torch._dynamo.reset()
     assert calls == [1]  # traced once, through the channel form
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
+def test_compiled_training_of_the_unet_matches_eager_gradients():
+    # the denoiser as training compiles it (channel-form GroupNorm, channels-last concatenation
+    # pass): loss and every gradient as in eager
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    m = M.DiffusionRigModel(preset("tiny")).train().to(memory_format=torch.channels_last)
+    S = m.config.image_size
+    cl = dict(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, S, S).contiguous(**cl)
+    buf = torch.randn(2, m.config.buffer_channels, S, S).contiguous(**cl)
+    cond = torch.randn(2, m.latent_proj.out_features)
+    t = torch.tensor([10, 700])
+
+    def grads(f):
+        m.zero_grad(set_to_none=True)
+        loss = f(x, t, buf, cond).square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    l0, g0 = grads(m.denoise)
+    torch._dynamo.reset()
+    try:
+        l1, g1 = grads(torch.compile(m.denoise, dynamic=False, options=M.inductor_options(True)))
+    finally:
+        torch._dynamo.reset()
+    assert torch.allclose(l0, l1, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    scale = max(g.abs().max() for g in g0.values())
+    for n, g in g0.items():
+        assert (g1[n] - g).abs().max() <= 1e-4 * scale + 1e-4 * g.abs().max(), n
+
+
+def test_channels_last_cat_pass_marks_only_channels_last_4d_concatenations():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    g = torch.fx.Graph()
+    a, b = g.placeholder("a"), g.placeholder("b")
+    cats = [g.call_function(torch.ops.aten.cat.default, ([a, b], 1)) for _ in range(3)]
+    g.output(tuple(cats))
+    with FakeTensorMode():
+        cats[0].meta["val"] = torch.empty(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+        cats[1].meta["val"] = torch.empty(2, 8, 4, 4)  # NCHW: left alone
+        cats[2].meta["val"] = torch.empty(2, 8)  # 2-D: left alone
+    M.channels_last_cat_pass()(g)
+    assert [c.meta.get("inductor_realize_to_strides", False) for c in cats] == [True, False, False]
+    assert M.channels_last_cat_pass().uuid() == M.channels_last_cat_pass().uuid()  # cache key
+    assert "post_grad_custom_post_pass" in M.inductor_options(True)
+    assert "post_grad_custom_post_pass" not in M.inductor_options(False)

@@ -83,3 +83,34 @@ def preset_levels():
     from portraitrig.diffusion.config import preset
 
     return preset("tiny").unet.channel_mult
+
+
+def test_profile_train_natgn_flag_is_restored(tmp_path):
+    pt = pytest.importorskip("profile_train")
+    from portraitrig.diffusion.model import ChannelStatsGroupNorm
+
+    out = tmp_path / "p.json"
+    assert pt.main(["--device", "cpu", "--config", "tiny", "--variants", "fast-b2-natgn", "--steps", "1",
+                    "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["fast-b2-natgn"]["finite_loss"]
+    assert ChannelStatsGroupNorm.by_channels is True  # the variant's switch does not leak
+
+
+def test_layout_audit_finds_nchw_activations_graph_by_graph(tmp_path, capsys):
+    la = pytest.importorskip("layout_audit")
+    log = tmp_path / "code.log"
+    log.write_text(
+        "V1121 x] [__output_code] # AOT ID: ['0_inference']\n"
+        "    buf1 = empty_strided_cuda((16, 256, 64, 64), (1048576, 1, 16384, 256), torch.bfloat16)\n"
+        "    buf2 = empty_strided_cuda((16, 384, 64, 64), (1572864, 4096, 64, 1), torch.bfloat16)\n"
+        "    buf3 = empty_strided_cuda((16, 128, 1, 1), (128, 1, 1, 1), torch.float32)\n"
+        "V1121 x] [__output_code] # AOT ID: ['1_inference']\n"
+        "    buf4 = empty_strided_cpu((2, 8, 4, 4), (128, 1, 32, 8), torch.float32)\n")
+    out = tmp_path / "a.json"
+    assert la.main([str(log), "--json", str(out)]) == 0
+    graphs = json.loads(out.read_text())
+    assert [g["allocations_4d"] for g in graphs] == [3, 1]
+    assert graphs[0]["nchw"] == [{"buffer": "buf2", "shape": [16, 384, 64, 64], "dtype": "bfloat16"}]
+    assert graphs[1]["nchw"] == []
+    assert "graph 0: 3 4-D allocations, 1 NCHW" in capsys.readouterr().out
+    assert la.main([str(tmp_path / "missing.log")]) == 2

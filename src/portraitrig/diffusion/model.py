@@ -80,8 +80,40 @@ def inductor_options(channels_last: bool = True) -> dict:
     >= 2 * out_channels (every UNet decoder conv on a skip concatenation). Without it the fused
     GroupNorm/SiLU kernels write NCHW and cuDNN copies each activation back to NHWC: 130 copies,
     a quarter of a training step on an H100; forced, training went from 120.5 to 149 img/s
-    (bench/profile_train.py)."""
-    return {"conv_1x1_as_mm": True, "force_layout_optimization": channels_last}
+    (bench/profile_train.py). Channels-last concatenations stay channels-last
+    (:func:`channels_last_cat_pass`)."""
+    opts = {"conv_1x1_as_mm": True, "force_layout_optimization": channels_last}
+    if channels_last:
+        opts["post_grad_custom_post_pass"] = channels_last_cat_pass()
+    return opts
+
+
+def channels_last_cat_pass():
+    """An Inductor post-grad pass: every 4-D channels-last concatenation is realized with its
+    traced (channels-last) strides wherever Inductor materializes it.
+
+    Inductor 2.11 lowers the UNet decoder's skip concatenations as "pointwise cats" and, as each
+    has several users (GroupNorm statistics, the normalisation, the 1x1 shortcut), realizes them
+    later with a default NCHW layout: the normalisation then read them transposed and the shortcut
+    matmul copied them back (bench/layout_audit.py lists such buffers). With the pass, a batch-16
+    edit forward on an H100 went from 28.7 to 25.4 ms, and a training step (with
+    :class:`ChannelStatsGroupNorm`) from 149 to 170 img/s (bench/profile_edit.py,
+    bench/profile_train.py). Lowering the concatenations as ConcatKernels instead
+    (``max_pointwise_cat_inputs=1``) left them NCHW (measured: 28.6 ms)."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class ChannelsLastCat(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            for n in graph.find_nodes(op="call_function", target=torch.ops.aten.cat.default):
+                v = n.meta.get("val")
+                if (isinstance(v, torch.Tensor) and v.dim() == 4 and not v.is_contiguous()
+                        and v.is_contiguous(memory_format=torch.channels_last)):
+                    n.meta["inductor_realize_to_strides"] = True
+
+        def uuid(self) -> str:
+            return "portraitrig-channels-last-cat-1"
+
+    return ChannelsLastCat()
 
 
 # ---------------------------------------------------------------------- group norm
@@ -116,16 +148,16 @@ def group_norm_by_channels(x: torch.Tensor, num_groups: int, weight: torch.Tenso
 
 
 class ChannelStatsGroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (same parameters, same state dict) that, compiled for inference (gradients
-    off: the edit engine), normalises through :func:`group_norm_by_channels`: a 16-photo edit
-    batch on an H100 went from 30.9 to 28.7 ms per UNet forward. Eager calls keep PyTorch's own
-    kernel, and so does compiled training, whose backward through this form was not measured.
-    ``by_channels = False`` on an instance restores the stock form everywhere (benchmarks)."""
+    """nn.GroupNorm (same parameters, same state dict) that, under torch.compile (the edit engine,
+    compiled training), normalises through :func:`group_norm_by_channels`: a 16-photo edit batch
+    on an H100 went from 30.9 to 28.7 ms per UNet forward; training, together with
+    :func:`channels_last_cat_pass`, from 149 to 170 img/s. Eager calls keep PyTorch's own kernel.
+    ``by_channels = False`` (on an instance or the class) restores the stock form everywhere."""
 
     by_channels = True
 
     def forward(self, x):
-        if self.by_channels and torch.compiler.is_compiling() and not torch.is_grad_enabled():
+        if self.by_channels and torch.compiler.is_compiling():
             return group_norm_by_channels(x, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(x)
 
