@@ -5,7 +5,7 @@
 
 Training (same model, same batch): "eager-fp16" = fp32 weights, autocast fp16 + GradScaler,
 non-fused AdamW, eager, NCHW; "fast" = bf16 autocast, torch.compile, fused AdamW, channels_last,
-SDPA attention (both through portraitrig.diffusion.train.Trainer, EMA and clipping included).
+SDPA attention (both through portraitrig.methods.diffusionrig.method.Trainer, EMA and clipping included).
 Editing (one photo, 20 inversion + 20 decoding steps): eager fp32, eager bf16, compiled bf16,
 and compiled bf16 with the whole DDIM loop in one CUDA graph; then batched edits (16 edits of
 one photo sharing one inversion; 16 photos x 1 edit). Also: FLOPs per UNet forward and the
@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
 
-from portraitrig.diffusion.config import preset  # noqa: E402
-from portraitrig.diffusion.engine import DDIMEngine  # noqa: E402
-from portraitrig.diffusion.model import DiffusionRigModel  # noqa: E402
-from portraitrig.diffusion.train import TrainConfig, Trainer  # noqa: E402
+from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
+from portraitrig.methods.diffusionrig.engine import DDIMEngine  # noqa: E402
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel  # noqa: E402
+from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer  # noqa: E402
 
 
 def sync(dev):
@@ -122,7 +122,7 @@ EDIT_CASES = ("eager", "batch1", "one-photo", "photos", "api")
 
 
 def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, cases=EDIT_CASES):
-    from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
+    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, Edit, Subject
     from portraitrig.edits import light_sweep_directions, relight
     from portraitrig.face.model import load_default_model
     from portraitrig.face.params import RigParams
@@ -217,7 +217,7 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
 
 
 def bench_render(cfg, dev, batch: int, repeat: int, table: Table, results: dict):
-    from portraitrig.diffusion.train import RigBuffers
+    from portraitrig.methods.diffusionrig.method import RigBuffers
     from portraitrig.face.params import RigParams
 
     rb = RigBuffers(cfg.buffers, cfg.image_size, dev)

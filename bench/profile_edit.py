@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import Table, describe_machine, machine_info, sync, timeit, write_json  # noqa: E402
 from profile_train import kernel_breakdown, print_profile  # noqa: E402
 
-from portraitrig.diffusion.config import preset  # noqa: E402
-from portraitrig.diffusion.engine import DDIMEngine  # noqa: E402
-from portraitrig.diffusion.model import (ChannelStatsGroupNorm, DiffusionRigModel, group_norm_by_channels,  # noqa: E402
+from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
+from portraitrig.methods.diffusionrig.engine import DDIMEngine  # noqa: E402
+from portraitrig.methods.diffusionrig.model import (ChannelStatsGroupNorm, DiffusionRigModel, group_norm_by_channels,  # noqa: E402
                                          inductor_options)
 
 FLAGS = {"cdt", "ma", "nobench", "nolayout", "natgn", "nounroll", "noconvmm", "rrt1", "nocat"}

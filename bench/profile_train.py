@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
 
-from portraitrig.diffusion.config import preset  # noqa: E402
-from portraitrig.diffusion.model import ChannelStatsGroupNorm  # noqa: E402
-from portraitrig.diffusion.train import TrainConfig, Trainer  # noqa: E402
+from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
+from portraitrig.methods.diffusionrig.model import ChannelStatsGroupNorm  # noqa: E402
+from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer  # noqa: E402
 
 CATEGORIES = (  # first match wins; kernel names lower-cased (Triton first: its fused kernels
     # are named after the ops they fuse, e.g. triton_poi_fused_convolution_... is a bias add)
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from portraitrig.diffusion.model import DiffusionRigModel
+        from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 
         with torch.device("meta"):
             m = DiffusionRigModel(cfg)

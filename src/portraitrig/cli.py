@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_render)
 
-    for mod in ("portraitrig.diffusion.cli", "portraitrig.eval.cli"):
+    for mod in ("portraitrig.apps.editjob", "portraitrig.eval.cli"):
         try:
             module = __import__(mod, fromlist=["register"])
         except ImportError as exc:  # an optional extra is missing: say so only when used

@@ -9,16 +9,13 @@ fit: re-running it refits all its photos.
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from portraitrig.errors import InputError
-from portraitrig.io.atomic import write_image, write_json
-
-MANIFEST = "manifest.json"
+from portraitrig.io.atomic import write_image
+from portraitrig.io.fitfolder import MANIFEST, Manifest
 
 
 @dataclass
@@ -32,6 +29,10 @@ class FitJobConfig:
     save_crops: bool = False          # also write <id>.crop.png
     photometric: bool = True
     device: str = "cpu"
+
+
+# settings that change what is written: a re-run with other values refits everything
+OUTPUT_SETTINGS = ("crop_size", "format", "stride", "max_frames", "album", "smooth_sigma", "photometric")
 
 
 @dataclass
@@ -55,66 +56,6 @@ class FitJobSummary:
         return "\n".join(lines)
 
 
-# settings that change what is written: a re-run with other values refits everything
-OUTPUT_SETTINGS = ("crop_size", "format", "stride", "max_frames", "album", "smooth_sigma", "photometric")
-SAVE_EVERY_S = 5.0  # the manifest is rewritten at most this often (and at the end)
-
-
-class Manifest:
-    """The job's record, keyed by item id; rewritten atomically."""
-
-    def __init__(self, path: Path, settings: dict):
-        self.path = path
-        self.items: dict[str, dict] = {}
-        self.sources: dict[str, dict] = {}
-        self.settings = settings
-        self.reusable = True  # may finished items of an earlier run be skipped?
-        self._saved = 0.0
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-                self.items = {it["id"]: it for it in old.get("items", [])}
-                self.sources = dict(old.get("sources", {}))
-                before = old.get("settings", {})
-            except (ValueError, KeyError, TypeError) as exc:
-                # an unreadable manifest is kept aside, never silently overwritten
-                path.rename(path.with_suffix(f".corrupt-{int(time.time())}.json"))
-                print(f"warning: {path}: unreadable manifest ({exc}); moved aside, starting fresh")
-                return
-            changed = [k for k in OUTPUT_SETTINGS if before.get(k) != settings.get(k)]
-            if changed:
-                print(f"note: {path.parent}: settings changed since the last run ({', '.join(changed)}); "
-                      "refitting everything")
-                self.reusable = False
-
-    def done(self, item_id: str, out_dir: Path) -> bool:
-        it = self.items.get(item_id)
-        return bool(self.reusable and it and it.get("status") == "ok" and (out_dir / it["params"]).exists())
-
-    def source_done(self, source: str, out_dir: Path) -> bool:
-        """A video is done when it decoded to its end, its group fit succeeded, and every
-        frame with a face has its file."""
-        src = self.sources.get(source, {})
-        if not (self.reusable and src.get("status") == "ok"):
-            return False
-        return all(self.done(i, out_dir) or self.items.get(i, {}).get("status") == "error"
-                   for i in src.get("items", []))
-
-    def save(self, force: bool = True) -> None:
-        if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
-            return
-        items = list(self.items.values())
-        write_json(self.path, {
-            "tool": "portraitrig fit",
-            "settings": self.settings,
-            "summary": {"ok": sum(i["status"] == "ok" for i in items),
-                        "error": sum(i["status"] == "error" for i in items)},
-            "sources": self.sources,
-            "items": items,
-        })
-        self._saved = time.monotonic()
-
-
 def _error_item(item_id: str, source: str, err: Exception) -> dict:
     msg = str(err) if isinstance(err, InputError) else f"{source}: {err.__class__.__name__}: {err}"
     return {"id": item_id, "source": source, "status": "error", "message": msg}
@@ -133,7 +74,7 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
         raise ValueError(f"format must be 'safetensors' or 'npz', not {cfg.format!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out / MANIFEST, asdict(cfg))
+    manifest = Manifest(out / MANIFEST, asdict(cfg), OUTPUT_SETTINGS)
     summary = FitJobSummary(out)
 
     def record_error(item_id: str, source: str, err: Exception) -> None:
@@ -234,14 +175,4 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
     return summary
 
 
-__all__ = ["FitJobConfig", "FitJobSummary", "run_fit", "MANIFEST"]
-
-
-def iter_manifest(out_dir: str | Path, status: str | None = "ok") -> Iterable[dict]:
-    """Items of a fit output folder's manifest (only those with ``status`` unless None)."""
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        raise InputError(out_dir, f"no {MANIFEST} here: not a `portraitrig fit` output folder")
-    for it in json.loads(path.read_text()).get("items", []):
-        if status is None or it.get("status") == status:
-            yield it
+__all__ = ["FitJobConfig", "FitJobSummary", "run_fit"]

@@ -86,7 +86,7 @@ class SourceImages:
 
 def _iter_items(inputs: Sequence[str], rigger: Callable) -> Iterator[RenderItem | InputError]:
     """Render items of every input; a bad one is yielded as its InputError (never raised)."""
-    from portraitrig.apps.fitjob import MANIFEST, iter_manifest
+    from portraitrig.io.fitfolder import MANIFEST, iter_manifest
     from portraitrig.face.params import RigParams
     from portraitrig.io.sources import expand_inputs
 

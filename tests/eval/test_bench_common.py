@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 common = pytest.importorskip("common")
 
 
@@ -80,14 +80,14 @@ def test_profile_edit_variants_and_cpu_run(tmp_path):
 
 
 def preset_levels():
-    from portraitrig.diffusion.config import preset
+    from portraitrig.methods.diffusionrig.config import preset
 
     return preset("tiny").unet.channel_mult
 
 
 def test_profile_train_natgn_flag_is_restored(tmp_path):
     pt = pytest.importorskip("profile_train")
-    from portraitrig.diffusion.model import ChannelStatsGroupNorm
+    from portraitrig.methods.diffusionrig.model import ChannelStatsGroupNorm
 
     out = tmp_path / "p.json"
     assert pt.main(["--device", "cpu", "--config", "tiny", "--variants", "fast-b2-natgn", "--steps", "1",

@@ -5,55 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from portraitrig.diffusion import checkpoint as ck
-from portraitrig.diffusion.config import preset
-from portraitrig.diffusion.data import FaceCache, build_cache, group_of
-from portraitrig.diffusion.model import DiffusionRigModel
-from portraitrig.diffusion.train import TrainConfig, batch_indices, train
+from portraitrig.training import checkpoint as ck
+from portraitrig.methods.diffusionrig.config import preset
+from portraitrig.neural.cache import FaceCache, build_cache, group_of
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
+from portraitrig.methods.diffusionrig.method import TrainConfig, batch_indices, train
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 
-S = 32
-
-
-def _synthetic(n=8, V=10):
-    """Blobs whose position follows params.translation and colour params.light[:, 0]."""
-    g = torch.Generator().manual_seed(0)
-    p = RigParams(scale=torch.rand(n, 1, generator=g), rotation=torch.randn(n, 3, generator=g) * 0.1,
-                  translation=torch.randn(n, 2, generator=g) * 0.2, identity=torch.randn(n, 5, generator=g),
-                  expression=torch.randn(n, 4, generator=g), gaze=torch.zeros(n, 2, 2),
-                  light=torch.randn(n, 9, 3, generator=g), albedo=torch.rand(n, V, 3, generator=g),
-                  sources=[f"/x/clip{i % 2}.mp4#frame={i}" for i in range(n)])
-    m, sh = _blob(p)
-    imgs = ((sh * m + 0.2 * (1 - m)) * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    return list(imgs), p
-
-
-def _blob(p):
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, S, device=p.device), torch.linspace(-1, 1, S, device=p.device),
-                            indexing="ij")
-    r = (xx - p.translation[:, 0, None, None]) ** 2 + (yy - p.translation[:, 1, None, None]) ** 2
-    m = (r < 0.4).float()[:, None]
-    return m, torch.sigmoid(2 * p.light[:, 0, :])[:, :, None, None]
-
-
-def synth_buffers(p):
-    """Stand-in for the rig renderer: 13 channels like normal/albedo/shaded/regions."""
-    m, sh = _blob(p)
-    return torch.cat([m.expand(-1, 3, -1, -1), (sh * m) * 2 - 1, (sh * m) * 2 - 1, m.expand(-1, 4, -1, -1) * 2 - 1], 1)
-
-
-@pytest.fixture(scope="module")
-def cache():
-    imgs, p = _synthetic()
-    return build_cache(imgs, p, [f"i{i}" for i in range(len(imgs))], S)
-
-
-def _cfg(**kw):
-    base = dict(steps=6, batch_size=4, precision="fp32", ckpt_every=1000, sample_every=0, log_every=1,
-                warmup_steps=1, lr=1e-3, channels_last=False)
-    base.update(kw)
-    return TrainConfig(**base)
+from synth_data import S, _cfg, cache, synth_buffers  # noqa: F401  (cache is a fixture)
 
 
 def test_cache_round_trip_and_selection(cache, tmp_path):

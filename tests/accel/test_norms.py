@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitrig.diffusion import model as M
-from portraitrig.diffusion.config import preset
-from portraitrig.diffusion.engine import DDIMEngine
+from portraitrig.methods.diffusionrig import model as M
+from portraitrig.methods.diffusionrig.config import preset
+from portraitrig.methods.diffusionrig.engine import DDIMEngine
 
 
 def _x(*shape, seed=0):

@@ -24,7 +24,7 @@ import torch
 
 from portraitrig.errors import InputError
 from portraitrig.face.params import TENSOR_FIELDS, RigParams
-from portraitrig.io.images import decode_image, read_image
+from portraitrig.io.images import decode_image
 
 FORMAT = "portraitrig.DiffusionCache"
 
@@ -157,53 +157,3 @@ def build_cache(images: Sequence[np.ndarray], params: RigParams, ids: Sequence[s
     return FaceCache(size, torch.from_numpy(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)),
                      torch.from_numpy(offs), params, torch.as_tensor([names.index(g) for g in labels], dtype=torch.int64),
                      names, list(ids))
-
-
-def read_fit_folder(folder: str | Path, group_by: str = "source"):
-    """(crops, RigParams, ids, groups) of the ok items of a ``portraitrig fit --save-crops`` folder.
-    ``group_by``: "source" (video stem / photo stem) or "folder" (this folder's name)."""
-    from portraitrig.apps.fitjob import iter_manifest
-
-    folder = Path(folder)
-    images, plist, ids, groups = [], [], [], []
-    for it in iter_manifest(folder):
-        if not it.get("crop"):
-            raise InputError(folder, "fit output has no crops: run `portraitrig fit --save-crops`")
-        p = RigParams.load(folder / it["params"])
-        images.append(read_image(folder / it["crop"]))
-        plist.append(p.replace(sources=[it.get("source", it["id"])]))
-        ids.append(f"{folder.name}/{it['id']}")
-        groups.append(folder.name if group_by == "folder" else group_of(it.get("source", it["id"])))
-    if not plist:
-        raise InputError(folder, "no successfully fitted items in this folder")
-    return images, RigParams.cat(plist), ids, groups
-
-
-def prepare(inputs: Sequence[str | Path], out: str | Path, size: int = 256, quality: int = 95,
-            group_by: str = "source", fit_dir: str | Path | None = None, device: str = "cpu",
-            stride: int = 1, max_frames: int | None = None) -> FaceCache:
-    """Build one cache file ``out`` from ``portraitrig fit`` folders and/or raw images/videos.
-
-    Raw inputs are fitted first with the pipeline (``portraitrig fit --save-crops`` into
-    ``fit_dir``, default ``<out>.fits/``; finished items are reused)."""
-    folders = [Path(p) for p in inputs if Path(p).is_dir() and (Path(p) / "manifest.json").exists()]
-    raw = [p for p in inputs if not (Path(p).is_dir() and (Path(p) / "manifest.json").exists())]
-    if raw:
-        from portraitrig.apps.fitjob import FitJobConfig, run_fit
-
-        fd = Path(fit_dir) if fit_dir else Path(str(out) + ".fits")
-        run_fit(raw, fd, FitJobConfig(crop_size=max(size, 256), save_crops=True, device=device, stride=stride,
-                                      max_frames=max_frames), progress=True)
-        folders.append(fd)
-    images, plist, ids, groups = [], [], [], []
-    for f in folders:
-        im, p, i, g = read_fit_folder(f, group_by)
-        images += im
-        plist.append(p)
-        ids += i
-        groups += g
-    if not plist:
-        raise InputError(None, "nothing to prepare: give `portraitrig fit` folders or images/videos")
-    cache = build_cache(images, RigParams.cat(plist), ids, size, groups, quality)
-    cache.save(out)
-    return cache

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from portraitrig.diffusion.config import preset
-from portraitrig.diffusion.data import build_cache
-from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.methods.diffusionrig.config import preset
+from portraitrig.neural.cache import build_cache
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_diffusion.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "src" / "portraitrig" / "eval" / "heldout.py"
 
 
 def _script():

@@ -44,8 +44,8 @@ def test_refit_measures_pose_faithfulness(astro_fit, tmp_path):
 
 def test_edit_output_is_an_eval_results_folder(tmp_path):
     """A tiny random diffusion model's edits go straight into `portraitrig eval`."""
-    from portraitrig.diffusion.config import preset
-    from portraitrig.diffusion.model import DiffusionRigModel
+    from portraitrig.methods.diffusionrig.config import preset
+    from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 
     torch.manual_seed(0)
     DiffusionRigModel(preset("tiny")).save_pretrained(tmp_path / "tiny")

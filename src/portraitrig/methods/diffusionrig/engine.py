@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import torch
 
-from portraitrig.diffusion.model import DiffusionRigModel, inductor_options
-from portraitrig.diffusion.sampling import DDIMPlan, ddim_invert, ddim_sample
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel, inductor_options
+from portraitrig.methods.diffusionrig.sampling import DDIMPlan, ddim_invert, ddim_sample
 
 
 class DDIMEngine:

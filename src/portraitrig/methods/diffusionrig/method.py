@@ -23,13 +23,13 @@ from typing import Callable
 
 import torch
 
-from portraitrig.diffusion import checkpoint as ck
-from portraitrig.diffusion.augment import LightAugment, random_lights, relight_batch
-from portraitrig.diffusion.augment import check_names as check_light_names
-from portraitrig.diffusion.config import DiffusionConfig
-from portraitrig.diffusion.data import FaceCache
-from portraitrig.diffusion.model import DiffusionRigModel, inductor_options
-from portraitrig.diffusion.sampling import DDIMPlan, NoiseSchedule, ddim_sample
+from portraitrig.training import checkpoint as ck
+from portraitrig.methods.diffusionrig.augment import LightAugment, random_lights, relight_batch
+from portraitrig.methods.diffusionrig.augment import check_names as check_light_names
+from portraitrig.methods.diffusionrig.config import DiffusionConfig
+from portraitrig.neural.cache import FaceCache
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel, inductor_options
+from portraitrig.methods.diffusionrig.sampling import DDIMPlan, NoiseSchedule, ddim_sample
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 
@@ -80,7 +80,7 @@ class RigBuffers:
 
     @torch.no_grad()
     def __call__(self, params: RigParams) -> torch.Tensor:
-        from portraitrig.diffusion.model import buffers_to_tensor
+        from portraitrig.methods.diffusionrig.model import buffers_to_tensor
 
         return buffers_to_tensor(self.renderer(params), self.names)
 
@@ -215,7 +215,7 @@ def _check_config(want: DiffusionConfig, have: DiffusionConfig, path) -> None:
 
 def _grid(buffers: torch.Tensor, names, samples: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Rows of [buffers..., sample, target] as one (H', W', 3) float image in [0, 1]."""
-    from portraitrig.diffusion.config import BUFFER_CHANNELS
+    from portraitrig.methods.diffusionrig.config import BUFFER_CHANNELS
 
     cols, c = [], 0
     for n in names:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from portraitrig.diffusion.config import BUFFER_CHANNELS
+from portraitrig.methods.diffusionrig.config import BUFFER_CHANNELS
 from portraitrig.light import sh
 
 NEEDED = ("normal", "albedo", "shaded")
@@ -78,7 +78,7 @@ def random_lights(light: torch.Tensor, aug: LightAugment, generator: torch.Gener
 def relight_batch(x0: torch.Tensor, buffers: torch.Tensor, light: torch.Tensor, new_light: torch.Tensor,
                   names, aug: LightAugment = LightAugment()) -> tuple[torch.Tensor, torch.Tensor]:
     """Relight images ``x0`` (B, 3, S, S) in [-1, 1] and their buffers (B, C, S, S), normalised as
-    :func:`portraitrig.diffusion.model.buffers_to_tensor`, from ``light`` to ``new_light``
+    :func:`portraitrig.methods.diffusionrig.model.buffers_to_tensor`, from ``light`` to ``new_light``
     (B, 9, 3 each). Returns new (x0, buffers) in the inputs' dtypes; items whose light is
     unchanged come back unchanged."""
     check_names(names)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from portraitrig.cli import main
-from portraitrig.diffusion.config import preset
-from portraitrig.diffusion.model import DiffusionRigModel
-from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
+from portraitrig.methods.diffusionrig.config import preset
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
+from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, Edit, Subject
 from portraitrig.edits import relight, set_gaze
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams
@@ -127,7 +127,7 @@ def test_edit_batch_goes_on_past_a_photo_without_a_face(photo, tiny_model, tmp_p
 
 
 def test_compile_choice():
-    from portraitrig.diffusion.cli import _use_compile
+    from portraitrig.apps.editjob import _use_compile
 
     assert _use_compile("auto", "cuda:1", 32_000) and not _use_compile("auto", "cuda", 2_000)
     assert not _use_compile("auto", "cpu", 10 ** 7)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from portraitrig.diffusion.config import DiffusionConfig
+from portraitrig.methods.diffusionrig.config import DiffusionConfig
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t (B,) long) -> eps
 

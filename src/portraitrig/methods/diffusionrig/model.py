@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitrig.diffusion.config import BUFFER_CHANNELS, DiffusionConfig
+from portraitrig.methods.diffusionrig.config import BUFFER_CHANNELS, DiffusionConfig
 
 FORMAT = "portraitrig.DiffusionRig"
 

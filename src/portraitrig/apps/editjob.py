@@ -92,7 +92,7 @@ def register(sub) -> None:
 
 
 def _cmd_prepare(args) -> int:
-    from portraitrig.diffusion.data import prepare
+    from portraitrig.apps.preparejob import prepare
 
     cache = prepare(args.inputs, args.out, size=args.size, quality=args.quality, group_by=args.group_by,
                     device=args.device, stride=args.stride, max_frames=args.max_frames)
@@ -102,9 +102,9 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from portraitrig.diffusion.config import preset
-    from portraitrig.diffusion.data import FaceCache
-    from portraitrig.diffusion.train import TrainConfig, train
+    from portraitrig.methods.diffusionrig.config import preset
+    from portraitrig.neural.cache import FaceCache
+    from portraitrig.methods.diffusionrig.method import TrainConfig, train
     from portraitrig.errors import InputError
 
     cache = FaceCache.load(args.cache)
@@ -171,7 +171,7 @@ def _is_float(s: str) -> bool:
 def build_edits(args, renderer) -> list:
     """The Edit list of the command-line flags: the reconstruction, the combined edit, and a
     light sweep if asked (each sweep item carries the other edits too)."""
-    from portraitrig.diffusion.renderer import Edit
+    from portraitrig.methods.diffusionrig.renderer import Edit
     from portraitrig.edits import light_sweep_directions, relight, rotate_head, set_expression, set_gaze
     from portraitrig.errors import InputError
 
@@ -221,7 +221,7 @@ def build_edits(args, renderer) -> list:
 def _cmd_edit(args) -> int:
     import torch
 
-    from portraitrig.diffusion.renderer import DiffusionRenderer, side_by_side
+    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, side_by_side
     from portraitrig.io.atomic import write_image, write_json
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -53,8 +53,8 @@ def _edit_fn(spec, face_model):
 
 
 def generate(args) -> int:
-    from portraitrig.diffusion.data import FaceCache
-    from portraitrig.diffusion.renderer import DiffusionRenderer, Edit, Subject
+    from portraitrig.neural.cache import FaceCache
+    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, Edit, Subject
     from portraitrig.face.params import TENSOR_FIELDS, RigParams
     from portraitrig.io.atomic import atomic_path
 

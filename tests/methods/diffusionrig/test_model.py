@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from portraitrig.diffusion.config import PRESETS, DiffusionConfig, preset
-from portraitrig.diffusion.model import DiffusionRigModel, buffers_to_tensor
-from portraitrig.diffusion.sampling import DDIMPlan, NoiseSchedule, ddim_invert, ddim_sample
+from portraitrig.methods.diffusionrig.config import PRESETS, DiffusionConfig, preset
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel, buffers_to_tensor
+from portraitrig.methods.diffusionrig.sampling import DDIMPlan, NoiseSchedule, ddim_invert, ddim_sample
 from portraitrig.errors import InputError
 
 
@@ -128,7 +128,7 @@ def test_ddim_inversion_reconstructs_input():
 def test_fast_engine_leaves_the_shared_encoder_in_float32():
     """The bf16 fast path casts only the denoiser: the renderer's encoder (and so the latent of
     every later edit) keeps its precision."""
-    from portraitrig.diffusion.engine import DDIMEngine
+    from portraitrig.methods.diffusionrig.engine import DDIMEngine
 
     torch.manual_seed(0)
     model = DiffusionRigModel(preset("tiny")).eval()

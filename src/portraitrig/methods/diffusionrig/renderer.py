@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from portraitrig.diffusion.engine import DDIMEngine
-from portraitrig.diffusion.model import DiffusionRigModel
+from portraitrig.methods.diffusionrig.engine import DDIMEngine
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 
@@ -109,7 +109,7 @@ class DiffusionRenderer:
 
     def __init__(self, model: DiffusionRigModel, device="cpu", fast: bool | None = None, face_model=None,
                  max_batch: int = 16, rigger=None, compile: bool = True):
-        from portraitrig.diffusion.train import RigBuffers
+        from portraitrig.methods.diffusionrig.method import RigBuffers
 
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()

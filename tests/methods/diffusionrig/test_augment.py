@@ -4,16 +4,16 @@ import json
 import pytest
 import torch
 
-from portraitrig.diffusion import checkpoint as ck
-from portraitrig.diffusion.augment import LightAugment, random_lights, relight_batch
-from portraitrig.diffusion.config import preset
-from portraitrig.diffusion.model import buffers_to_tensor
-from portraitrig.diffusion.train import TrainConfig, Trainer, train
+from portraitrig.training import checkpoint as ck
+from portraitrig.methods.diffusionrig.augment import LightAugment, random_lights, relight_batch
+from portraitrig.methods.diffusionrig.config import preset
+from portraitrig.methods.diffusionrig.model import buffers_to_tensor
+from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer, train
 from portraitrig.face.params import RigParams
 from portraitrig.light import sh
 from portraitrig.render.buffers import render_buffers
 from synth_face import SynthFace
-from test_diffusion_train import _cfg, cache, synth_buffers  # noqa: F401  (cache is a fixture)
+from synth_data import _cfg, cache, synth_buffers  # noqa: F401  (cache is a fixture)
 
 NAMES = ("normal", "albedo", "shaded", "regions")
 S = 48
