@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
+from common import Table, describe_machine, fast_cuda_settings, fixed_batch_trainer, machine_info, write_json  # noqa: E402
 
 from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
 from portraitrig.methods.diffusionrig.engine import DDIMEngine  # noqa: E402
 from portraitrig.methods.diffusionrig.model import DiffusionRigModel  # noqa: E402
-from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer  # noqa: E402
+from portraitrig.training.config import TrainConfig  # noqa: E402
 
 
 def sync(dev):
@@ -91,14 +91,14 @@ def bench_training(cfg, dev, batch: int, steps: int, variants, table: Table, res
             torch.cuda.reset_peak_memory_stats(dev)
         try:
             t0 = time.perf_counter()
-            tr = Trainer(cfg, tc, dev)
+            tr = fixed_batch_trainer(cfg, tc, dev, x0, buf)
             for k in range(3):  # warm-up (compilation)
-                tr.step(x0, buf, k)
+                tr.step(k)
             sync(dev)
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
             for k in range(steps):
-                loss = tr.step(x0, buf, 3 + k)
+                loss, _ = tr.step(3 + k)
             sync(dev)
             dt = (time.perf_counter() - t0) / steps
             ok = bool(torch.isfinite(loss))
@@ -122,7 +122,8 @@ EDIT_CASES = ("eager", "batch1", "one-photo", "photos", "api")
 
 
 def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, results: dict, cases=EDIT_CASES):
-    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, Edit, Subject
+    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
+    from portraitrig.neural.contract import Edit, Subject
     from portraitrig.edits import light_sweep_directions, relight
     from portraitrig.face.model import load_default_model
     from portraitrig.face.params import RigParams
@@ -217,7 +218,7 @@ def bench_edits(cfg, dev, steps: int, repeat: int, big: int, table: Table, resul
 
 
 def bench_render(cfg, dev, batch: int, repeat: int, table: Table, results: dict):
-    from portraitrig.methods.diffusionrig.method import RigBuffers
+    from portraitrig.render.spec import BufferStack as RigBuffers
     from portraitrig.face.params import RigParams
 
     rb = RigBuffers(cfg.buffers, cfg.image_size, dev)

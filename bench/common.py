@@ -168,3 +168,45 @@ def fast_cuda_settings(device) -> None:
 
 __all__ = ["cpu_model", "machine_info", "describe_machine", "sync", "timeit", "load_average", "Table", "write_json",
            "default_data_dir", "fast_cuda_settings"]
+
+
+def fixed_batch_trainer(model_config, train_config, device, x0, buffers, grad_checkpointing: bool = False):
+    """The shared loop's Trainer on DiffusionRig with one fixed batch (x0, buffers) every step:
+    the training step as the real loop runs it (EMA, clipping, optimizer), without data loading.
+    ``trainer.step(k)`` runs step k."""
+    import torch
+
+    from portraitrig.methods.diffusionrig.method import diffusion_loss
+    from portraitrig.methods.diffusionrig.model import DiffusionRigModel
+    from portraitrig.methods.diffusionrig.sampling import NoiseSchedule
+    from portraitrig.training.loop import Trainer
+    from portraitrig.training.method import TrainingMethod
+
+    class FixedBatch(TrainingMethod):
+        name = "diffusion-benchmark"
+
+        def __init__(self):
+            torch.manual_seed(train_config.seed)
+            self.device = torch.device(device)
+            self.model = DiffusionRigModel(model_config).to(self.device)
+            if grad_checkpointing:
+                self.model.unet.enable_gradient_checkpointing()
+            self.schedule = NoiseSchedule(model_config)
+            self.mf = torch.channels_last if train_config.channels_last else torch.contiguous_format
+
+        def num_items(self):
+            return x0.shape[0]
+
+        def loss(self, net, idx, step, generator):
+            x = x0.contiguous(memory_format=self.mf)
+            return diffusion_loss(net, self.schedule, x, buffers, x, generator, self.mf)
+
+        def run_identity(self):
+            return {}
+
+        def export(self, ema, directory):
+            return ema.save_pretrained(directory)
+
+    import dataclasses
+
+    return Trainer(FixedBatch(), dataclasses.replace(train_config, batch_size=x0.shape[0]))

@@ -19,7 +19,7 @@ decomposition under compile instead of the model's per-channel-statistics form),
 kernels that use them), noconvmm (1x1 convolutions stay convolutions instead of matmuls),
 rrt1 (Inductor realizes every reused pointwise result where it is defined: realize_reads_threshold
 1), nocat (without the post-grad pass that keeps the decoder's skip concatenations channels-last,
-model.channels_last_cat_pass: they are then realized NCHW; docs/diffusion_perf.md).
+accel.inductor.channels_last_cat_pass: they are then realized NCHW; docs/diffusion_performance.md).
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ from profile_train import kernel_breakdown, print_profile  # noqa: E402
 
 from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
 from portraitrig.methods.diffusionrig.engine import DDIMEngine  # noqa: E402
-from portraitrig.methods.diffusionrig.model import (ChannelStatsGroupNorm, DiffusionRigModel, group_norm_by_channels,  # noqa: E402
-                                         inductor_options)
+from portraitrig.accel.inductor import inductor_options  # noqa: E402
+from portraitrig.accel.norms import ChannelStatsGroupNorm, group_norm_by_channels, use_channel_stats_group_norm  # noqa: E402
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel  # noqa: E402
 
 FLAGS = {"cdt", "ma", "nobench", "nolayout", "natgn", "nounroll", "noconvmm", "rrt1", "nocat"}
 
@@ -88,6 +89,7 @@ def unet_flops(cfg) -> float:
 
 
 def make_engine(model, steps: int, flags: set, dev) -> DDIMEngine:
+    use_channel_stats_group_norm(model)  # what compile_module does, here with the variant's own options
     for m in model.modules():
         if isinstance(m, ChannelStatsGroupNorm):
             m.by_channels = "natgn" not in flags
@@ -139,7 +141,7 @@ def run_variant(spec, model, cfg, dev, steps, repeat, profile, flops, results, t
             if dev.type == "cuda":
                 bb = bb.contiguous(memory_format=torch.channels_last)
             cc = cond.to(eng.dtype)
-            with torch.no_grad(), eng._cudnn():  # not graphed: the kernels one by one
+            with torch.no_grad(), eng._backends():  # not graphed: the kernels one by one
                 eng._loop("invert", x, bb, cc)
                 sync()
                 acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

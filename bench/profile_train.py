@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Table, describe_machine, fast_cuda_settings, machine_info, write_json  # noqa: E402
+from common import Table, describe_machine, fast_cuda_settings, fixed_batch_trainer, machine_info, write_json  # noqa: E402
 
 from portraitrig.methods.diffusionrig.config import preset  # noqa: E402
-from portraitrig.methods.diffusionrig.model import ChannelStatsGroupNorm  # noqa: E402
-from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer  # noqa: E402
+from portraitrig.accel.norms import ChannelStatsGroupNorm  # noqa: E402
+from portraitrig.training.config import TrainConfig  # noqa: E402
 
 CATEGORIES = (  # first match wins; kernel names lower-cased (Triton first: its fused kernels
     # are named after the ops they fuse, e.g. triton_poi_fused_convolution_... is a bias add)
@@ -71,7 +71,7 @@ def parse_variant(spec: str, dev) -> tuple[int, TrainConfig, dict]:
                          channels_last=False, fused_adam=False)
     elif kind == "fast":
         tc = TrainConfig(batch_size=batch, precision="bf16" if cuda else "fp32", compile=cuda,
-                         channels_last="nchw" not in flags, fused_adam=True, grad_checkpointing="gc" in flags)
+                         channels_last="nchw" not in flags, fused_adam=True)
         if "ca" in flags:
             tc.compile_mode = "max-autotune-no-cudagraphs"
     else:
@@ -130,9 +130,9 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
-        tr = Trainer(cfg, tc, dev)
+        tr = fixed_batch_trainer(cfg, tc, dev, x0, buf, grad_checkpointing="gc" in spec.split("-")[2:])
         for k in range(3):
-            tr.step(x0, buf, k)
+            tr.step(k)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         warm = time.perf_counter() - t0
@@ -141,18 +141,18 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
             if dev.type == "cuda":
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
-                loss = tr.step(x0, buf, 3 + k)
+                loss, _ = tr.step(3 + k)
                 b.record()
                 b.synchronize()
                 times.append(a.elapsed_time(b) / 1e3)
             else:
                 t1 = time.perf_counter()
-                loss = tr.step(x0, buf, 3 + k)
+                loss, _ = tr.step(3 + k)
                 times.append(time.perf_counter() - t1)
         # back-to-back steps (no sync between them): what a training loop sees
         t1 = time.perf_counter()
         for k in range(steps):
-            loss = tr.step(x0, buf, 3 + steps + k)
+            loss, _ = tr.step(3 + steps + k)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         dt_loop = (time.perf_counter() - t1) / steps
@@ -166,7 +166,7 @@ def run_variant(spec, cfg, dev, steps, profile, results, table):
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
             with tprof(activities=acts) as prof:
                 for k in range(3):
-                    tr.step(x0, buf, 100 + k)
+                    tr.step(100 + k)
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
             rec["profile"] = kernel_breakdown(prof, 3)

@@ -41,7 +41,7 @@ IRIS = {0: (468, 469, 470, 471, 472), 1: (473, 474, 475, 476, 477)}   # subject'
 
 # ---------------------------------------------------------------------------- detection
 class _Detector:
-    """Helper A's detector when present, else MediaPipe Face Mesh directly; points in pixels."""
+    """portraitrig.capture.detector.MediaPipeFaceMesh when present, else MediaPipe Face Mesh directly; points in pixels."""
 
     def __init__(self, video: bool):
         try:

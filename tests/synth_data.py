@@ -4,7 +4,7 @@ import torch
 
 from portraitrig.face.params import RigParams
 from portraitrig.neural.cache import build_cache
-from portraitrig.methods.diffusionrig.method import TrainConfig
+from portraitrig.training.config import TrainConfig
 
 S = 32
 
@@ -42,10 +42,33 @@ def cache():
     return build_cache(imgs, p, [f"i{i}" for i in range(len(imgs))], S)
 
 
+METHOD_FIELDS = ("stage", "light_augment", "buffer_memory_gb", "sample_count", "sample_steps", "grad_checkpointing")
+
+
 def _cfg(**kw):
+    """A tiny DiffusionRig run config; method-level keys (stage, light_augment, ...) and training
+    loop keys (steps, batch_size, ...) in one call."""
+    from portraitrig.methods.diffusionrig.config import Config, preset
+
+    method = {k: kw.pop(k) for k in list(kw) if k in METHOD_FIELDS}
+    model = kw.pop("model", None) or preset("tiny")
     base = dict(steps=6, batch_size=4, precision="fp32", ckpt_every=1000, sample_every=0, log_every=1,
                 warmup_steps=1, lr=1e-3, channels_last=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return Config(model=model, train=TrainConfig(**base), **method)
+
+
+def train(cache, out, cfg, *, indices=None, init=None, buffer_fn=None, stop_after=None):
+    """Train DiffusionRig on the shared loop as `portraitrig train diffusion` does (tests)."""
+    from portraitrig.config import to_dict
+    from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
+    from portraitrig.training import loop
+
+    torch.manual_seed(cfg.train.seed)
+    sub = cache.subset(indices) if indices is not None else cache
+    resuming = loop.latest_checkpoint(out, warn=None) is not None
+    method = DiffusionRigMethod(cfg, sub, "cpu", init=None if resuming else init, buffer_fn=buffer_fn or synth_buffers,
+                                say=None)
+    return loop.train(method, cfg.train, out, config=to_dict(cfg), progress=False, stop_after=stop_after)
 
 

@@ -1,14 +1,18 @@
 """portraitrig: rig portraits with a 3D face model and re-render them; one subcommand per job.
 
-    portraitrig demo [PHOTO]              fit, overlay, buffers, relit / re-expressed previews
-    portraitrig fit INPUT... -o OUT       rig parameters for every image / video frame
-    portraitrig render INPUT... -o OUT    buffers, mesh overlays and a contact sheet
-    portraitrig prepare / train / edit    the diffusion renderer (DiffusionRig)
-    portraitrig eval RESULTS -o OUT       metrics and an HTML report
+    portraitrig demo [PHOTO]                    fit, overlay, buffers, relit / re-expressed previews
+    portraitrig fit INPUT... -o OUT             rig parameters for every image / video frame
+    portraitrig render INPUT... -o OUT          buffers, mesh overlays and a contact sheet
+    portraitrig prepare INPUT... -o CACHE       a neural renderers' training cache
+    portraitrig train METHOD DATA -o RUN        train a neural renderer (methods: see `train -h`)
+    portraitrig edit MODEL PHOTO... -o OUT      edit photos with a trained renderer
+    portraitrig eval RESULTS -o OUT             metrics and an HTML report
+    portraitrig heldout generate|score|sheet    a renderer on one person's held-out frames
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -25,6 +29,19 @@ def _int_at_least(low: int):
     return parse
 
 
+def _finite(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+# ---------------------------------------------------------------------------- commands
 def _cmd_fit(args) -> int:
     from portraitrig.apps.fitjob import FitJobConfig, run_fit
 
@@ -56,8 +73,83 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    from portraitrig.apps.preparejob import prepare
+
+    cache = prepare(args.inputs, args.out, size=args.size, quality=args.quality, group_by=args.group_by,
+                    device=args.device, stride=args.stride, max_frames=args.max_frames)
+    print(f"{args.out}: {len(cache)} items, {len(cache.groups)} groups, "
+          f"{cache.bytes_per_item() / 1024:.1f} kB per item ({args.size} px)")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from portraitrig.apps.trainjob import method_config, run_train
+    from portraitrig.config import apply_arguments, given_arguments
+    from portraitrig.training.loop import default_device, dist_info
+
+    cfg = method_config(args.method, args.preset, args.config)
+    try:
+        cfg = apply_arguments(cfg, args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if cfg.train.compile and default_device(args.device).type != "cuda" and "train.compile" not in given_arguments(args):
+        from dataclasses import replace
+
+        cfg = replace(cfg, train=replace(cfg.train, compile=False))  # the preset's compile is for GPUs
+    out = run_train(args.method, args.data, args.out, cfg, init=args.init, device=args.device,
+                    progress=not args.quiet)
+    if dist_info()[1] == 0:  # under torchrun only rank 0 writes, and says so
+        print(f"model written to {out}")
+    return 0
+
+
+def _cmd_edit(args) -> int:
+    from portraitrig.apps.editjob import EditJobConfig, run_edit
+    from portraitrig.config import apply_arguments
+    from portraitrig.editspec import from_args
+
+    try:
+        cfg = apply_arguments(EditJobConfig(), args)
+        spec = from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    summary = run_edit(args.model, args.photos, args.out, spec, cfg)
+    print(summary.text())
+    return summary.exit_code
+
+
+# ---------------------------------------------------------------------------- parser
+class UsageError(Exception):
+    """A bad option value found after parsing (exit code 2, like argparse's own)."""
+
+
+def _add_train(sub) -> None:
+    from portraitrig.config import add_config_arguments
+    from portraitrig.methods import METHODS
+
+    t = sub.add_parser("train", help="train a neural renderer: " + ", ".join(METHODS),
+                       description="Train (or resume) a neural renderer on the shared training loop.")
+    methods = t.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for name, spec in METHODS.items():
+        mod = spec.module()
+        m = methods.add_parser(name, help=spec.summary, description=spec.summary)
+        m.add_argument("data", help=mod.DATA)
+        m.add_argument("-o", "--out", required=True, help="run folder (checkpoints, log.jsonl, samples/, model/)")
+        m.add_argument("--preset", default=None, choices=list(mod.PRESETS),
+                       help=f"named recipe (default: {mod.DEFAULT_PRESET}); flags below override it")
+        m.add_argument("--config", default=None, metavar="JSON", help="a run's run.json (or a config object) "
+                                                                      "instead of a preset")
+        m.add_argument("--init", default=None, help="start from this model folder, run folder or checkpoint")
+        m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if there is one)")
+        m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        add_config_arguments(m, mod.Config, defaults=mod.PRESETS[mod.DEFAULT_PRESET](), title="settings")
+        m.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from portraitrig import __version__
+    from portraitrig.apps.fitjob import FitJobConfig
 
     p = argparse.ArgumentParser(prog="portraitrig", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -71,19 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=_cmd_demo)
 
+    fc = FitJobConfig()
     f = sub.add_parser("fit", help="fit the rig to every image / video frame")
     f.add_argument("inputs", nargs="+", help="images, folders, glob patterns or videos")
     f.add_argument("-o", "--out", required=True, help="output folder (manifest.json + one file per item)")
-    f.add_argument("--size", type=_int_at_least(32), default=256,
+    f.add_argument("--size", type=_int_at_least(32), default=fc.crop_size,
                    help="aligned crop size: 256, 512, 1024 (default: %(default)s)")
-    f.add_argument("--format", choices=("safetensors", "npz"), default="safetensors")
-    f.add_argument("--stride", type=_int_at_least(1), default=1, help="use every N-th video frame")
-    f.add_argument("--max-frames", type=_int_at_least(1), default=None, help="at most this many frames per video")
+    f.add_argument("--format", choices=("safetensors", "npz"), default=fc.format)
+    f.add_argument("--stride", type=_int_at_least(1), default=fc.stride, help="use every N-th video frame")
+    f.add_argument("--max-frames", type=_int_at_least(1), default=fc.max_frames,
+                   help="at most this many frames per video")
     f.add_argument("--album", action="store_true", help="all photos show one person: share identity and albedo")
-    f.add_argument("--smooth", type=float, default=1.0, help="video smoothing sigma in frames, 0 = off")
+    f.add_argument("--smooth", type=_finite, default=fc.smooth_sigma, help="video smoothing sigma in frames, 0 = off")
     f.add_argument("--save-crops", action="store_true", help="also write the aligned crops as PNG")
     f.add_argument("--no-photometric", action="store_true", help="skip the light / albedo estimate")
-    f.add_argument("--device", default="cpu")
+    f.add_argument("--device", default=fc.device)
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fit)
 
@@ -97,16 +191,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_render)
 
-    for mod in ("portraitrig.apps.editjob", "portraitrig.eval.cli"):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError as exc:  # an optional extra is missing: say so only when used
-            missing = exc.name or mod
-            q = sub.add_parser(mod.split(".")[1], help=f"(unavailable: {missing} is not installed)")
-            q.set_defaults(func=lambda a, m=missing: sys.exit(f"portraitrig: this command needs {m}; "
-                                                                "install with `bash scripts/install.sh`"))
-            continue
-        module.register(sub)
+    q = sub.add_parser("prepare", help="a training cache from `portraitrig fit` folders or photos/videos")
+    q.add_argument("inputs", nargs="+", help="`portraitrig fit --save-crops` folders, or images/folders/videos to fit")
+    q.add_argument("-o", "--out", required=True, help="cache file (.safetensors)")
+    q.add_argument("--size", type=_int_at_least(16), default=256, help="training image size (default: %(default)s)")
+    q.add_argument("--quality", type=_int_at_least(1), default=95, help="JPEG quality of the stored crops")
+    q.add_argument("--group-by", choices=("source", "folder"), default="source",
+                   help="person label: video/photo stem, or the fit folder's name")
+    q.add_argument("--stride", type=_int_at_least(1), default=1, help="raw videos: use every N-th frame")
+    q.add_argument("--max-frames", type=_int_at_least(1), default=None, help="raw videos: at most this many frames")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=_cmd_prepare)
+
+    _add_train(sub)
+
+    from portraitrig.config import add_config_arguments
+    from portraitrig.editspec import add_edit_arguments
+    from portraitrig.apps.editjob import EditJobConfig
+
+    e = sub.add_parser("edit", help="edit photos with a trained renderer (relight, expression, pose, gaze)")
+    e.add_argument("model", help="model folder (`train` writes RUN/model)")
+    e.add_argument("photos", nargs="+", help="photos, or `portraitrig fit` parameter files (.safetensors)")
+    e.add_argument("-o", "--out", required=True)
+    add_edit_arguments(e)
+    add_config_arguments(e, EditJobConfig, defaults=EditJobConfig(), title="rendering")
+    e.set_defaults(func=_cmd_edit)
+
+    from portraitrig.eval import heldout
+    from portraitrig.eval.cli import register as register_eval
+
+    register_eval(sub)
+    heldout.register(sub)
     return p
 
 
@@ -120,12 +235,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except UsageError as err:
+        parser.exit(2, f"portraitrig {args.command}: error: {err}\n")
     except PortraitRigError as err:
         print(f"portraitrig: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("portraitrig: interrupted (finished items are kept; re-run to resume)", file=sys.stderr)
         return 130
+    except OSError as err:  # an output folder that cannot be made or written, a full disk
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"portraitrig: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 — one line for the user; the traceback on request
+        if os.environ.get("PORTRAITRIG_DEBUG"):
+            raise
+        print(f"portraitrig: internal error: {err.__class__.__name__}: {err} (a bug: please report it; "
+              "PORTRAITRIG_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""GroupNorm from per-channel statistics (the compiled form, editing and training), the
-channels-last concatenation pass, and the engine's scoped cuDNN autotuning."""
+"""GroupNorm from per-channel statistics (the compiled form, editing and training), checked
+against PyTorch's GroupNorm, eager and through a real Inductor compile."""
 import shutil
 
 import pytest
@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitrig.methods.diffusionrig import model as M
+from portraitrig.accel import norms as M
+from portraitrig.accel.inductor import compile_module
 from portraitrig.methods.diffusionrig.config import preset
-from portraitrig.methods.diffusionrig.engine import DDIMEngine
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 
 
 def _x(*shape, seed=0):
@@ -50,10 +51,12 @@ def test_groups_must_divide_channels():
         M.group_norm_by_channels(torch.zeros(1, 10, 2, 2), 4)
 
 
-def test_model_swaps_every_group_norm_keeping_parameters():
-    model = M.DiffusionRigModel(preset("tiny"))
+def test_compile_swaps_every_group_norm_keeping_parameters():
+    model = DiffusionRigModel(preset("tiny"))
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
-    assert norms and all(type(m) is M.ChannelStatsGroupNorm for m in norms)
+    assert norms and all(type(m) is nn.GroupNorm for m in norms)  # the plain model is the reference
+    compile_module(model.denoise, modules=(model.unet,))  # lazy: nothing is traced until called
+    assert all(type(m) is M.ChannelStatsGroupNorm for m in norms)
     stock = nn.Sequential(nn.GroupNorm(4, 16), nn.Conv2d(16, 16, 1))
     before = {k: v.clone() for k, v in stock.state_dict().items()}
     assert M.use_channel_stats_group_norm(stock) == 1
@@ -83,24 +86,6 @@ def test_only_compiled_code_takes_the_channel_form(monkeypatch):
         gn.by_channels = False
         gn(x)
     assert calls == [1, 1]
-
-
-def test_engine_scopes_cudnn_autotuning():
-    eng = DDIMEngine(M.DiffusionRigModel(preset("tiny")), steps=2)
-    assert not eng.cudnn_benchmark  # CPU: nothing to tune
-    old = torch.backends.cudnn.benchmark
-    try:
-        torch.backends.cudnn.benchmark = False
-        eng.cudnn_benchmark = True
-        with eng._cudnn():
-            assert torch.backends.cudnn.benchmark
-        assert torch.backends.cudnn.benchmark is False
-        with pytest.raises(RuntimeError):
-            with eng._cudnn():
-                raise RuntimeError("boom")
-        assert torch.backends.cudnn.benchmark is False
-    finally:
-        torch.backends.cudnn.benchmark = old
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
@@ -135,7 +120,7 @@ def test_compiled_training_of_the_unet_matches_eager_gradients():
     import torch._dynamo
 
     torch.manual_seed(0)
-    m = M.DiffusionRigModel(preset("tiny")).train().to(memory_format=torch.channels_last)
+    m = DiffusionRigModel(preset("tiny")).train().to(memory_format=torch.channels_last)
     S = m.config.image_size
     cl = dict(memory_format=torch.channels_last)
     x = torch.randn(2, 3, S, S).contiguous(**cl)
@@ -152,7 +137,7 @@ def test_compiled_training_of_the_unet_matches_eager_gradients():
     l0, g0 = grads(m.denoise)
     torch._dynamo.reset()
     try:
-        l1, g1 = grads(torch.compile(m.denoise, dynamic=False, options=M.inductor_options(True)))
+        l1, g1 = grads(compile_module(m.denoise, channels_last=True, modules=(m.unet,), dynamic=False))
     finally:
         torch._dynamo.reset()
     assert torch.allclose(l0, l1, rtol=1e-5)
@@ -160,21 +145,3 @@ def test_compiled_training_of_the_unet_matches_eager_gradients():
     scale = max(g.abs().max() for g in g0.values())
     for n, g in g0.items():
         assert (g1[n] - g).abs().max() <= 1e-4 * scale + 1e-4 * g.abs().max(), n
-
-
-def test_channels_last_cat_pass_marks_only_channels_last_4d_concatenations():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    g = torch.fx.Graph()
-    a, b = g.placeholder("a"), g.placeholder("b")
-    cats = [g.call_function(torch.ops.aten.cat.default, ([a, b], 1)) for _ in range(3)]
-    g.output(tuple(cats))
-    with FakeTensorMode():
-        cats[0].meta["val"] = torch.empty(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
-        cats[1].meta["val"] = torch.empty(2, 8, 4, 4)  # NCHW: left alone
-        cats[2].meta["val"] = torch.empty(2, 8)  # 2-D: left alone
-    M.channels_last_cat_pass()(g)
-    assert [c.meta.get("inductor_realize_to_strides", False) for c in cats] == [True, False, False]
-    assert M.channels_last_cat_pass().uuid() == M.channels_last_cat_pass().uuid()  # cache key
-    assert "post_grad_custom_post_pass" in M.inductor_options(True)
-    assert "post_grad_custom_post_pass" not in M.inductor_options(False)

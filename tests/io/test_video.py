@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -64,6 +65,7 @@ def test_video_info(video):
     assert info.frame_count == N and info.fps == pytest.approx(FPS)
     assert (info.width, info.height) == (W, H)
     assert info.duration_s == pytest.approx(N / FPS)
+    assert info.fps_exact == Fraction(25) and info.audio is None and not info.has_audio
 
 
 @pytest.mark.parametrize("make", ["missing", "zero", "dir", "text"])

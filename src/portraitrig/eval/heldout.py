@@ -3,11 +3,11 @@
 Two steps (generation runs where the GPU is, scoring where dlib and MediaPipe are):
 
     # on the device: held-out frames of the person (those not in the stage-2 training split)
-    python scripts/eval_diffusion.py generate --model RUN/model --cache C.safetensors \
+    python -m portraitrig.cli heldout generate --model RUN/model --cache C.safetensors \
         --group NAME --train-items 20 --n 16 --out $OUT/eval.npz
     # here, on the CPU
-    python scripts/eval_diffusion.py score eval.npz [more.npz] --out report.json
-    python scripts/eval_diffusion.py sheet eval.npz [more parts] --out sheet.jpg --rows 6
+    python -m portraitrig.cli heldout score eval.npz [more.npz] --out report.json
+    python -m portraitrig.cli heldout sheet eval.npz [more parts] --out sheet.jpg --rows 6
 
 generate writes uint8 images (targets, reconstructions with inversion, refined inversions,
 edits, samples without inversion) and the requested rig parameters of every edit.
@@ -27,44 +27,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-EDITS = [("reconstruction", None), ("light_left", ("light", "left")), ("light_right", ("light", "right")),
-         ("light_left_rel", ("light_rel", "left")), ("light_right_rel", ("light_rel", "right")),
-         ("smile", ("control", "smile", 0.8)), ("jaw_open", ("control", "jaw_open", 0.6)),
-         ("yaw_left", ("yaw", -15.0)), ("yaw_right", ("yaw", 15.0)), ("gaze_right", ("gaze", 15.0, 0.0))]
+from portraitrig.errors import InputError
 
-
-def _edit_fn(spec, face_model):
-    from portraitrig.edits import relight, rotate_head, set_expression, set_gaze
-
-    if spec is None:
-        return None
-    kind = spec[0]
-    if kind == "light":
-        return lambda p: relight(p, spec[1])
-    if kind == "light_rel":  # relative relighting: the photo's exposure and colour balance kept
-        return lambda p: relight(p, spec[1], keep_exposure=True)
-    if kind == "control":
-        return lambda p: set_expression(p, **{spec[1]: spec[2]})
-    if kind == "yaw":
-        return lambda p: rotate_head(p, yaw=spec[1], model=face_model.to(p.device))
-    if kind == "gaze":
-        return lambda p: set_gaze(p, spec[1], spec[2])
-    raise ValueError(spec)
+# the evaluation's edits, as edit specs (portraitrig.editspec); light_* absolute, *_rel relative
+EDITS = [("reconstruction", ""), ("light_left", "light=left absolute=1"), ("light_right", "light=right absolute=1"),
+         ("light_left_rel", "light=left"), ("light_right_rel", "light=right"), ("smile", "smile=0.8"),
+         ("jaw_open", "jaw_open=0.6"), ("yaw_left", "yaw=-15"), ("yaw_right", "yaw=15"), ("gaze_right", "gaze=15,0")]
 
 
 def generate(args) -> int:
-    from portraitrig.neural.cache import FaceCache
-    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer, Edit, Subject
+    from portraitrig.editspec import parse
     from portraitrig.face.params import TENSOR_FIELDS, RigParams
     from portraitrig.io.atomic import atomic_path
+    from portraitrig.methods import load_renderer
+    from portraitrig.neural.cache import FaceCache
+    from portraitrig.neural.contract import Edit, Subject
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cache = FaceCache.load(args.cache)
     train_idx, held = cache.split_group(args.group, args.train_items)
     pick = [held[int(k)] for k in np.linspace(0, len(held) - 1, min(args.n, len(held))).round().astype(int)]
-    r = DiffusionRenderer.from_pretrained(args.model, device=device, fast=not args.no_fast, max_batch=args.batch)
+    r = load_renderer(args.model, device=device, fast=False if args.no_fast else None, max_batch=args.batch)
     subjects = [Subject(cache.ids[i], cache.image(i), cache.params[i]) for i in pick]
-    edits = [Edit(name, _edit_fn(spec, r.face_model)) for name, spec in EDITS]
+    edits = [Edit(name, parse(spec).params_fn(r.face_model)) for name, spec in EDITS]
     t0 = time.perf_counter()
     res = r.edit(subjects, edits, steps=args.steps)
     t_edit = time.perf_counter() - t0
@@ -128,12 +113,12 @@ def _load_runs(paths) -> dict:
         k = metas[0]["parts"]
         idx = [mt["part"] for mt in metas]
         if sorted(idx) != list(range(k)):
-            raise SystemExit(f"{name}: parts {sorted(idx)} given, {k} expected (each once)")
+            raise InputError(name, f"parts {sorted(idx)} given, {k} expected (each once)")
         same = lambda mt: {a: b for a, b in mt.items() if a not in ("part", "edit_seconds")}  # noqa: E731
         for f, z, mt in zip(files, zs, metas):
             if same(mt) != same(metas[0]) or not all(np.array_equal(z[a], zs[0][a]) for a in ("edit_names",
                                                                                               "train_ids")):
-                raise SystemExit(f"{f}: not a part of the same generation as {files[0]}")
+                raise InputError(f, f"not a part of the same generation as {files[0]}")
         order = np.argsort(idx)
         r = zs[order[0]]
         for j in order[1:]:
@@ -229,7 +214,7 @@ def sheet(args) -> int:
 
     runs = _load_runs(args.npz)
     if len(runs) != 1:
-        raise SystemExit(f"sheet: give the parts of one model's generation, got {len(runs)} models")
+        raise InputError(None, f"sheet: give the parts of one model's generation, got {len(runs)} models")
     z = next(iter(runs.values()))
     N = z["target"].shape[0]
     rows = [int(i) for i in np.linspace(0, N - 1, min(args.rows, N)).round()]
@@ -251,10 +236,12 @@ def sheet(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate")
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``heldout generate | score | sheet`` to an argparse subparsers object."""
+    ap = subparsers.add_parser("heldout", help="a trained renderer on one person's held-out frames",
+                               description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="heldout_cmd", required=True)
+    g = sub.add_parser("generate", help="reconstructions and edits of held-out frames (.npz parts)")
     g.add_argument("--model", required=True)
     g.add_argument("--cache", required=True)
     g.add_argument("--group", required=True)
@@ -269,17 +256,23 @@ def main(argv=None) -> int:
     g.add_argument("--parts", type=int, default=1, help="write the frames into this many .partK.npz files")
     g.add_argument("--out", required=True)
     g.set_defaults(func=generate)
-    s = sub.add_parser("score")
+    s = sub.add_parser("score", help="PSNR/SSIM, identity and rig faithfulness of generated parts")
     s.add_argument("npz", nargs="+")
-    s.add_argument("--out", default="bench/results/eval_diffusion.json")
+    s.add_argument("--out", required=True)
     s.set_defaults(func=score)
-    h = sub.add_parser("sheet")
+    h = sub.add_parser("sheet", help="a picture: real | edits | sample per held-out frame")
     h.add_argument("npz", nargs="+")
     h.add_argument("--out", required=True)
     h.add_argument("--rows", type=int, default=6)
     h.add_argument("--size", type=int, default=160, help="tile size in pixels")
     h.add_argument("--quality", type=int, default=88)
     h.set_defaults(func=sheet)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="portraitrig")
+    register(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(argv)
     return args.func(args)
 

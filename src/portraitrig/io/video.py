@@ -1,4 +1,5 @@
-"""Video frames with OpenCV (FFmpeg backend): mp4 / mov / avi / mkv / webm ...
+"""Video frames with OpenCV (FFmpeg backend): mp4 / mov / avi / mkv / webm ...; container
+metadata (exact frame rate, audio track) with PyAV. Writing and audio: :mod:`portraitrig.io.media`.
 
 Timestamps come from the decoder (``CAP_PROP_POS_MSEC`` of each frame), so variable-frame-rate
 files get their real times; only when the backend reports none is ``index / fps`` used.
@@ -8,6 +9,7 @@ frame number is inexact for many codecs, sequential reading is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,16 +29,35 @@ class VideoFrame:
 
 
 @dataclass
+class AudioInfo:
+    """An audio track: ``sample_rate`` (Hz), ``channels``, ``duration_s`` (0 when unknown),
+    ``codec`` (FFmpeg name, e.g. "aac")."""
+
+    sample_rate: int
+    channels: int
+    duration_s: float
+    codec: str
+
+
+@dataclass
 class VideoInfo:
-    """Container metadata. ``frame_count`` is the container's estimate (may be off for some
-    formats); ``fps`` the nominal rate; ``width``/``height`` in pixels; ``duration_s`` =
-    frame_count / fps."""
+    """Container metadata. ``frame_count`` is the container's count (estimated from duration x
+    fps where the container has none, e.g. mkv/webm); ``fps`` the nominal rate and
+    ``fps_exact`` the same as an exact fraction (30000/1001), None when unknown;
+    ``width``/``height`` in pixels; ``duration_s`` = frame_count / fps (else the container's
+    duration); ``audio`` the first audio track, None when there is none."""
 
     frame_count: int
     fps: float
     width: int
     height: int
     duration_s: float
+    fps_exact: Fraction | None = None
+    audio: AudioInfo | None = None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
 
 
 def _open(path: str | Path):
@@ -57,19 +78,30 @@ def _open(path: str | Path):
 
 
 def video_info(path: str | Path) -> VideoInfo:
-    """Frame count estimate, fps and size of a video, without decoding it."""
-    import cv2
+    """Frame count, fps, size, duration and audio track of a video, without decoding it."""
+    from portraitrig.io.media import _open_input
 
-    cap = _open(path)
-    try:
-        n = max(int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT))), 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
+    with _open_input(path) as c:
+        if not c.streams.video:
+            raise InputError(path, "no video stream in the file")
+        v = c.streams.video[0]
+        w, h = int(v.codec_context.width or 0), int(v.codec_context.height or 0)
+        rate = v.guessed_rate or v.average_rate or v.base_rate
+        rate = Fraction(rate) if rate else None
+        fps = float(rate) if rate else 0.0
+        length = (float(v.duration * v.time_base) if v.duration else
+                  c.duration / 1e6 if c.duration and c.duration > 0 else 0.0)
+        n = max(int(v.frames or 0), 0)
+        if n == 0 and fps > 0:
+            n = int(round(length * fps))
+        audio = None
+        if c.streams.audio:
+            a = c.streams.audio[0]
+            audio = AudioInfo(int(a.codec_context.sample_rate or 0), int(a.codec_context.channels or 0),
+                              float(a.duration * a.time_base) if a.duration else 0.0, a.codec_context.name)
     if w <= 0 or h <= 0:
         raise InputError(path, "video has no readable picture size")
-    return VideoInfo(n, fps, w, h, n / fps if fps > 0 else 0.0)
+    return VideoInfo(n, fps, w, h, n / fps if n and fps > 0 else length, rate, audio)
 
 
 def iter_video_frames(path: str | Path, stride: int = 1, start: int = 0,

@@ -1,4 +1,5 @@
-"""Training checkpoints as ONE safetensors file (no pickle): model, EMA, optimizer, RNG, step.
+"""Training checkpoints as ONE safetensors file (no pickle): model, EMA, optimizer, RNG, step,
+for every method (the header names the method).
 
 Tensors: ``model.*``, ``ema.*``, ``optim.state.<param index>.<key>``, ``rng.torch``,
 ``rng.cuda.<device>``, ``rng.numpy``, ``rng.python``. Everything else (step, optimizer
@@ -18,7 +19,8 @@ import torch
 
 from portraitrig.errors import InputError
 
-FORMAT = "portraitrig.DiffusionRig.checkpoint"
+FORMAT = "portraitrig.checkpoint"
+LEGACY_FORMATS = ("portraitrig.DiffusionRig.checkpoint",)  # read as method "diffusion"
 NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
 
@@ -75,20 +77,21 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(int(x) for x in tensors["rng.python"].tolist()), gauss))
 
 
-def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module,
+def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
                     optimizer: torch.optim.Optimizer, extra: dict | None = None,
-                    scaler_state: dict | None = None) -> Path:
+                    scaler_state: dict | None = None, method: str = "") -> Path:
     from safetensors.torch import save_file
 
     from portraitrig.io.atomic import atomic_path
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     ot, orest = flatten_optimizer(optimizer.state_dict())
     tensors.update(ot)
     rt, rmeta = rng_state()
     tensors.update(rt)
-    meta = {"format": FORMAT, "step": str(step), "optimizer": json.dumps(orest), "rng": json.dumps(rmeta),
+    meta = {"format": FORMAT, "method": method, "step": str(step), "optimizer": json.dumps(orest), "rng": json.dumps(rmeta),
             "extra": json.dumps(extra or {}), "scaler": json.dumps(scaler_state or {})}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -103,10 +106,14 @@ def load_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, t
 
     path = Path(path)
     tensors, md = read_safetensors(path, "checkpoint", tensors=tensors)
-    if md.get("format") != FORMAT:
-        raise InputError(path, "not a DiffusionRig training checkpoint")
-    header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}
-    header["step"] = int(md["step"])
+    if md.get("format") not in (FORMAT, *LEGACY_FORMATS):
+        raise InputError(path, "not a portraitrig training checkpoint")
+    try:
+        header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}
+        header["step"] = int(md["step"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"damaged checkpoint header ({exc.__class__.__name__}: {exc})") from None
+    header["method"] = md.get("method") or ("diffusion" if md.get("format") in LEGACY_FORMATS else "")
     return tensors, header
 
 

@@ -7,13 +7,12 @@ import torch
 from portraitrig.training import checkpoint as ck
 from portraitrig.methods.diffusionrig.augment import LightAugment, random_lights, relight_batch
 from portraitrig.methods.diffusionrig.config import preset
-from portraitrig.methods.diffusionrig.model import buffers_to_tensor
-from portraitrig.methods.diffusionrig.method import TrainConfig, Trainer, train
+from portraitrig.render.spec import to_network as buffers_to_tensor
 from portraitrig.face.params import RigParams
 from portraitrig.light import sh
 from portraitrig.render.buffers import render_buffers
 from synth_face import SynthFace
-from synth_data import _cfg, cache, synth_buffers  # noqa: F401  (cache is a fixture)
+from synth_data import _cfg, cache, synth_buffers, train  # noqa: F401  (cache is a fixture)
 
 NAMES = ("normal", "albedo", "shaded", "regions")
 S = 48
@@ -90,26 +89,29 @@ def test_relight_batch_needs_the_buffers(face):
         relight_batch(photo, buffers[:, :6], p.light, p.light, ("normal", "albedo"))
 
 
-def test_encoder_sees_the_original_photo(tmp_path):
-    """With lighting augmentation the appearance encoder gets the unaugmented photo."""
-    cfg = TrainConfig(steps=1, batch_size=2, precision="fp32", channels_last=False, lr=1e-3)
-    tr = Trainer(preset("tiny"), cfg, "cpu")
-    seen = []
-    tr.model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
-    g = torch.Generator().manual_seed(0)
-    x_aug, x_orig = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
-    buffers = torch.rand(2, preset("tiny").buffer_channels, 32, 32, generator=g)
-    tr.step(x_aug, buffers, 0, encoder_input=x_orig)
-    tr.step(x_aug, buffers, 1)
-    assert torch.equal(seen[0], x_orig) and torch.equal(seen[1], x_aug)
+def test_encoder_sees_the_original_photo(cache):  # noqa: F811
+    """With lighting augmentation the appearance encoder gets the unaugmented photo, the
+    denoiser the relit one."""
+    from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
+
+    denoiser_inputs = []
+    for cfg in (_cfg(light_augment=1.0), _cfg()):
+        m = DiffusionRigMethod(cfg, cache, "cpu", buffer_fn=synth_buffers, say=None)
+        seen = []
+        m.model.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+        m.model.unet.register_forward_hook(lambda mod, args, out: denoiser_inputs.append(args[0][:, :3].detach()))
+        idx = torch.arange(4)
+        m.loss(m.model, idx, 0, torch.Generator().manual_seed(0))
+        assert torch.equal(seen[0], m.images[idx].float() / 127.5 - 1)
+    assert not torch.allclose(denoiser_inputs[0], denoiser_inputs[1])  # relit vs original, same noise
 
 
 def test_training_with_light_augment_resumes_exactly(cache, tmp_path):  # noqa: F811
     cfg = _cfg(steps=6, light_augment=0.5)
-    train(cache, tmp_path / "a", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False)
-    train(cache, tmp_path / "b", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False, stop_after=3)
-    train(cache, tmp_path / "b", preset("tiny"), cfg, buffer_fn=synth_buffers, progress=False)
-    train(cache, tmp_path / "plain", preset("tiny"), _cfg(steps=6), buffer_fn=synth_buffers, progress=False)
+    train(cache, tmp_path / "a", cfg)
+    train(cache, tmp_path / "b", cfg, stop_after=3)
+    train(cache, tmp_path / "b", cfg)
+    train(cache, tmp_path / "plain", _cfg(steps=6))
     ta, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "a", 6))
     tb, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "b", 6))
     tp, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "plain", 6))
@@ -121,9 +123,11 @@ def test_training_with_light_augment_resumes_exactly(cache, tmp_path):  # noqa: 
 
 
 def test_light_augment_is_checked(cache, tmp_path):  # noqa: F811
+    from portraitrig.config import validate
+
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        train(cache, tmp_path / "x", preset("tiny"), _cfg(light_augment=1.5), buffer_fn=synth_buffers, progress=False)
-    cfg = preset("tiny")
-    cfg.buffers = ("normal", "regions")
+        validate(_cfg(light_augment=1.5))
+    model = preset("tiny")
+    model.buffers = ("normal", "regions")
     with pytest.raises(ValueError, match="albedo"):
-        train(cache, tmp_path / "y", cfg, _cfg(light_augment=0.5), buffer_fn=synth_buffers, progress=False)
+        validate(_cfg(light_augment=0.5, model=model))

@@ -71,11 +71,11 @@ def test_prepare_train_edit_pipeline(photo, tmp_path):
     cache = tmp_path / "cache.safetensors"
     assert main(["prepare", str(tmp_path / "fits"), "-o", str(cache), "--size", "32"]) == 0
     run = tmp_path / "run"
-    assert main(["train", str(cache), "-o", str(run), "--config", "tiny", "--steps", "2", "--batch-size", "2",
+    assert main(["train", "diffusion", str(cache), "-o", str(run), "--preset", "tiny", "--steps", "2", "--batch-size", "2",
                  "--precision", "fp32", "--sample-every", "2", "--ckpt-every", "1", "--keep", "1", "-q"]) == 0
     assert (run / "model" / "model.safetensors").exists() and (run / "samples" / "step-00000002.png").exists()
     s2 = tmp_path / "run2"
-    assert main(["train", str(cache), "-o", str(s2), "--stage", "2", "--init", str(run), "--config", "tiny",
+    assert main(["train", "diffusion", str(cache), "-o", str(s2), "--preset", "tiny-stage2", "--init", str(run),
                  "--steps", "1", "--batch-size", "1", "--precision", "fp32", "--sample-every", "0", "-q"]) == 0
     fit = next((tmp_path / "fits").glob("*.safetensors"))
     out = tmp_path / "edits"
@@ -124,19 +124,3 @@ def test_edit_batch_goes_on_past_a_photo_without_a_face(photo, tiny_model, tmp_p
     assert [p.get("status", "ok") for p in man["photos"]] == ["ok", "error"]
     assert "noise.png" in man["photos"][1]["message"]
     assert (out / "astronaut.edit.png").exists()
-
-
-def test_compile_choice():
-    from portraitrig.apps.editjob import _use_compile
-
-    assert _use_compile("auto", "cuda:1", 32_000) and not _use_compile("auto", "cuda", 2_000)
-    assert not _use_compile("auto", "cpu", 10 ** 7)
-    assert _use_compile("on", "cpu", 1) and not _use_compile("off", "cuda", 10 ** 7)
-    assert _use_compile("auto", None, 10 ** 7) == torch.cuda.is_available()
-    from portraitrig.cli import build_parser
-
-    ap = build_parser()
-    base = ["train", "c.safetensors", "-o", "out"]
-    assert ap.parse_args(base).compile == "auto"
-    assert ap.parse_args(["train", "--compile", "c.safetensors", "-o", "out"]).compile == "on"  # a flag, as before
-    assert ap.parse_args(base + ["--no-compile"]).compile == "off"

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from portraitrig.methods.diffusionrig.config import PRESETS, DiffusionConfig, preset
-from portraitrig.methods.diffusionrig.model import DiffusionRigModel, buffers_to_tensor
+from portraitrig.methods.diffusionrig.config import SIZES, DiffusionConfig, preset
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
+from portraitrig.render.spec import to_network as buffers_to_tensor
 from portraitrig.methods.diffusionrig.sampling import DDIMPlan, NoiseSchedule, ddim_invert, ddim_sample
 from portraitrig.errors import InputError
 
@@ -17,7 +18,7 @@ def _inputs(cfg, B=2, dtype=torch.float32, seed=0):
             torch.rand(B, cfg.buffer_channels, S, S, generator=g, dtype=dtype) * 2 - 1)
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", SIZES)
 def test_presets_round_trip_json(name):
     cfg = preset(name)
     cfg.validate()

@@ -1,6 +1,48 @@
 """portraitrig.methods.diffusionrig: the DiffusionRig renderer.
 
-config (presets), model (UNet + appearance encoder), data (the training cache), sampling
-(schedules, DDIM sampling / inversion), engine (whole-loop CUDA graphs), train (stage 1 / 2),
-renderer (editing photos), cli (``portraitrig prepare | train | edit``).
+config (network + run config, presets), model (UNet + appearance encoder), sampling (schedules,
+DDIM sampling / inversion), engine (whole-loop CUDA graphs), augment (lighting augmentation),
+method (training: stage 1 / 2 on the shared loop), renderer (editing photos by inversion).
 """
+from __future__ import annotations
+
+from pathlib import Path
+
+from portraitrig.methods.diffusionrig.config import PRESETS, Config
+from portraitrig.methods.diffusionrig.config import DEFAULT_PRESET  # noqa: F401  (registry interface)
+
+DATA = "a training cache from `portraitrig prepare` (.safetensors)"
+
+
+def tiny_data(directory: str | Path, n: int = 6) -> Path:
+    """A tiny synthetic training cache (32 px, two 'people') for tests of the tiny presets."""
+    import numpy as np
+    import torch
+
+    from portraitrig.face.model import load_default_model
+    from portraitrig.face.params import RigParams
+    from portraitrig.neural.cache import build_cache
+
+    g = torch.Generator().manual_seed(0)
+    p = RigParams.neutral(load_default_model(), n)
+    p = p.replace(translation=p.translation + torch.randn(n, 2, generator=g) * 0.05,
+                  sources=[f"clip{i % 2}.mp4#frame={i}" for i in range(n)])
+    imgs = list(np.asarray(torch.rand(n, 32, 32, 3, generator=g) * 255, dtype=np.uint8))
+    path = Path(directory) / "tiny_cache.safetensors"
+    build_cache(imgs, p, [f"i{i}" for i in range(n)], 32).save(path)
+    return path
+
+
+def __getattr__(name: str):  # the network code (diffusers) loads only when used
+    if name == "Method":
+        from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
+
+        return DiffusionRigMethod
+    if name == "Renderer":
+        from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
+
+        return DiffusionRenderer
+    raise AttributeError(name)
+
+
+__all__ = ["Config", "PRESETS", "DEFAULT_PRESET", "DATA", "tiny_data", "Method", "Renderer"]

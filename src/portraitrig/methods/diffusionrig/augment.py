@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from portraitrig.methods.diffusionrig.config import BUFFER_CHANNELS
 from portraitrig.light import sh
+from portraitrig.render.spec import slices as buffer_slices
 
 NEEDED = ("normal", "albedo", "shaded")
 
@@ -38,15 +38,6 @@ class LightAugment:
     strength: tuple[float, float] = (0.25, 1.0)
     ratio_range: tuple[float, float] = (0.2, 5.0)
     blur: float = 1 / 32                    # smoothing window of the ratio, as a share of the image size
-
-
-def buffer_slices(names) -> dict[str, slice]:
-    """Channel slice of each buffer in a :func:`buffers_to_tensor` stack of ``names``."""
-    out, o = {}, 0
-    for n in names:
-        out[n] = slice(o, o + BUFFER_CHANNELS[n])
-        o += BUFFER_CHANNELS[n]
-    return out
 
 
 def check_names(names) -> None:
@@ -78,7 +69,7 @@ def random_lights(light: torch.Tensor, aug: LightAugment, generator: torch.Gener
 def relight_batch(x0: torch.Tensor, buffers: torch.Tensor, light: torch.Tensor, new_light: torch.Tensor,
                   names, aug: LightAugment = LightAugment()) -> tuple[torch.Tensor, torch.Tensor]:
     """Relight images ``x0`` (B, 3, S, S) in [-1, 1] and their buffers (B, C, S, S), normalised as
-    :func:`portraitrig.methods.diffusionrig.model.buffers_to_tensor`, from ``light`` to ``new_light``
+    :func:`portraitrig.render.spec.to_network`, from ``light`` to ``new_light``
     (B, 9, 3 each). Returns new (x0, buffers) in the inputs' dtypes; items whose light is
     unchanged come back unchanged."""
     check_names(names)
@@ -106,4 +97,4 @@ def relight_batch(x0: torch.Tensor, buffers: torch.Tensor, light: torch.Tensor, 
     return x_out, b_out
 
 
-__all__ = ["LightAugment", "NEEDED", "buffer_slices", "check_names", "random_lights", "relight_batch"]
+__all__ = ["LightAugment", "NEEDED", "check_names", "random_lights", "relight_batch"]

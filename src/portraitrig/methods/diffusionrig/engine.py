@@ -1,21 +1,25 @@
 """Fast whole-loop DDIM execution: the 20-step (or any) loop as ONE CUDA graph.
 
 ``DDIMEngine(model, steps, refine=0, clip=False)`` runs :func:`ddim_sample` / :func:`ddim_invert` for a batch. On the
-CPU (or with ``fast=False``) it is the plain fp32 loop. With ``fast=True`` on CUDA: bf16 weights,
-channels_last, SDPA attention (diffusers' default processor), optional torch.compile of the
-denoiser, and the whole loop (every UNet call plus the tensor-only DDIM updates with
-precomputed coefficients) captured once per (direction, batch) in a CUDA graph and replayed,
-so the host issues one launch per loop. Batches are padded to a power of two to reuse graphs.
-cuDNN autotuning (``cudnn_benchmark``) is on while the fast path runs and is restored after:
-the convolutions are fixed-shape, and the algorithm chosen at warm-up is what the graph holds.
+CPU (or with ``fast=False``) it is the plain fp32 loop, the reference. With ``fast=True`` on CUDA: bf16
+weights, channels_last, SDPA attention (diffusers' default processor), torch.compile of the
+denoiser (:func:`portraitrig.accel.inductor.compile_module`), and the whole loop (every UNet call
+plus the tensor-only DDIM updates with precomputed coefficients) captured once per (direction,
+batch) in a CUDA graph and replayed (:class:`portraitrig.accel.cudagraph.GraphedFunction`), so the
+host issues one launch per loop. Batches are padded to a power of two to reuse graphs. cuDNN
+autotuning is on while the fast path runs and restored after
+(:func:`portraitrig.accel.backends.fast_backends`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from functools import partial
 
 import torch
 
-from portraitrig.methods.diffusionrig.model import DiffusionRigModel, inductor_options
+from portraitrig.accel.backends import fast_backends
+from portraitrig.accel.cudagraph import GraphedFunction
+from portraitrig.accel.inductor import compile_module
+from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 from portraitrig.methods.diffusionrig.sampling import DDIMPlan, ddim_invert, ddim_sample
 
 
@@ -36,20 +40,13 @@ class DDIMEngine:
         self._denoise = self.model.denoise
         if self.fast and compile:
             # the model is channels_last here: the same layout options as training
-            self._denoise = torch.compile(self.model.denoise, dynamic=False, options=inductor_options(True))
-        self.cuda_graph = self.fast and cuda_graph and self.device.type == "cuda"
-        self.cudnn_benchmark = self.fast and cudnn_benchmark and self.device.type == "cuda"
-        self._graphs: dict = {}
-
-    @contextmanager
-    def _cudnn(self):
-        old = torch.backends.cudnn.benchmark
-        if self.cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.benchmark = old
+            self._denoise = compile_module(self.model.denoise, channels_last=True, modules=(self.model.unet,),
+                                           dynamic=False)
+        cuda = self.device.type == "cuda"
+        self.cuda_graph = self.fast and cuda_graph and cuda
+        self._backends = partial(fast_backends, enabled=self.fast and cudnn_benchmark and cuda, tf32=False)
+        self._graphed = {d: GraphedFunction(partial(self._loop, d), context=self._backends)
+                         for d in ("invert", "sample")}
 
     # -- the loop, tensor-only
     def _eps_fn(self, buffers, cond):
@@ -78,39 +75,11 @@ class DDIMEngine:
         cond = cond.to(self.device, self.dtype)
         if self.fast:
             buffers = buffers.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device, torch.float32)
         if not self.cuda_graph:
-            with self._cudnn():
-                return self._loop(direction, x.to(self.device), buffers, cond)
+            with self._backends():
+                return self._loop(direction, x, buffers, cond)
         B = x.shape[0]
         P = 1 << (B - 1).bit_length()
         pad = lambda a: torch.cat([a, a[-1:].expand(P - B, *a.shape[1:])]) if P > B else a  # noqa: E731
-        g = self._graph(direction, P, buffers, cond)
-        g["x"].copy_(pad(x.to(self.device, torch.float32)))
-        g["buf"].copy_(pad(buffers))
-        g["cond"].copy_(pad(cond))
-        g["graph"].replay()
-        return g["out"][:B].clone()
-
-    def _graph(self, direction: str, P: int, buffers, cond) -> dict:
-        key = (direction, P)
-        if key in self._graphs:
-            return self._graphs[key]
-        H, W = buffers.shape[-2:]
-        st = {"x": torch.zeros(P, 3, H, W, device=self.device),
-              "buf": torch.zeros(P, buffers.shape[1], H, W, device=self.device, dtype=self.dtype).contiguous(
-                  memory_format=torch.channels_last),
-              "cond": torch.zeros(P, cond.shape[1], device=self.device, dtype=self.dtype)}
-        st["x"].normal_()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with self._cudnn():
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up: compile, autotune, cuDNN plans
-                    self._loop(direction, st["x"], st["buf"], st["cond"])
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                st["out"] = self._loop(direction, st["x"], st["buf"], st["cond"])
-        st["graph"] = graph
-        self._graphs[key] = st
-        return st
+        return self._graphed[direction](pad(x), pad(buffers), pad(cond))[:B]

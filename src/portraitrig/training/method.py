@@ -1,0 +1,58 @@
+"""What the shared training loop needs from a method (DiffusionRig, the video renderer, the avatar).
+
+A method owns its network (``model``) and its data (already on its device); the loop owns
+everything else: the data order, DDP, autocast, the optimizer and learning-rate schedule,
+gradient clipping, EMA, the time limit, logs, sample grids, checkpoints and exact resume.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TrainingMethod(ABC):
+    name: ClassVar[str]          # the registry name, recorded in checkpoints
+    model: nn.Module             # trained, EMA-averaged, checkpointed and exported
+    device: torch.device
+
+    @abstractmethod
+    def num_items(self) -> int:
+        """Training items (the loop draws batches of item indices from 0..n-1)."""
+
+    def parameter_groups(self) -> list[dict]:
+        """AdamW parameter groups (a group may set its own ``lr_scale``); default: one group of
+        every trainable parameter."""
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    @abstractmethod
+    def loss(self, net: nn.Module, idx: torch.Tensor, step: int,
+             generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one batch: items ``idx`` (a device tensor), ``step`` steps done before,
+        ``generator`` seeded by (seed, step, rank) for every random draw (exact resume). Call
+        ``net`` (the model, possibly wrapped by DDP or torch.compile) for the forward pass. Runs
+        under the loop's autocast. Returns the scalar loss, optionally with named extra values
+        for the log (0-dim tensors)."""
+
+    @abstractmethod
+    def run_identity(self) -> dict:
+        """JSON data that must be the same to resume a run (model configuration, items, ...)."""
+
+    def samples(self, ema: nn.Module, step: int) -> np.ndarray | None:
+        """A picture of what the (EMA) model makes now: (H, W, 3) float in [0, 1] or uint8."""
+        return None
+
+    @abstractmethod
+    def export(self, ema: nn.Module, directory: Path) -> Path:
+        """Write the trained renderer (``save_pretrained`` format) into ``directory``."""
+
+    def compile_modules(self) -> tuple[nn.Module, ...]:
+        """Networks whose GroupNorms take the compile-friendly form when training compiles."""
+        return (self.model,)
+
+
+__all__ = ["TrainingMethod"]

@@ -1,0 +1,119 @@
+"""The bench/ scripts run end to end on the CPU with tiny settings and write the JSON they promise.
+
+Each script runs as a subprocess, as a user runs it (bench/ is not a package and is not
+imported here). The profile_train, profile_edit and bench_diffusion cases import the
+DiffusionRig internals (portraitrig.methods.diffusionrig: config presets, model, engine,
+trainer), so they also break when those modules move.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+
+def run_script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run bench/NAME with ARGS on the CPU from the repository root; returns the finished process."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, str(BENCH / name), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def check_machine(info: dict) -> None:
+    """The machine record bench/common.py writes into every result file."""
+    assert info["cpu_cores"] >= 1 and info["cpu"] and info["timestamp_utc"].endswith("+00:00")
+
+
+SYNTHETIC_LOG = (
+    "V1121 x] [__output_code] # AOT ID: ['0_inference']\n"
+    "    buf1 = empty_strided_cuda((16, 256, 64, 64), (1048576, 1, 16384, 256), torch.bfloat16)\n"
+    "    buf2 = empty_strided_cuda((16, 384, 64, 64), (1572864, 4096, 64, 1), torch.bfloat16)\n"
+    "    buf3 = empty_strided_cuda((16, 128, 1, 1), (128, 1, 1, 1), torch.float32)\n"
+    "V1121 x] [__output_code] # AOT ID: ['1_inference']\n"
+    "    buf4 = empty_strided_cpu((2, 8, 4, 4), (128, 1, 32, 8), torch.float32)\n")
+
+
+def test_layout_audit_lists_nchw_buffers_graph_by_graph(tmp_path):
+    log = tmp_path / "code.log"
+    log.write_text(SYNTHETIC_LOG)
+    out = tmp_path / "a.json"
+    proc = run_script("layout_audit.py", str(log), "--json", str(out), timeout=60)
+    check_ok(proc)
+    graphs = json.loads(out.read_text())
+    assert [g["allocations_4d"] for g in graphs] == [3, 1]
+    assert graphs[0]["nchw"] == [{"buffer": "buf2", "shape": [16, 384, 64, 64], "dtype": "bfloat16"}]
+    assert graphs[1]["nchw"] == []
+    assert "graph 0: 3 4-D allocations, 1 NCHW" in proc.stdout
+
+
+def test_layout_audit_missing_log_exits_2(tmp_path):
+    out = tmp_path / "a.json"
+    proc = run_script("layout_audit.py", str(tmp_path / "missing.log"), "--json", str(out), timeout=60)
+    assert proc.returncode == 2 and not out.exists()
+
+
+def test_bench_render_tiny_cpu(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_script("bench_render.py", "--sizes", "64", "--batches", "1", "--threads", "1", "--repeat", "1",
+                      "--fit-batches", "1", "--out", str(out))
+    check_ok(proc)
+    res = json.loads(out.read_text())
+    assert res["model"]["V"] > 0 and res["rows"]
+    buffers = [r for r in res["rows"] if r["what"] == "buffers(all)"]
+    assert [(r["size"], r["batch"], r["threads"]) for r in buffers] == [(64, 1, 1)]
+    assert all(r["ms_per_batch"] > 0 for r in res["rows"])
+
+
+# The cases below import the DiffusionRig internals (see the module docstring).
+
+def test_profile_train_tiny_cpu(tmp_path):
+    out = tmp_path / "p.json"
+    proc = run_script("profile_train.py", "--device", "cpu", "--config", "tiny", "--variants", "eager16-b2",
+                      "--steps", "1", "--out", str(out))
+    check_ok(proc)
+    res = json.loads(out.read_text())
+    check_machine(res["machine"])
+    r = res["eager16-b2"]
+    assert r["images_per_s"] > 0 and r["finite_loss"] and r["batch"] == 2
+
+
+def test_profile_train_rejects_unknown_variant(tmp_path):
+    out = tmp_path / "p.json"
+    proc = run_script("profile_train.py", "--device", "cpu", "--config", "tiny", "--variants", "fast-b2-turbo",
+                      "--steps", "1", "--out", str(out), timeout=120)
+    assert proc.returncode != 0 and "turbo" in proc.stderr + proc.stdout
+
+
+def test_profile_edit_tiny_cpu(tmp_path):
+    out = tmp_path / "e.json"
+    proc = run_script("profile_edit.py", "--device", "cpu", "--config", "tiny", "--variants", "b2-natgn",
+                      "--steps", "2", "--repeat", "1", "--out", str(out))
+    check_ok(proc)
+    res = json.loads(out.read_text())
+    r = res["b2-natgn"]
+    assert r["edits_per_s"] > 0 and r["ms_per_forward"] > 0 and r["batch"] == 2
+    assert res["unet_gflop_per_image"] > 0 and len(res["conv_levels"]) >= 1
+    assert res["groupnorm_silu"]["by_channels"]["ms"] > 0
+
+
+def test_bench_diffusion_quick_cpu(tmp_path):
+    out = tmp_path / "d.json"
+    proc = run_script("bench_diffusion.py", "--device", "cpu", "--config", "tiny", "--quick",
+                      "--skip", "train", "--edit-cases", "eager", "--out", str(out))
+    check_ok(proc)
+    res = json.loads(out.read_text())
+    check_machine(res["machine"])
+    assert res["config"] == "tiny" and res["flops"]["unet_forward_gflop"] > 0
+    assert not any(k.startswith("train_") for k in res)  # --skip train
+    assert res["edit_eager-fp32"]["batch"] == 1 and res["edit_eager-fp32"]["s"] > 0
