@@ -138,6 +138,53 @@ def test_video_mode_tracks(astronaut):
             prev = lm
 
 
+def _count_runs(detector, monkeypatch) -> list[tuple[int, int]]:
+    """Record the (height, width) of every image the face-detection graphs see."""
+    seen = []
+    real = detector._boxes
+
+    def spy(graph, image):
+        seen.append(image.shape[:2])
+        return real(graph, image)
+
+    monkeypatch.setattr(detector, "_boxes", spy)
+    return seen
+
+
+def test_tile_search_is_bounded(monkeypatch):
+    img = cv2.resize(np.random.default_rng(1).integers(0, 256, (4, 4, 3), dtype=np.uint8), (1600, 1200),
+                     interpolation=cv2.INTER_LINEAR)
+    with MediaPipeFaceMesh(max_tiles=20) as d:
+        seen = _count_runs(d, monkeypatch)
+        assert d.detect(img) == []
+    # whole image twice (short + full range), then the 15 tiles of 600 px; the 77 of 300 px
+    # would pass the budget, so the search stops
+    assert len(seen) == 2 + 15 and seen[2:] == [(600, 600)] * 15
+    with MediaPipeFaceMesh(max_tiles=0) as d:
+        seen = _count_runs(d, monkeypatch)
+        assert d.detect(img) == [] and len(seen) == 2
+
+
+def test_huge_images_are_searched_downscaled(astronaut, monkeypatch):
+    canvas = np.full((2400, 3200, 3), 128, np.uint8)
+    canvas[1500:1900, 2200:2600] = cv2.resize(astronaut, (400, 400), interpolation=cv2.INTER_AREA)
+    with MediaPipeFaceMesh(work_pixels=1200 * 900) as d:
+        seen = _count_runs(d, monkeypatch)
+        lm = d.detect_largest(canvas)
+    assert all(h * w <= 1200 * 900 for h, w in seen)  # the search never saw the full image
+    s = 400 / 512  # landmarks come back in the full image's pixels
+    box = (2200 + FACE_BOX[0] * s, 1500 + FACE_BOX[1] * s, 2200 + FACE_BOX[2] * s, 1500 + FACE_BOX[3] * s)
+    assert lm.image_size == (3200, 2400) and _inside(lm.points, box, margin=3)
+    assert lm.points[468, 0] < lm.points[473, 0]
+
+
+def test_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        MediaPipeFaceMesh(work_pixels=0)
+    with pytest.raises(ValueError):
+        MediaPipeFaceMesh(max_tiles=-1)
+
+
 def test_rejects_bad_arrays(detector):
     with pytest.raises(ValueError):
         detector.detect(np.zeros((10, 10), np.uint8))

@@ -3,6 +3,7 @@ raises InputError naming it."""
 from __future__ import annotations
 
 import io
+import os
 
 import cv2
 import numpy as np
@@ -271,3 +272,68 @@ def test_extension_sets():
     assert {".mp4", ".mov", ".avi"} <= VIDEO_EXTENSIONS
     assert not IMAGE_EXTENSIONS & VIDEO_EXTENSIONS
     assert is_video("a/b/Clip.MOV") and not is_video("x.jpg")
+
+
+# ------------------------------------------------------------------ huge images, odd file names
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height (the pixel data is far too short)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytearray(data[12:29])  # 'IHDR' + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("width, height", [(20000, 10000), (100000, 100000)])
+def test_refuses_images_above_the_pixel_limit_from_the_header(tmp_path, width, height):
+    from portraitrig.io.images import MAX_PIXELS
+
+    assert width * height > MAX_PIXELS
+    (tmp_path / "huge.png").write_bytes(_png_claiming(width, height))
+    with pytest.raises(InputError, match=r"huge.png: image too large: .*the limit is 179 megapixels"):
+        read_image(tmp_path / "huge.png")
+
+
+def test_own_pixel_limit_applies_before_decoding(tmp_path, monkeypatch):
+    import portraitrig.io.images as images
+
+    Image.fromarray(_pattern(24, 32)).save(tmp_path / "a.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 700)
+    with pytest.raises(InputError, match=r"a.png: image too large: 32 x 24 px"):
+        read_image(tmp_path / "a.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 768)
+    assert read_image(tmp_path / "a.png").shape == (24, 32, 3)
+
+
+def test_large_images_below_the_limit_give_no_bomb_warning(tmp_path):
+    import warnings
+
+    (tmp_path / "big.png").write_bytes(_png_claiming(12000, 10000))  # 120 MP: Pillow would warn
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="big.png: corrupt or truncated"):
+            read_image(tmp_path / "big.png")
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_undecodable_file_names_are_reported_legibly(tmp_path):
+    folder = os.fsencode(tmp_path)
+    bad = os.fsdecode(folder + b"/caf\xe9_\xff.jpg")
+    with open(bad, "w") as f:
+        f.write("not a picture\n")
+    for path in (bad, os.fsdecode(folder + b"/missing_\xff.png")):
+        with pytest.raises(InputError) as ei:
+            read_image(path)
+        msg = str(ei.value)
+        msg.encode("utf-8")  # printable, storable in strict JSON
+        assert "\\xff" in msg and ei.value.path == path  # the path itself stays usable
+    good = os.fsdecode(folder + b"/ok_\xff.png")
+    Image.fromarray(_pattern()).save(good)
+    np.testing.assert_array_equal(read_image(good), _pattern())

@@ -49,6 +49,8 @@ def run_train(method: str, data, out_dir: str | Path, config, *, init: str | Pat
 
     mod = get(method).module()
     dev = default_device(device)
+    if dev.type == "cuda":  # before anything touches the GPU: each rank's work and context on its own GPU
+        torch.cuda.set_device(dev)
     out = Path(out_dir)
     rank = dist_info()[1]
     resuming = latest_checkpoint(out, warn=None) is not None

@@ -6,7 +6,12 @@ wheel) works in two steps for photos:
 1. **find faces** with MediaPipe face detection, short-range and full-range models on the whole
    image; when neither finds a face, the full-range model is run on overlapping tiles (half,
    quarter, ... of the short side, down to ``min_tile`` px) so that faces only a few percent of
-   a large image are found too (the search stops at the first tile size that finds any);
+   a large image are found too (the search stops at the first tile size that finds any).
+   The cost is bounded: images of more than ``work_pixels`` (16.8 MP) are searched on a copy
+   downscaled to that size (boxes are mapped back), and the tile search stops before a tile
+   size that would take the runs past ``max_tiles`` (1024: a 12 MP photo is searched down to
+   tiles of ~375 px, which find faces ~45 px wide; a 121 MP image costs what a 16.8 MP one
+   does);
 2. **landmarks per face**: a square around each detection box (``context`` x its size) is
    resampled to ``crop_px`` pixels and Face Mesh (``refine_landmarks=True``: 478 points) runs on
    it; the points are mapped back to the image. Face Mesh on the whole image alone misses faces
@@ -38,6 +43,8 @@ from portraitrig.capture.types import Landmarks
 from portraitrig.errors import NoFaceError
 
 N_LANDMARKS = 478
+WORK_PIXELS = 4096 * 4096  # larger images are searched for faces on a copy downscaled to this
+MAX_TILES = 1024  # detector runs the tile search may make on one image
 
 
 @runtime_checkable
@@ -55,13 +62,18 @@ class MediaPipeFaceMesh:
     call :meth:`reset` between videos."""
 
     def __init__(self, video: bool = False, max_faces: int = 4, min_confidence: float = 0.5,
-                 crop_px: int = 384, context: float = 2.2, min_tile: int = 160):
+                 crop_px: int = 384, context: float = 2.2, min_tile: int = 160,
+                 work_pixels: int = WORK_PIXELS, max_tiles: int = MAX_TILES):
+        if work_pixels < 1 or max_tiles < 0:
+            raise ValueError("work_pixels must be >= 1 and max_tiles >= 0")
         self.video = video
         self.max_faces = max_faces
         self.min_confidence = min_confidence
         self.crop_px = crop_px
         self.context = context
         self.min_tile = min_tile
+        self.work_pixels = work_pixels
+        self.max_tiles = max_tiles
         self._graphs: dict[str, object] = {}
         self._used: set[str] = set()
         self._lock = threading.Lock()
@@ -140,13 +152,33 @@ class MediaPipeFaceMesh:
             return self._find_faces(image)
 
     def _find_faces(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        h, w = image.shape[:2]
+        work = image
+        if h * w > self.work_pixels:  # search a downscaled copy: the cost no longer grows with the image
+            import cv2
+
+            f = (self.work_pixels / (h * w)) ** 0.5
+            size = (max(int(w * f), 1), max(int(h * f), 1))
+            work = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        boxes = self._search(work)
+        if work is not image:
+            back = np.array([w / work.shape[1], h / work.shape[0]] * 2)
+            boxes = [(s, b * back) for s, b in boxes]
+        return boxes
+
+    def _search(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Boxes on the whole image, else on ever smaller tiles (at most ``max_tiles`` runs)."""
         boxes = self._boxes("fd_short", image) + self._boxes("fd_full", image)
         h, w = image.shape[:2]
-        tile = min(h, w) // 2
+        tile, runs = min(h, w) // 2, 0
         while not boxes and tile >= self.min_tile:
             step = max(tile // 2, 1)
-            for y in _starts(h, tile, step):
-                for x in _starts(w, tile, step):
+            ys, xs = _starts(h, tile, step), _starts(w, tile, step)
+            runs += len(ys) * len(xs)
+            if runs > self.max_tiles:
+                break
+            for y in ys:
+                for x in xs:
                     part = np.ascontiguousarray(image[y:y + tile, x:x + tile])
                     boxes += [(s, b + [x, y, x, y]) for s, b in self._boxes("fd_full", part)]
             tile //= 2

@@ -22,6 +22,12 @@ import numpy as np
 import torch
 
 TENSOR_FIELDS = ("scale", "rotation", "translation", "identity", "expression", "gaze", "light", "albedo")
+FORMAT = "portraitrig.RigParams"
+FORMAT_VERSION = "1"
+MAX_CROP_SIZE = 8192  # largest crop_size a parameter file may name (renders default to it)
+# per-item shape of each tensor field; None: any size (the face model's dimension)
+_ITEM_SHAPES = {"scale": (1,), "rotation": (3,), "translation": (2,), "identity": (None,),
+                "expression": (None,), "gaze": (2, 2), "light": (9, 3), "albedo": (None, 3)}
 
 
 @dataclass
@@ -154,11 +160,65 @@ class RigParams:
         """(B, 3) yaw, pitch, roll in degrees (see :func:`matrix_to_euler`)."""
         return torch.rad2deg(matrix_to_euler(self.rotation_matrix()))
 
+    # ------------------------------------------------------------------ checks
+    def check(self, what: str | Path | None = None, model=None) -> "RigParams":
+        """Raise InputError(what, ...) unless every tensor has its documented shape (one batch
+        size, floating point), every value is finite, ``sources`` has one entry per item (or
+        none), and - with a ``model`` (a FaceModel) - the parameters are that model's.
+        Returns ``self``."""
+        from portraitrig.errors import InputError
+
+        B = None
+        for k in TENSOR_FIELDS:
+            v = getattr(self, k)
+            want = _ITEM_SHAPES[k]
+            if not torch.is_tensor(v) or not v.is_floating_point():
+                kind = f"dtype {v.dtype}" if torch.is_tensor(v) else type(v).__name__
+                raise InputError(what, f"{k} must be a floating-point tensor, not {kind}")
+            if v.ndim != 1 + len(want) or any(w is not None and w != n for w, n in zip(want, v.shape[1:])):
+                shape = "(B, " + ", ".join("n" if w is None else str(w) for w in want) + ")"
+                raise InputError(what, f"{k} has shape {tuple(v.shape)}, expected {shape}")
+            if B is None:
+                B = int(v.shape[0])
+            elif v.shape[0] != B:
+                raise InputError(what, f"{k} has {v.shape[0]} items, scale has {B}")
+        if self.sources and len(self.sources) != B:
+            raise InputError(what, f"{len(self.sources)} sources for {B} items")
+        self.check_finite(what)
+        if model is not None:
+            self.check_model(model, what)
+        return self
+
+    def check_finite(self, what: str | Path | None = None) -> "RigParams":
+        """Raise ``InputError(what, "non-finite values in <field>")`` when a tensor holds NaN
+        or inf. Returns ``self``."""
+        from portraitrig.errors import InputError
+
+        for k in TENSOR_FIELDS:
+            v = getattr(self, k)
+            if not bool(torch.isfinite(v).all()):
+                raise InputError(what, f"non-finite values in {k} ({_count_bad(v)} of {v.numel()})")
+        return self
+
+    def check_model(self, model, what: str | Path | None = None) -> "RigParams":
+        """Raise InputError(what, ...) unless these parameters were made for ``model`` (its id,
+        identity / expression sizes and vertex count). Returns ``self``."""
+        from portraitrig.errors import InputError
+
+        if self.model != model.id:
+            raise InputError(what, f"made for face model {self.model!r}, this model is {model.id!r}")
+        for k, n, unit in (("identity", model.n_id, "coefficients"), ("expression", model.n_expr, "coefficients"),
+                           ("albedo", model.n_vertices, "vertices")):
+            got = int(getattr(self, k).shape[1])
+            if got != n:
+                raise InputError(what, f"{k} has {got} {unit}, this model has {n}")
+        return self
+
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, str]:
         return {
-            "format": "portraitrig.RigParams",
-            "format_version": "1",
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "model": self.model,
             "crop_size": str(self.crop_size),
             "sources": json.dumps(list(self.sources)),
@@ -192,14 +252,21 @@ class RigParams:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu",
-             with_extras: bool = False):
-        """Read a file written by :meth:`save`. Returns ``params`` or ``(params, extras, meta)``."""
+             with_extras: bool = False, model=None):
+        """Read a file written by :meth:`save`. Returns ``params`` or ``(params, extras, meta)``.
+
+        Every problem is an InputError naming the file: unreadable or not a parameter file,
+        another format version, malformed metadata, wrong shapes, NaN / inf (in extras too),
+        and - with a ``model`` (a FaceModel) - parameters made for another model
+        (see :meth:`check`)."""
         from portraitrig.errors import InputError
 
         path = Path(path)
         try:
             if path.suffix == ".npz":
                 with np.load(path, allow_pickle=False) as z:
+                    if "__meta__" not in z.files:
+                        raise InputError(path, "not a portraitrig parameter file (no metadata)")
                     md = json.loads(str(z["__meta__"]))
                     arrays = {k: torch.from_numpy(z[k]) for k in z.files if k != "__meta__"}
             elif path.suffix == ".safetensors":
@@ -212,19 +279,54 @@ class RigParams:
             raise
         except Exception as exc:  # corrupt or truncated file
             raise InputError(path, f"cannot read parameter file ({exc.__class__.__name__}: {exc})") from exc
-        if md.get("format") != "portraitrig.RigParams":
+        if not isinstance(md, dict) or md.get("format") != FORMAT:
             raise InputError(path, "not a portraitrig parameter file")
+        version = md.get("format_version")
+        if version != FORMAT_VERSION:
+            raise InputError(path, f"parameter file format version {version!r} is not supported "
+                                   f"(this portraitrig reads version {FORMAT_VERSION})")
         missing = [k for k in TENSOR_FIELDS if k not in arrays]
         if missing:
             raise InputError(path, f"parameter file lacks {', '.join(missing)}")
-        params = cls(**{k: arrays[k].to(device) for k in TENSOR_FIELDS},
-                     model=md["model"], crop_size=int(md.get("crop_size", 256)),
-                     sources=json.loads(md.get("sources", "[]")))
-        if not with_extras:
-            return params
+        model_id, crop_size, sources, meta = _parse_metadata(md, path)
+        params = cls(**{k: arrays[k] for k in TENSOR_FIELDS}, model=model_id, crop_size=crop_size, sources=sources)
+        params.check(path, model)
         extras = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
+        for k, v in extras.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise InputError(path, f"non-finite values in extra {k} ({_count_bad(v)} of {v.numel()})")
+        params = params.to(device)
+        return (params, extras, meta) if with_extras else params
+
+
+def _parse_metadata(md: dict, path: Path) -> tuple[str, int, list[str], dict]:
+    """(model id, crop size, sources, extra meta) from a parameter file's metadata;
+    InputError naming ``path`` when a field is missing or malformed."""
+    from portraitrig.errors import InputError
+
+    model_id = md.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise InputError(path, "parameter file names no face model")
+    try:
+        crop_size = int(md.get("crop_size", 256))
+    except (TypeError, ValueError):
+        raise InputError(path, f"crop_size {md.get('crop_size')!r} is not a whole number") from None
+    if not 1 <= crop_size <= MAX_CROP_SIZE:
+        raise InputError(path, f"crop_size {crop_size} is outside 1..{MAX_CROP_SIZE}")
+    try:
+        sources = json.loads(md.get("sources", "[]"))
         meta = json.loads(md["extra"]) if "extra" in md else {}
-        return params, extras, meta
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"malformed metadata ({exc})") from None
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+        raise InputError(path, "malformed metadata: sources must be a list of strings")
+    if not isinstance(meta, dict):
+        raise InputError(path, "malformed metadata: extra must be a JSON object")
+    return model_id, crop_size, sources, meta
+
+
+def _count_bad(v: torch.Tensor) -> int:
+    return int((~torch.isfinite(v)).sum())
 
 
 # ---------------------------------------------------------------------- rotations
@@ -303,5 +405,5 @@ def rotation_angle_degrees(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(2 * torch.atan2(q[..., 1:].norm(dim=-1), q[..., 0].abs()))
 
 
-__all__ = ["RigParams", "TENSOR_FIELDS", "axis_angle_to_matrix", "matrix_to_axis_angle",
+__all__ = ["RigParams", "TENSOR_FIELDS", "FORMAT", "FORMAT_VERSION", "MAX_CROP_SIZE", "axis_angle_to_matrix", "matrix_to_axis_angle",
            "matrix_to_quaternion", "euler_to_matrix", "matrix_to_euler", "rotation_angle_degrees"]

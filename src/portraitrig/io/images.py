@@ -10,12 +10,17 @@ Conventions:
   as 16-bit when it lies in 0..65535, otherwise min-max stretched; float gray ("F") in [0, 1]
   is scaled by 255, otherwise min-max stretched.
 - Truncated or corrupt files are errors (the whole image is decoded, never a partial one).
+- Images of more than :data:`MAX_PIXELS` pixels (about 179 megapixels, e.g. 13,000 x 13,000;
+  Pillow's own refusal point) are refused from their header, before decoding; larger
+  images up to that decode without Pillow's DecompressionBombWarning.
 Every failure raises :class:`portraitrig.errors.InputError` naming the file.
 """
 from __future__ import annotations
 
 import io
+import re
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ VIDEO_EXTENSIONS = frozenset({
 })
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PIXELS = 2 * 89_478_485  # width x height above which images are refused (= Pillow's error limit)
 
 
 def is_video(path: str | Path) -> bool:
@@ -64,7 +70,18 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def decode_image(data: bytes, path: str | Path | None = None) -> np.ndarray:
     """Decode encoded image bytes (see :func:`read_image`); ``path`` only names errors."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
+
+    with warnings.catch_warnings():  # sizes up to MAX_PIXELS are accepted: no bomb warning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return _decode(data, path)
+        except Image.DecompressionBombError as e:
+            raise InputError(path, _too_large(str(e))) from None
+
+
+def _decode(data: bytes, path) -> np.ndarray:
+    from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
     try:
         im = Image.open(io.BytesIO(data))
@@ -72,28 +89,34 @@ def decode_image(data: bytes, path: str | Path | None = None) -> np.ndarray:
         raise InputError(path, _unidentified_problem(data, path)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"corrupt image header ({e})") from e
-    except Image.DecompressionBombError as e:
-        raise InputError(path, f"image too large ({e})") from e
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise InputError(path, _too_large(f"{w} x {h} px = {w * h / 1e6:.0f} megapixels"))
     try:
         # Force a full decode: a truncated file raises here (LOAD_TRUNCATED_IMAGES is False by
         # default; we check that nobody switched it on, since partial images must not pass).
-        from PIL import ImageFile
-
         if ImageFile.LOAD_TRUNCATED_IMAGES:
             raise InputError(path, "refusing to decode: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set")
         im.load()
         orientation = im.getexif().get(0x0112, 1)
         if _is_16bit_png(data):
+            im.close()
             arr = _decode_png16(data, path)
             return _orient(arr, orientation)
-        im = ImageOps.exif_transpose(im)
+        if orientation in range(2, 9):  # otherwise exif_transpose would only copy
+            im = ImageOps.exif_transpose(im)
         return _to_rgb8(im, path)
     except InputError:
         raise
-    except Image.DecompressionBombError as e:
-        raise InputError(path, f"image too large ({e})") from e
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise InputError(path, f"corrupt or truncated image data ({e})") from e
+
+
+def _too_large(detail: str) -> str:
+    m = re.search(r"\((\d+) pixels\)", detail)  # Pillow's "Image size (N pixels) exceeds limit ..."
+    if m:
+        detail = f"{int(m.group(1)) / 1e6:.0f} megapixels"
+    return f"image too large: {detail}, the limit is {MAX_PIXELS / 1e6:.0f} megapixels"
 
 
 def _unidentified_problem(data: bytes, path) -> str:
@@ -134,7 +157,7 @@ def _decode_png16(data: bytes, path) -> np.ndarray:
 def _to_rgb8(im, path) -> np.ndarray:
     mode = im.mode
     if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8).copy()
+        return _rgb_pixels(im)
     if mode == "CMYK":
         return np.asarray(_cmyk_to_rgb(im), dtype=np.uint8).copy()
     if mode == "P":
@@ -156,6 +179,18 @@ def _to_rgb8(im, path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (ValueError, OSError) as e:
         raise InputError(path, f"unsupported image mode {mode!r}") from e
+
+
+def _rgb_pixels(im) -> np.ndarray:
+    """An RGB image's pixels as a new (H, W, 3) uint8 array, copied in bands of ~16 MB:
+    ``np.asarray(im)`` would briefly hold two more full copies (Pillow's byte chunks and
+    their join), which for a 100-megapixel photo is 600 MB."""
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, (16 << 20) // (3 * max(w, 1)))
+    for y in range(0, h, rows):
+        out[y:y + rows] = np.asarray(im.crop((0, y, w, min(h, y + rows))), dtype=np.uint8)
+    return out
 
 
 def _cmyk_to_rgb(im):

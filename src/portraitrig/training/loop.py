@@ -177,6 +177,7 @@ class Trainer:
         with (torch.autocast(self.dev.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()):
             out = self.method.loss(self.net, idx, step, gen)
         loss, extra = out if isinstance(out, tuple) else (out, {})
+        extra = {k: v.detach() for k, v in extra.items()}
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)

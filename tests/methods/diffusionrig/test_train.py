@@ -9,7 +9,6 @@ from portraitrig.training import checkpoint as ck
 from portraitrig.methods.diffusionrig.config import preset
 from portraitrig.neural.cache import FaceCache, build_cache, group_of
 from portraitrig.methods.diffusionrig.model import DiffusionRigModel
-from portraitrig.training.loop import batch_indices
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 
@@ -37,17 +36,6 @@ def test_cache_round_trip_and_selection(cache, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(InputError):
         FaceCache.load(tmp_path / "bad.safetensors")
-
-
-def test_batch_indices_shard_and_cover():
-    n, bs, world = 10, 3, 2
-    seen = []
-    for step in range(5):
-        parts = [batch_indices(step, n, bs, r, world, seed=7) for r in range(world)]
-        seen += [i for p in parts for i in p.tolist()]
-    # the stream is a sequence of permutations: the first 10 items are each item once
-    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
-    assert torch.equal(batch_indices(3, n, bs, 1, world, 7), batch_indices(3, n, bs, 1, world, 7))
 
 
 def test_optimizer_state_flatten_round_trip():

@@ -1,5 +1,4 @@
-"""scripts/eval_diffusion.py: generate (held-out edits into npz parts), parts joined, sheet."""
-import importlib.util
+"""`portraitrig heldout`: generate (held-out edits into npz parts), parts joined, score, sheet."""
 import json
 from pathlib import Path
 
@@ -12,15 +11,25 @@ from portraitrig.neural.cache import build_cache
 from portraitrig.methods.diffusionrig.model import DiffusionRigModel
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams
+from portraitrig.errors import InputError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "src" / "portraitrig" / "eval" / "heldout.py"
+
+
+class _Heldout:
+    """The module, with main() taking the subcommand's arguments as `portraitrig heldout` does."""
+
+    from portraitrig.eval import heldout as _m
+
+    EDITS = _m.EDITS
+    _load_runs = staticmethod(_m._load_runs)
+
+    @classmethod
+    def main(cls, argv):
+        return cls._m.main(["heldout", *argv])
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("eval_diffusion", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _Heldout
 
 
 def test_generate_parts_and_sheet(tmp_path):
@@ -60,7 +69,7 @@ def test_generate_parts_and_sheet(tmp_path):
     assert torch.allclose(sh.mean_front_shading(req[:, rel]), sh.mean_front_shading(src), rtol=1e-4)
     # parts must come complete, once each, from one generation
     for bad in ([parts[0]], [parts[0], parts[0], parts[1]]):
-        with pytest.raises(SystemExit, match="expected"):
+        with pytest.raises(InputError, match="expected"):
             ev._load_runs([str(q) for q in bad])
     other = tmp_path / "other"  # another split of the person: not parts of the same generation
     assert ev.main(["generate", "--model", str(tmp_path / "m"), "--cache", str(cache), "--group", "clip1",
@@ -70,7 +79,7 @@ def test_generate_parts_and_sheet(tmp_path):
     mixed.mkdir()
     (mixed / "ev.part0.npz").write_bytes(parts[0].read_bytes())
     (mixed / "ev.part1.npz").write_bytes((tmp_path / "other.part1.npz").read_bytes())
-    with pytest.raises(SystemExit, match="not a part of the same generation"):
+    with pytest.raises(InputError, match="not a part of the same generation"):
         ev._load_runs([str(mixed / "ev.part0.npz"), str(mixed / "ev.part1.npz")])
     sheet = tmp_path / "sheet.jpg"
     assert ev.main(["sheet", *map(str, parts), "--out", str(sheet), "--size", "40"]) == 0

@@ -1,0 +1,176 @@
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from portraitrig.capture.types import Crop
+from portraitrig.errors import InputError
+from portraitrig.face.base import posed_vertices
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+from portraitrig.methods import video
+from portraitrig.methods.video.config import Config, VideoNetConfig
+from portraitrig.methods.video.data import (VideoData, fixed_crop, from_frames, params_to_crop, prepare_video,
+                                            sidecar_path, split_count)
+from portraitrig.methods.video.method import VideoMethod, image_loss, random_lights
+from portraitrig.methods.video.model import VideoNet
+from portraitrig.methods.video.renderer import VideoRenderer
+
+
+def test_presets_validate_and_shapes():
+    for name, make in video.PRESETS.items():
+        cfg = make()
+        cfg.validate()
+        net = VideoNet(cfg.model) if name == "tiny" else None
+        if net is not None:
+            x = torch.zeros(2, cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
+            with torch.no_grad():
+                y = net(x)
+            assert y.shape == (2, 3, cfg.model.image_size, cfg.model.image_size)
+            assert float(y.min()) >= 0 and float(y.max()) <= 1
+    with pytest.raises(ValueError):
+        VideoNetConfig(image_size=33, widths=(8, 16)).validate()
+    with pytest.raises(ValueError):
+        VideoNetConfig(buffers=("albedo",)).validate()
+    with pytest.raises(ValueError):
+        Config(holdout=1.0).validate()
+
+
+def test_tiny_renderer_learns_synthetic_frames(tmp_path):
+    data = VideoData.load(video.tiny_data(tmp_path))
+    assert data.n_train == split_count(8, 0.2) == 7
+    cfg = video.PRESETS["tiny"]()
+    cfg.light_augment = 0.0
+    torch.manual_seed(0)
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    opt = torch.optim.Adam(m.model.parameters(), 3e-3)
+    idx = torch.arange(7)
+    losses = []
+    for step in range(25):
+        loss, parts = m.loss(m.model, idx, step, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert set(parts) == {"l1", "ssim", "grad"}
+    grid = m.samples(m.model, 0)
+    assert grid.shape == (2 * 32, 4 * 32, 3)
+    # the exported folder renders sequences and single frames at the right shape
+    folder = m.export(m.model, tmp_path / "model")
+    r = VideoRenderer.from_pretrained(folder)
+    assert r.target is not None and len(r.target.params) == 8 and r.target.n_train == 7
+    seq = r.render(data.params[2:6], context=data.params[:2])
+    assert seq.shape == (4, 3, 32, 32)
+    one = r.render(data.params[2:3], context=data.params[:2])
+    torch.testing.assert_close(one[0], seq[0], atol=1e-5, rtol=0)   # the context fills the window
+    assert r.render(data.params[:3], sequence=False).shape == (3, 3, 32, 32)
+    lit = r.render(data.params[2:3], light=torch.from_numpy(np.zeros((9, 3), np.float32)))
+    assert lit.shape == (1, 3, 32, 32)
+
+
+def test_light_augmentation_is_seeded_and_exposure_matched():
+    old = RigParams.neutral(load_default_model(), 4).light
+    a = random_lights(old, torch.Generator().manual_seed(5))
+    b = random_lights(old, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+    assert a.shape == (4, 9, 3) and not torch.allclose(a[0], a[1])
+    from portraitrig.light.sh import mean_front_shading
+
+    ratio = mean_front_shading(a) / mean_front_shading(old)
+    assert float(ratio.min()) > 0.7 and float(ratio.max()) < 1.35
+
+
+def test_image_loss_is_zero_for_equal_images():
+    x = torch.rand(2, 3, 16, 16)
+    total, parts = image_loss(x, x, 0.5, 0.5)
+    assert float(total) < 1e-5 and float(parts["ssim"]) > 0.999
+    worse, _ = image_loss(x, 1 - x, 0.5, 0.5)
+    assert float(worse) > 0.3
+
+
+def test_params_move_between_crops_with_the_mesh():
+    fm = load_default_model()
+    p = RigParams.neutral(fm, 2).replace(rotation=torch.tensor([[0.1, -0.2, 0.05], [0.0, 0.3, -0.1]]))
+    src = Crop(np.array([[0.9, -0.2, 30.0], [0.2, 0.9, -12.0]]), 256, (640, 480))
+    dst = Crop(np.array([[0.5, 0.1, 10.0], [-0.1, 0.5, 20.0]]), 128, (640, 480))
+    q = params_to_crop(p, src, dst)
+
+    def image_xy(params, crop):
+        v = posed_vertices(fm, params)[..., :2].double().numpy()
+        return crop.to_image((v + 1) / 2 * crop.size)
+
+    np.testing.assert_allclose(image_xy(q, dst), image_xy(p, src), atol=1e-3)
+
+
+def test_fixed_crop_is_the_median_crop():
+    a = Crop(np.array([[0.5, 0.0, -10.0], [0.0, 0.5, -20.0]]), 256, (800, 600))
+    b = Crop(np.array([[0.5, 0.0, -14.0], [0.0, 0.5, -20.0]]), 256, (800, 600))
+    c = fixed_crop([a, a, b], 256, zoom_out=1.0)
+    np.testing.assert_allclose(c.affine, a.affine, atol=1e-9)
+    z = fixed_crop([a], 128, zoom_out=2.0)
+    np.testing.assert_allclose(z.scale, 0.5 * 0.5 / 2, rtol=1e-9)
+    np.testing.assert_allclose(z.to_image(np.array([64.0, 64.0])), a.to_image(np.array([128.0, 128.0])), atol=1e-9)
+
+
+def test_prepare_video_cuts_one_crop_and_moves_params(tmp_path):
+    """A video through prepare_video with a tracker of known answers (MediaPipe does not find
+    the synthetic face): one fixed crop, masks, params moved into it, a frame without a face left out."""
+    from portraitrig.io.media import VideoWriter
+
+    crops, params, _ = video.synthetic_frames(5, 64)
+    frames = [np.pad(c, ((16, 16), (32, 32), (0, 0)), mode="edge") for c in crops]   # 96 x 128 frames
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, 25) as w:
+        for f in frames:
+            w.write(f)
+    crop_t = Crop(np.array([[1.0, 0.0, -32.0], [0.0, 1.0, -16.0]]), 64, (128, 96))
+
+    class Tracker:
+        last_skipped = [(3, "no face")]
+
+        def fit_video(self, p, max_frames=None):
+            return [SimpleNamespace(source=f"{p}#frame={i}", crop=crop_t, params=params[i]) for i in (0, 1, 2, 4)]
+
+    out = prepare_video(path, tmp_path / "data" / "clip.safetensors", size=32, holdout=0.25, rigger=Tracker(),
+                        say=None)
+    data = VideoData.load(out)
+    assert len(data) == 4 and data.frame_index.tolist() == [0, 1, 2, 4] and data.n_train == 3
+    assert data.size == 32 and data.masks.shape == (4, 1, 32, 32) and data.fps == pytest.approx(25.0)
+    # zoomed out 1.25 times about the face crop's centre; a 64 px crop at 32 px
+    assert data.crop.scale == pytest.approx(0.5 / 1.25)
+    fm = load_default_model()
+    v_old = posed_vertices(fm, params[[0]])[0, :, :2].double().numpy()
+    v_new = posed_vertices(fm, data.params[[0]])[0, :, :2].double().numpy()
+    np.testing.assert_allclose(data.crop.to_image((v_new + 1) / 2 * 32), crop_t.to_image((v_old + 1) / 2 * 64),
+                               atol=1e-3)
+    assert sidecar_path(out).is_file()
+
+
+def test_bad_data_and_folders(tmp_path):
+    from portraitrig.neural.cache import FaceCache
+
+    path = video.tiny_data(tmp_path)
+    FaceCache.load(path).save(tmp_path / "plain.safetensors")   # a cache without its video sidecar
+    with pytest.raises(InputError, match="plain.safetensors"):
+        VideoData.load(tmp_path / "plain.safetensors")
+    with pytest.raises(InputError, match="no such file"):
+        VideoMethod.create(video.PRESETS["tiny"](), tmp_path / "missing.mp4", "cpu", say=None)
+    big = video.PRESETS["256"]()
+    with pytest.raises(InputError, match="32 px"):
+        VideoMethod.create(big, path, "cpu", say=None)
+    from portraitrig.neural.modelio import write_model_folder
+
+    write_model_folder(tmp_path / "diff", "diffusion", 1, {"image_size": 32}, torch.nn.Linear(2, 2))
+    with pytest.raises(InputError, match="'diffusion' model"):
+        VideoRenderer.from_pretrained(tmp_path / "diff")
+    cfg = json.loads((tmp_path / "diff" / "config.json").read_text())
+    assert cfg["method"] == "diffusion"
+
+
+def test_from_frames_default_masks_cover_the_face():
+    crops, params, _ = video.synthetic_frames(3, 32)
+    d = from_frames(crops, params)
+    assert d.masks.shape == (3, 1, 32, 32) and int(d.masks.max()) == 255 and int(d.masks.min()) == 0

@@ -1,0 +1,163 @@
+"""The shared training loop on a toy method: exact resume, logs, divergence, damaged checkpoints,
+refused resumes, time limit, learning-rate schedule."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from portraitrig.errors import InputError
+from portraitrig.training import checkpoint as ck
+from portraitrig.training.config import TrainConfig
+from portraitrig.training.loop import TrainingDiverged, batch_indices, train
+from portraitrig.training.method import TrainingMethod
+
+
+class Toy(TrainingMethod):
+    """Linear regression with noise drawn from the step's generator (tests exact resume)."""
+
+    name = "toy"
+
+    def __init__(self, n=12, poison_at=None, tag="a"):
+        torch.manual_seed(0)
+        self.device = torch.device("cpu")
+        self.model = nn.Linear(3, 2)
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 3, generator=g)
+        self.y = self.x @ torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 3.0]]) + 0.3
+        self.poison_at, self.tag, self.exported = poison_at, tag, []
+
+    def num_items(self):
+        return len(self.x)
+
+    def loss(self, net, idx, step, generator):
+        noise = torch.randn(len(idx), 2, generator=generator) * 0.01
+        loss = (net(self.x[idx]) - self.y[idx] - noise).square().mean()
+        if self.poison_at is not None and step >= self.poison_at:
+            loss = loss * float("nan")
+        return loss, {"abs_err": loss.sqrt()}
+
+    def run_identity(self):
+        return {"tag": self.tag, "n": len(self.x)}
+
+    def samples(self, ema, step):
+        return np.full((4, 4, 3), min(step, 255), np.uint8)
+
+    def export(self, ema, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(ema.state_dict(), directory / "weights.pt")
+        self.exported.append(directory)
+        return directory
+
+
+def cfg(**kw):
+    base = dict(steps=6, batch_size=4, lr=0.05, warmup_steps=1, precision="fp32", channels_last=False,
+                ckpt_every=1000, log_every=1, sample_every=3, ema_decay=0.9)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(out, c=None, method=None, **kw):
+    c = c or cfg()
+    return train(method or Toy(), c, out, config={"train": c.__dict__}, progress=False, **kw)
+
+
+def _weights(path):
+    t, _ = ck.load_checkpoint(path)
+    return {k: v for k, v in t.items() if k.startswith(("model.", "ema.", "optim."))}
+
+
+def test_straight_run_writes_everything(tmp_path):
+    m = Toy()
+    out = run(tmp_path / "r", method=m)
+    assert out == tmp_path / "r" / "model" and m.exported == [out]
+    logs = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == list(range(1, 7)) and all("abs_err" in r for r in logs)
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    assert sorted(p.name for p in (tmp_path / "r" / "samples").iterdir()) == ["step-00000003.png",
+                                                                             "step-00000006.png"]
+    assert [p.name for p in ck.list_checkpoints(tmp_path / "r")] == ["ckpt-00000006.safetensors"]
+    _, header = ck.load_checkpoint(tmp_path / "r" / "ckpt-00000006.safetensors", tensors=False)
+    assert header["method"] == "toy" and header["extra"]["run"] == {"tag": "a", "n": 12}
+
+
+def test_resume_is_exact_and_the_log_has_each_step_once(tmp_path):
+    run(tmp_path / "a")
+    run(tmp_path / "b", stop_after=3)
+    assert not (tmp_path / "b" / "model").exists()  # killed before the end
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # a record torn by the kill, and one from after it
+        f.write('{"step": 4, "loss": 0.1}\n{"step": 5, "lo')
+    run(tmp_path / "b")
+    wa, wb = _weights(ck.checkpoint_path(tmp_path / "a", 6)), _weights(ck.checkpoint_path(tmp_path / "b", 6))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_resume_refuses_another_run_and_reports_changed_settings(tmp_path, capsys):
+    run(tmp_path / "r", stop_after=2)
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    with pytest.raises(InputError, match="different run .*tag"):
+        run(tmp_path / "r", method=Toy(tag="b"))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before
+    capsys.readouterr()
+    run(tmp_path / "r", c=cfg(batch_size=2, steps=8))
+    said = capsys.readouterr().out
+    assert "train.batch_size 4 -> 2" in said and "train.steps" not in said
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match="ckpt-00000002"):
+        run(tmp_path / "r", c=cfg(ckpt_every=2, steps=8), method=Toy(poison_at=3))
+    assert [p.name for p in ck.list_checkpoints(tmp_path / "r")] == ["ckpt-00000002.safetensors"]
+    w = _weights(tmp_path / "r" / "ckpt-00000002.safetensors")
+    assert all(torch.isfinite(v.float()).all() for v in w.values())
+    for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines():
+        json.loads(line)  # valid JSON: a NaN loss is logged as null
+    assert not (tmp_path / "r" / "model").exists()
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside(tmp_path, capsys):
+    run(tmp_path / "r", c=cfg(ckpt_every=2, keep=3), stop_after=4)
+    newest = tmp_path / "r" / "ckpt-00000004.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # torn by a crash
+    capsys.readouterr()
+    run(tmp_path / "r", c=cfg(ckpt_every=2, keep=3))
+    said = capsys.readouterr().out
+    assert "set aside" in said and "resumed from" in said and "ckpt-00000002" in said
+    assert (tmp_path / "r" / "ckpt-00000004.safetensors.damaged").exists()
+    run(tmp_path / "a", c=cfg(ckpt_every=2, keep=3))
+    wa, wb = _weights(ck.checkpoint_path(tmp_path / "a", 6)), _weights(ck.checkpoint_path(tmp_path / "r", 6))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_time_limit_exports_the_model(tmp_path):
+    m = Toy()
+    run(tmp_path / "r", c=cfg(steps=10_000, time_limit=1e-9, log_every=5), method=m)
+    assert m.exported and ck.list_checkpoints(tmp_path / "r")[-1].name == "ckpt-00000010.safetensors"
+
+
+def test_learning_rate_schedules():
+    c = cfg(lr=1.0, warmup_steps=4, steps=104, schedule="cosine", min_lr_ratio=0.1)
+    assert [c.lr_at(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert c.lr_at(4) == pytest.approx(1.0) and c.lr_at(54) == pytest.approx(0.55) and c.lr_at(104) == pytest.approx(0.1)
+    assert cfg(lr=2.0, warmup_steps=0).lr_at(500) == 2.0
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(lr=float("nan")), dict(lr=-1.0), dict(batch_size=0),
+                                 dict(ckpt_every=0), dict(ema_decay=1.0), dict(precision="fp8"),
+                                 dict(time_limit=0.0), dict(warmup_steps=-1)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        cfg(**bad).validate()
+
+
+def test_batch_indices_shard_and_cover():
+    n, bs, world = 10, 3, 2
+    seen = []
+    for step in range(5):
+        seen += [i for r in range(world) for i in batch_indices(step, n, bs, r, world, seed=7).tolist()]
+    # the stream is a sequence of permutations: the first 10 items are each item once
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert torch.equal(batch_indices(3, n, bs, 1, world, 7), batch_indices(3, n, bs, 1, world, 7))
