@@ -1,6 +1,6 @@
 """Capture-stage speed on real photos: decode, detection + landmarks, FFHQ alignment.
 
-    python bench/bench_capture.py [PHOTOS_DIR] [--size 256] [--repeat 1] [--out bench/results/capture.json]
+    python bench/bench_capture.py [PHOTOS_DIR] [--size 256] [--repeat 1] [--out out/capture.json]
 
 Prints a table (per sub-folder and overall: images, faces found, median / mean / p90 ms per
 stage) and writes JSON with the per-image timings and the machine description.
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("photos", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces/photos"))
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=1, help="time each stage this many times, keep the best")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "capture.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "out" / "capture.json"))
     a = ap.parse_args(argv)
     res = run(Path(a.photos), a.size, a.repeat)
     print_table(res)

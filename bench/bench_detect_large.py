@@ -1,6 +1,6 @@
 """Cost of decoding + face search on huge images, and recall on normal ones.
 
-    python bench/bench_detect_large.py [--side 11000] [--photos N] [--out bench/results/detect_large.json]
+    python bench/bench_detect_large.py [--side 11000] [--photos N] [--out out/detect_large.json]
 
 Cases (each in a fresh process so peak memory is its own):
 - ``noface <side>``: a smooth-noise PNG of side x side px with no face (small file, huge image);
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=3, help="real photos to check (0: none)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "portraitrig_bench",
                     help="folder for the generated images")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/detect_large.json"))
+    ap.add_argument("--out", type=Path, default=Path("out/detect_large.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

@@ -1,6 +1,6 @@
 """DiffusionRig speed: training throughput and edit latency, plain eager fp16 vs our fast path.
 
-    python bench/bench_diffusion.py --device cuda --out bench/results/diffusion.json
+    python bench/bench_diffusion.py --device cuda --out out/diffusion.json
     python bench/bench_diffusion.py --device cpu --config tiny --quick   # checks the script
 
 Training (same model, same batch): "eager-fp16" = fp32 weights, autocast fp16 + GradScaler,
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--edit-cases", default=",".join(EDIT_CASES),
                     help=f"comma list of the edit cases to run (default: all of {','.join(EDIT_CASES)})")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (checks the script on a CPU)")
-    ap.add_argument("--out", default="bench/results/diffusion.json")
+    ap.add_argument("--out", default="out/diffusion.json")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     fast_cuda_settings(dev)

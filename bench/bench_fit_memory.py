@@ -11,7 +11,7 @@ chunking, one joint solve took about 7 MB per frame (1.19 GB at 100 frames, 3.94
 7.61 GB at 1008).
 
 Usage: python bench/bench_fit_memory.py [--frames 100 500 1000 5000] [--budget-s 3600]
-       [--clip PATH] [--out bench/results/fit_memory.json]
+       [--clip PATH] [--out out/fit_memory.json]
 Lengths whose run would not finish inside the remaining --budget-s (estimated from the
 seconds per frame measured so far) are skipped and reported as such.
 """
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[100, 500, 1000, 5000])
     ap.add_argument("--budget-s", type=float, default=3600.0, help="stop starting runs past this")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_fit_memory"), help="scratch folder (deleted)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fit_memory.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "fit_memory.json")
     args = ap.parse_args()
 
     clip = args.clip or args.data / "videos" / "iplap_129.mp4"

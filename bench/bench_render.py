@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd render_buffers (GPU)")
     ap.add_argument("--fit-batches", type=int, nargs="*", default=[1, 8], help="photometric fit batch sizes")
-    ap.add_argument("--out", default="bench/results/bench_render.json")
+    ap.add_argument("--out", default="out/bench_render.json")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)

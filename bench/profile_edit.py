@@ -7,7 +7,7 @@ category (cuDNN convolutions, fused Triton GroupNorm/SiLU/add kernels, copies, a
 measures the two ceilings that bound it on the machine: cuDNN's rate on the UNet's own 3x3
 convolutions, level by level, and the bandwidth of a fused GroupNorm + scale-shift + SiLU pass.
 
-    python bench/profile_edit.py --variants b16,b32,b16-cdt --out bench/results/profile_edit.json
+    python bench/profile_edit.py --variants b16,b32,b16-cdt --out out/profile_edit.json
     python bench/profile_edit.py --device cpu --config tiny --variants b2 --steps 2   # checks the script
 
 A variant is ``bN[-flag...]``; flags: cdt (Inductor coordinate-descent tuning of the Triton
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps each way")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-ceilings", action="store_true")
-    ap.add_argument("--out", default="bench/results/profile_edit.json")
+    ap.add_argument("--out", default="out/profile_edit.json")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:

@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="eager16-b16,fast-b32,fast-b32-nchw,fast-b64")
     ap.add_argument("--profile", default=None, help="comma list of variants to profile (default: the first fast one)")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--out", default="bench/results/profile_train.json")
+    ap.add_argument("--out", default="out/profile_train.json")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     fast_cuda_settings(dev)

@@ -47,7 +47,8 @@ def _cmd_fit(args) -> int:
 
     cfg = FitJobConfig(crop_size=args.size, format=args.format, stride=args.stride, max_frames=args.max_frames,
                        album=args.album, smooth_sigma=args.smooth, save_crops=args.save_crops,
-                       photometric=not args.no_photometric, device=args.device)
+                       photometric=not args.no_photometric, device=args.device, workers=args.workers,
+                       shard=args.shard, chunk_frames=args.chunk_frames)
     summary = run_fit(args.inputs, args.out, cfg, progress=not args.quiet)
     print(summary.text())
     return summary.exit_code
@@ -77,7 +78,8 @@ def _cmd_prepare(args) -> int:
     from portraitrig.apps.preparejob import prepare
 
     cache = prepare(args.inputs, args.out, size=args.size, quality=args.quality, group_by=args.group_by,
-                    device=args.device, stride=args.stride, max_frames=args.max_frames)
+                    device=args.device, stride=args.stride, max_frames=args.max_frames, workers=args.workers,
+                    shard=args.shard, progress=not args.quiet)
     print(f"{args.out}: {len(cache)} items, {len(cache.groups)} groups, "
           f"{cache.bytes_per_item() / 1024:.1f} kB per item ({args.size} px)")
     return 0
@@ -122,6 +124,25 @@ def _cmd_edit(args) -> int:
 # ---------------------------------------------------------------------------- parser
 class UsageError(Exception):
     """A bad option value found after parsing (exit code 2, like argparse's own)."""
+
+
+def _shard(text: str) -> str:
+    from portraitrig.apps.fitjob import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_scale_arguments(parser, fc) -> None:
+    """--workers / --shard of fitting jobs (defaults and help from FitJobConfig)."""
+    from dataclasses import fields
+
+    help_of = {f.name: f.metadata.get("help", "") for f in fields(fc)}
+    parser.add_argument("--workers", type=_int_at_least(1), default=fc.workers, help=help_of["workers"])
+    parser.add_argument("--shard", type=_shard, default=fc.shard, metavar="I/N", help=help_of["shard"])
 
 
 def _add_train(sub) -> None:
@@ -178,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--save-crops", action="store_true", help="also write the aligned crops as PNG")
     f.add_argument("--no-photometric", action="store_true", help="skip the light / albedo estimate")
     f.add_argument("--device", default=fc.device)
+    _add_scale_arguments(f, fc)
+    f.add_argument("--chunk-frames", type=_int_at_least(1), default=fc.chunk_frames,
+                   help="videos longer than this many kept frames are fitted in chunks of it, in bounded "
+                        "memory, with one identity estimated from the whole video (default: %(default)s)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fit)
 
@@ -192,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_render)
 
     q = sub.add_parser("prepare", help="a training cache from `portraitrig fit` folders or photos/videos")
-    q.add_argument("inputs", nargs="+", help="`portraitrig fit --save-crops` folders, or images/folders/videos to fit")
+    q.add_argument("inputs", nargs="+", help="`portraitrig fit --save-crops` folders, images/folders/videos to fit, "
+                                             "or caches to merge (e.g. one per shard)")
     q.add_argument("-o", "--out", required=True, help="cache file (.safetensors)")
     q.add_argument("--size", type=_int_at_least(16), default=256, help="training image size (default: %(default)s)")
     q.add_argument("--quality", type=_int_at_least(1), default=95, help="JPEG quality of the stored crops")
@@ -201,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stride", type=_int_at_least(1), default=1, help="raw videos: use every N-th frame")
     q.add_argument("--max-frames", type=_int_at_least(1), default=None, help="raw videos: at most this many frames")
     q.add_argument("--device", default="cpu")
+    _add_scale_arguments(q, fc)
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_prepare)
 
     _add_train(sub)

@@ -4,12 +4,20 @@ capture (decode, MediaPipe landmarks, FFHQ crop) -> geometry fit (pose, identity
 gaze) -> photometric fit (SH light, albedo). For an album or a video of one person the
 identity and albedo are shared by all frames (``Rigger.fit_album``); a video's parameters can be
 smoothed over time without lag (``Rigger.fit_video``).
+
+Long videos are fitted in bounded memory (``Rigger.iter_video``): a video of at most
+``chunk_frames`` kept frames is one joint solve; a longer one gets its identity and albedo once,
+from ``IDENTITY_SAMPLE`` frames spread over the whole video, and is then fitted chunk by chunk
+with them held fixed. Each chunk is solved with the few neighbouring frames the smoothing
+reaches (:func:`portraitrig.fit.smooth.support_radius`) on both sides, so the smoothed result
+runs on across chunk borders as if the video were one piece; only the current chunk's crops are
+in memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +28,10 @@ from portraitrig.face.base import FaceModel, ndc_to_pixels, pixels_to_ndc, posed
 from portraitrig.face.params import RigParams
 
 ImageLike = "str | Path | np.ndarray"
+
+VIDEO_CHUNK = 100      # kept frames per chunk of a long video (and the most one joint solve takes)
+IDENTITY_SAMPLE = 32   # frames spread over a long video that give its identity and albedo
+APPEARANCE_BATCH = 25  # frames per light solve when the albedo is known (bounds memory)
 
 
 @dataclass
@@ -76,6 +88,34 @@ class FitResult:
             "landmarks_image": self.landmarks.points.astype(np.float32),
             "landmarks_crop": self.crop_landmarks.points.astype(np.float32),
         }
+
+
+@dataclass
+class VideoChunk:
+    """Chunk ``index`` of a video: its kept frames with ordinals ``index * chunk_frames`` up to
+    ``(index + 1) * chunk_frames - 1`` (ordinal = frame index // stride). ``captures``:
+    (ordinal, Capture) of its frames with a face; ``results``: their fits, in the same order
+    (empty when the chunk's solve failed, then ``error`` says why)."""
+
+    index: int
+    captures: list[tuple[int, Capture]]
+    results: list[FitResult]
+    error: Exception | None = None
+
+
+def kept_frame_count(path: str | Path, stride: int = 1, max_frames: int | None = None) -> int:
+    """How many frames a fit of this video keeps: every ``stride``-th, at most ``max_frames``.
+    From the container's frame count, or by reading the video through when it gives none."""
+    from portraitrig.io.video import iter_video, video_info
+
+    n = video_info(path).frame_count
+    if n <= 0:  # no count in the container: read it through, converting no frame
+        seen: list[int] = []
+        for _ in iter_video(path, want=lambda i: seen.append(i) is not None):
+            pass
+        n = len(seen)
+    kept = -(-n // stride)
+    return kept if max_frames is None else min(kept, max_frames)
 
 
 class Rigger:
@@ -164,9 +204,13 @@ class Rigger:
 
     # ------------------------------------------------------------------ fitting
     def fit_captures(self, captures: Sequence[Capture], shared: bool = False,
-                     smooth_sigma: float = 0.0, keep_images: bool = False) -> list[FitResult]:
+                     smooth_sigma: float = 0.0, keep_images: bool = False,
+                     identity: RigParams | None = None) -> list[FitResult]:
         """Fit the rig to captured faces. ``shared``: one identity and albedo for all (one
-        person); ``smooth_sigma`` > 0: zero-lag temporal smoothing (frames; for video)."""
+        person); ``smooth_sigma`` > 0: zero-lag temporal smoothing (frames; for video).
+        ``identity``: known identity and albedo of the person (batch 1, e.g. from
+        :meth:`video_identity`), held fixed: each face then gets only its pose, expression,
+        gaze and light, independently of the others (up to the smoothing)."""
         from portraitrig.fit.geometry import fit_landmarks, landmark_error
 
         if not captures:
@@ -174,18 +218,28 @@ class Rigger:
         S = self.crop_size
         pts = torch.from_numpy(np.stack([c.crop_landmarks.points for c in captures]).astype(np.float32))
         ndc = torch.cat([pixels_to_ndc(pts[..., :2], S), pts[..., 2:] * (2.0 / S)], -1).to(self.device)
-        params = fit_landmarks(ndc, self.model, shared_identity=shared)
+        params = fit_landmarks(ndc, self.model, shared_identity=shared,
+                               identity=None if identity is None else identity.identity[0])
         if smooth_sigma > 0 and len(captures) > 2:
             from portraitrig.fit.smooth import smooth_params
 
             params = smooth_params(params, sigma_frames=smooth_sigma)
+        if identity is not None:
+            params = params.replace(albedo=identity.albedo[:1].to(params.albedo).expand(len(captures), -1, -1))
         if self.photometric:
             from portraitrig.fit.photometric import fit_appearance
 
-            imgs = torch.from_numpy(np.stack([c.crop_image for c in captures])).to(self.device)
-            imgs = imgs.permute(0, 3, 1, 2).float() / 255.0
-            valid = torch.from_numpy(np.stack([c.valid for c in captures])).to(self.device)
-            params = fit_appearance(imgs, params, self.model, shared_albedo=shared, valid_mask=valid)
+            # a known albedo leaves the frames independent: solved a few at a time (memory)
+            step = len(captures) if identity is None else APPEARANCE_BATCH
+            parts = []
+            for i in range(0, len(captures), step):
+                part = captures[i:i + step]
+                imgs = torch.from_numpy(np.stack([c.crop_image for c in part])).to(self.device)
+                imgs = imgs.permute(0, 3, 1, 2).float() / 255.0
+                valid = torch.from_numpy(np.stack([c.valid for c in part])).to(self.device)
+                parts.append(fit_appearance(imgs, params[i:i + step], self.model, shared_albedo=shared,
+                                            valid_mask=valid, fit_albedo=identity is None))
+            params = parts[0] if len(parts) == 1 else RigParams.cat(parts)
         params = params.replace(crop_size=S, sources=[c.source for c in captures])
         errors = landmark_error(params, self.model, ndc).detach().cpu().numpy()
         return [
@@ -207,22 +261,122 @@ class Rigger:
         """An album of one person: identity and albedo shared by all photos."""
         return self.fit_images(images, shared=True)
 
-    def fit_video(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
-                  smooth_sigma: float = 1.0) -> list[FitResult]:
-        """Every ``stride``-th frame of a one-person video: shared identity/albedo, smoothed.
-        Frames where no face is found are skipped (``self.last_skipped`` lists them with the
-        reason)."""
+    def video_identity(self, captures: Sequence[Capture]) -> RigParams:
+        """Identity and albedo (RigParams of batch 1) of the one person in ``captures``: a joint
+        fit of them all (give a sample of frames spread over the video)."""
+        if not captures:
+            raise ValueError("video_identity needs at least one capture")
+        return self.fit_captures(captures, shared=True)[0].params
+
+    def sample_video(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                     n: int = IDENTITY_SAMPLE, kept: int | None = None) -> list[Capture]:
+        """Captures (original image dropped) of ``n`` kept frames spread evenly over the video
+        (``kept``: its kept frame count, :func:`kept_frame_count` when None); frames without a
+        face are left out, and a video that breaks off gives the frames read before."""
+        from portraitrig.io.video import iter_video
+
+        kept = kept_frame_count(path, stride, max_frames) if kept is None else kept
+        picks = set(np.linspace(0, max(kept - 1, 0), min(n, max(kept, 1))).round().astype(int).tolist())
+        caps = []
+        try:
+            for f in iter_video(path, stride=stride, max_frames=max_frames, want=lambda i: i // stride in picks):
+                try:
+                    caps.append(replace(self.capture(f.image, f"{path}#frame={f.index}"), image=None))
+                except InputError:
+                    continue
+        except InputError:
+            if not caps:
+                raise
+        return caps
+
+    def fit_chunks(self, captures: Iterable[tuple[int, Capture]], identity: RigParams,
+                   smooth_sigma: float = 0.0, chunk_frames: int = VIDEO_CHUNK,
+                   start_chunk: int = 0) -> Iterator[VideoChunk]:
+        """Fit a video chunk by chunk, its identity and albedo held fixed (``identity``, batch 1).
+
+        captures: (ordinal, Capture) in increasing ordinal order (ordinal = index of the kept
+        frame; frames without a face left out); it is read lazily, and only the current chunk
+        plus the smoothing's reach on each side is kept. Chunks from ``start_chunk`` on are
+        yielded in order (earlier ordinals serve only as the smoothing's context), one for
+        every chunk up to the last capture, empty ones included. A failed solve is reported
+        in its chunk's ``error``; the next chunks go on."""
+        from portraitrig.fit.smooth import support_radius
+
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
+        r = support_radius(smooth_sigma)
+        window: list[tuple[int, Capture]] = []
+
+        def solve(k: int) -> VideoChunk:
+            lo, hi = k * chunk_frames, (k + 1) * chunk_frames
+            context = [(o, c) for o, c in window if lo - r <= o < hi + r]
+            mine = [(o, c) for o, c in context if lo <= o < hi]
+            if not mine:
+                return VideoChunk(k, [], [])
+            try:
+                res = self.fit_captures([c for _, c in context], smooth_sigma=smooth_sigma, identity=identity)
+            except Exception as exc:  # a failed solve fails its chunk, not the video
+                return VideoChunk(k, mine, [], exc)
+            return VideoChunk(k, mine, [f for (o, _), f in zip(context, res) if lo <= o < hi])
+
+        k = start_chunk
+        for o, cap in captures:
+            if o < k * chunk_frames - r:
+                continue
+            while o >= (k + 1) * chunk_frames + r:  # chunk k and its right context are complete
+                yield solve(k)
+                k += 1
+                window = [(q, c) for q, c in window if q >= k * chunk_frames - r]
+            window.append((o, cap))
+        while window and window[-1][0] >= k * chunk_frames:
+            yield solve(k)
+            k += 1
+            window = [(q, c) for q, c in window if q >= k * chunk_frames - r]
+
+    def iter_video(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                   smooth_sigma: float = 1.0, chunk_frames: int = VIDEO_CHUNK) -> Iterator[VideoChunk]:
+        """Fit every ``stride``-th frame of a one-person video, chunk by chunk (see the module
+        doc): memory stays bounded however long the video. Frames without a face are skipped
+        (``self.last_skipped`` lists them with the reason); a failed chunk raises its error."""
         from portraitrig.io.video import iter_video_frames
 
-        caps, self.last_skipped = [], []
-        for f in iter_video_frames(path, stride=stride, max_frames=max_frames):
-            try:
-                caps.append(self.capture(f.image, f"{path}#frame={f.index}"))
-            except InputError as err:
-                self.last_skipped.append((f.index, str(err)))
-        if not caps:
+        self.last_skipped = []
+        sigma = smooth_sigma / max(stride, 1)
+        kept = kept_frame_count(path, stride, max_frames)
+
+        def captures() -> Iterator[tuple[int, Capture]]:
+            for f in iter_video_frames(path, stride=stride, max_frames=max_frames):
+                try:
+                    yield f.index // stride, replace(self.capture(f.image, f"{path}#frame={f.index}"), image=None)
+                except InputError as err:
+                    self.last_skipped.append((f.index, str(err)))
+
+        if kept <= chunk_frames:
+            caps = list(captures())
+            if not caps:
+                raise InputError(path, "no face found in any frame")
+            yield VideoChunk(0, caps, self.fit_captures([c for _, c in caps], shared=True, smooth_sigma=sigma))
+            return
+        sample = self.sample_video(path, stride, max_frames, kept=kept)
+        if not sample:
+            raise InputError(path, f"no face found in any of the {IDENTITY_SAMPLE} frames sampled for the identity")
+        identity = self.video_identity(sample)
+        del sample
+        for ch in self.fit_chunks(captures(), identity, sigma, chunk_frames):
+            if ch.error is not None:
+                raise ch.error
+            yield ch
+
+    def fit_video(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                  smooth_sigma: float = 1.0, chunk_frames: int = VIDEO_CHUNK) -> list[FitResult]:
+        """Every ``stride``-th frame of a one-person video: shared identity/albedo, smoothed
+        (in chunks for a long video: :meth:`iter_video`). Frames where no face is found are
+        skipped (``self.last_skipped`` lists them with the reason)."""
+        results = [r for ch in self.iter_video(path, stride, max_frames, smooth_sigma, chunk_frames)
+                   for r in ch.results]
+        if not results:
             raise InputError(path, "no face found in any frame")
-        return self.fit_captures(caps, shared=True, smooth_sigma=smooth_sigma / max(stride, 1))
+        return results
 
 
-__all__ = ["Capture", "FitResult", "Rigger"]
+__all__ = ["Capture", "FitResult", "Rigger", "VideoChunk", "kept_frame_count", "VIDEO_CHUNK", "IDENTITY_SAMPLE"]

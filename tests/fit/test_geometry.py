@@ -103,3 +103,18 @@ def test_init_and_errors(model):
         fit_landmarks(bad, model)
     with pytest.raises(FitError, match="degenerate"):
         fit_landmarks(torch.zeros(1, 478, 3), model)
+
+
+def test_known_identity_is_held_and_frames_are_independent(model):
+    p, Y, _ = synthetic(model, 5, 7, same_identity=True)
+    f = fit_landmarks(Y, model, identity=p.identity[0], n_iters=6, id_reg=1e-7, expr_reg=1e-7)
+    assert torch.allclose(f.identity, p.identity[:1].expand(5, -1))
+    assert rot_err(f, p).max() < 0.1
+    assert landmark_error(f, model, Y).max() < 0.1
+    assert (f.expression - p.expression).abs().mean() < 0.03
+    # each image is solved on its own: the same image gives the same fit in another batch
+    g = fit_landmarks(Y[2:4], model, identity=p.identity[:1], n_iters=6, id_reg=1e-7, expr_reg=1e-7)
+    assert torch.allclose(g.expression, f.expression[2:4], atol=1e-5)
+    assert torch.allclose(g.scale, f.scale[2:4], rtol=1e-5)
+    with pytest.raises(FitError):
+        fit_landmarks(Y, model, identity=torch.zeros(3))

@@ -168,3 +168,19 @@ def test_colour_prior_keeps_directional_light_white(model):
         return float((L - L.mean(-1, keepdim=True)).abs().max())
 
     assert spread(0.1) < 0.5 * spread(0.0)
+
+
+def test_known_albedo_gives_each_frame_its_light(model):
+    """With the albedo held fixed only the light is solved, per image: a frame's light does not
+    depend on the other frames of the batch, and the known albedo is returned unchanged."""
+    lights = [preset("left"), light_from_direction((-25, 10), (1.0, 0.95, 0.9), 0.9, 0.3)]
+    truth, buf = _scene(model, lights)
+    fit = fit_appearance(buf["shaded"], truth.replace(light=RigParams.neutral(model, 2).light), model,
+                         fit_albedo=False)
+    assert torch.equal(fit.albedo, truth.albedo)
+    assert _shading_error(fit, buf, model) < 0.05
+    rec = render_buffers(fit, model, S, names=("shaded",))["shaded"]
+    assert (rec - buf["shaded"]).abs().mean() < 0.01
+    alone = fit_appearance(buf["shaded"][1:], truth[1:].replace(light=RigParams.neutral(model, 1).light), model,
+                           fit_albedo=False)
+    assert torch.allclose(alone.light[0], fit.light[1], atol=1e-4)

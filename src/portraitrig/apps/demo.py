@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from portraitrig.io.atomic import write_image, write_json, write_text
+from portraitrig.errors import InputError, printable
+from portraitrig.io.atomic import clean_orphans, write_image, write_json, write_text
+
+MIN_SIZE, MAX_SIZE = 32, 2048  # crop size in pixels
 
 
 @dataclass
@@ -41,38 +44,36 @@ def sky_environment(width: int = 128) -> np.ndarray:
     return (sky + sun[..., None] * np.array([1.0, 0.85, 0.6])).astype(np.float32)
 
 
+# the demo's previews as edit specs (portraitrig.editspec: the parser the CLI and the web app use)
+PREVIEWS = {
+    "relight": [("as fitted", ""), ("preset: left", "light=left absolute=1"), ("preset: rim", "light=rim absolute=1"),
+                ("preset: top", "light=top absolute=1")],
+    "expression": [("smile", "smile=1"), ("jaw open", "jaw_open=1"), ("brows raised", "brows_raised=1"),
+                   ("left eye closed", "eye_closed_left=1"),
+                   ("both eyes closed", "eye_closed_left=1 eye_closed_right=1")],
+    "pose and gaze": [("yaw -25°", "yaw=-25"), ("yaw +25°", "yaw=25"), ("pitch +15°", "pitch=15"),
+                      ("roll +15°", "roll=15"), ("gaze left", "gaze=-25,0"), ("gaze up", "gaze=0,-20")],
+}
+
+
 def _previews(params, model):
-    """(label, edited params) pairs shown in the demo."""
+    """(label, edited params) pairs shown in the demo: the spec previews, a warm directional light
+    and a synthetic HDR sky."""
     from portraitrig import edits
+    from portraitrig.editspec import parse
     from portraitrig.light.sh import sh_from_equirect
 
+    out = {}
+    for title, items in PREVIEWS.items():
+        out[title] = []
+        for label, text in items:
+            fn = parse(text).params_fn(model)
+            out[title].append((label, fn(params) if fn is not None else params))
     env_light = torch.as_tensor(sh_from_equirect(sky_environment()), dtype=params.light.dtype)
-    return {
-        "relight": [
-            ("as fitted", params),
-            ("preset: left", edits.relight(params, "left")),
-            ("preset: rim", edits.relight(params, "rim")),
-            ("preset: top", edits.relight(params, "top")),
-            ("direction 60°/10° warm", edits.relight(params, {"direction": (60, 10), "colour": (1.0, 0.8, 0.6),
-                                                              "intensity": 1.2})),
-            ("HDR sky map", edits.relight(params, env_light)),
-        ],
-        "expression": [
-            ("smile", edits.set_expression(params, smile=1.0)),
-            ("jaw open", edits.set_expression(params, jaw_open=1.0)),
-            ("brows raised", edits.set_expression(params, brows_raised=1.0)),
-            ("left eye closed", edits.set_expression(params, eye_closed_left=1.0)),
-            ("both eyes closed", edits.set_expression(params, eye_closed_left=1.0, eye_closed_right=1.0)),
-        ],
-        "pose and gaze": [
-            ("yaw -25°", edits.rotate_head(params, yaw=-25)),
-            ("yaw +25°", edits.rotate_head(params, yaw=25)),
-            ("pitch +15°", edits.rotate_head(params, pitch=15)),
-            ("roll +15°", edits.rotate_head(params, roll=15)),
-            ("gaze left", edits.set_gaze(params, yaw_deg=-25, pitch_deg=0)),
-            ("gaze up", edits.set_gaze(params, yaw_deg=0, pitch_deg=-20)),
-        ],
-    }
+    out["relight"] += [("direction 60°/10° warm", edits.relight(params, {"direction": (60, 10),
+                                                                         "colour": (1.0, 0.8, 0.6), "intensity": 1.2})),
+                       ("HDR sky map", edits.relight(params, env_light))]
+    return out
 
 
 def _labelled_grid(sections: list[tuple[str, list[tuple[str, np.ndarray]]]], cell: int) -> np.ndarray:
@@ -104,14 +105,17 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
     from portraitrig.io.sources import load_source
     from portraitrig.render.buffers import buffers_to_images, overlay_mesh, render_buffers
 
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputError(None, f"--size {size} is outside {MIN_SIZE}..{MAX_SIZE} pixels")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_orphans(out)
     if photo is None:
         from skimage import data
 
         image, source = np.ascontiguousarray(data.astronaut()), "scikit-image: data.astronaut()"
     else:
-        image, source = load_source(photo), str(photo)
+        image, source = load_source(photo), printable(str(photo))
 
     with Rigger(crop_size=size, device=device) as rigger:
         fit = rigger.fit_image(image, source)

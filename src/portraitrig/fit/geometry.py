@@ -68,14 +68,24 @@ class _Solver:
         self.schur = A_sh @ A_sh.T - C @ (A_pi @ A_sh.T)
         self.q = A_sh - C @ A_pi
         self.pi_single = H_inv @ A_pi                       # per image: this @ (y - A_sh^T alpha)
-        self.A_sh, self.A_ex, self.id_reg, self.n_id = A_sh, A_ex, id_reg, model.n_id
+        self.A_sh, self.A_ex, self.id_reg, self.expr_reg, self.n_id = A_sh, A_ex, id_reg, expr_reg, model.n_id
         self.rigid_weights, self.eye_corners = model.rigid_weights, model.eye_corners
         self.eyeball_offset = model.eyeball_offset
 
-    def solve(self, y: torch.Tensor, shared: bool):
+    def solve(self, y: torch.Tensor, shared: bool, identity: torch.Tensor | None = None):
         """y: (B, 1404) head-space residual from the mean -> identity (B, n_id) and expression
         (B, n_expr), with y + mean ~ k * (mean + shape offsets) for a size factor k per image
-        (the next pose step takes k into the scale)."""
+        (the next pose step takes k into the scale). ``identity`` (n_id,) float64: held fixed,
+        only the size factor and the expression are solved."""
+        if identity is not None:
+            # y + mean ~ k (mean + identity A_sh + beta A_ex): unknowns k - 1 and k beta
+            base = self.mean + identity @ self.A_sh
+            A = torch.cat([base[None], self.A_ex])
+            lam = torch.cat([torch.zeros(1, dtype=y.dtype), torch.full((self.A_ex.shape[0],), self.expr_reg,
+                                                                         dtype=y.dtype)])
+            theta = torch.linalg.solve(A @ A.T + torch.diag(lam), A @ (y - identity @ self.A_sh).T).T
+            k = 1 + theta[:, :1]
+            return identity.expand(y.shape[0], -1), theta[:, 1:] / k
         if not shared:
             theta = y @ self.single.T
             alpha, k, beta = theta[:, :self.n_id], 1 + theta[:, self.n_id:self.n_id + 1], theta[:, self.n_id + 1:]
@@ -116,12 +126,15 @@ def solve_gaze(iris_xy: torch.Tensor, centres: torch.Tensor, radius: float, s: t
 
 
 def fit_landmarks(points_ndc: torch.Tensor, model, *, shared_identity: bool = False,
-                  init: RigParams | None = None, n_iters: int = 3, id_reg: float = 2e-5,
-                  expr_reg: float = 2e-5) -> RigParams:
+                  identity: torch.Tensor | None = None, init: RigParams | None = None, n_iters: int = 3,
+                  id_reg: float = 2e-5, expr_reg: float = 2e-5) -> RigParams:
     """Fit pose, identity, expression and gaze to landmarks.
 
     points_ndc: (B, 478, 3) MediaPipe landmarks in crop NDC (see module doc).
     shared_identity: one identity for the whole batch (an album / a video of one person).
+    identity: (n_id,) or (1, n_id) known identity of the person (e.g. estimated once from frames
+        spread over a long video): held fixed, only pose, expression and gaze are solved, each
+        image on its own (the result of an image does not depend on the rest of the batch).
     init: earlier parameters of the same faces; its identity and expression seed the first
         pose estimate (otherwise the mean face on the most rigid points does).
     n_iters: pose / shape alternations. id_reg, expr_reg: ridge weights (model units^2 per unit
@@ -141,6 +154,13 @@ def fit_landmarks(points_ndc: torch.Tensor, model, *, shared_identity: bool = Fa
         raise FitError("fit_landmarks: degenerate landmarks (all points coincide)")
     solver = _solver(model, id_reg, expr_reg)
     mean = solver.mean.reshape(N_MESH, 3)
+    fixed = None
+    if identity is not None:
+        fixed = identity.detach().to("cpu", dt).reshape(-1)
+        if fixed.numel() != solver.n_id or not torch.isfinite(fixed).all():
+            raise FitError(f"fit_landmarks: identity must hold {solver.n_id} finite values, got {tuple(identity.shape)}")
+        if init is None:  # the known face seeds the first pose
+            mean = (solver.mean + fixed @ solver.A_sh).reshape(N_MESH, 3)
     if init is None:
         X = mean.expand(B, -1, -1)
         weights = solver.rigid_weights
@@ -151,7 +171,7 @@ def fit_landmarks(points_ndc: torch.Tensor, model, *, shared_identity: bool = Fa
     for _ in range(n_iters):
         s, R, t = similarity_transform(X, Ym, weights)
         head = ((Ym - t[:, None]) @ R) / s[:, None, None]           # R^T (y - t) / s
-        alpha, beta = solver.solve(head.reshape(B, -1) - solver.mean, shared_identity)
+        alpha, beta = solver.solve(head.reshape(B, -1) - solver.mean, shared_identity, fixed)
         X = (solver.mean + alpha @ solver.A_sh + beta @ solver.A_ex).reshape(B, N_MESH, 3)
         weights = None
     s, R, t = similarity_transform(X, Ym)

@@ -66,7 +66,7 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
                    valid_mask: torch.Tensor | None = None, n_iters: int = 2, fit_size: int = 128,
                    smooth_weight: float = 2.0, prior_weight: float = 0.05, light_ridge: float = 1e-3,
                    min_facing: float = 0.1, trim: float = 0.7, warmup: int = 10,
-                   light_colour_weight: float = 0.1):
+                   light_colour_weight: float = 0.1, fit_albedo: bool = True):
     """Fit ``light`` (B, 9, 3) and ``albedo`` (B, V, 3) of ``params`` to ``images``.
 
     images: (B, 3, H, W) float in [0, 1], the aligned square crops the geometry was fitted on.
@@ -82,6 +82,9 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
         light_colour_weight: strength of the prior that the directional part of the light (SH
         bands 1, 2) is white, i.e. the same in R, G, B (ambient colour stays free); it keeps
         colour gradients of the skin from turning into oddly coloured lights.
+    fit_albedo: False keeps ``params.albedo`` (a known albedo, e.g. estimated once for a long
+        video) and solves only each image's light (robustly, as above); images are then
+        independent of each other and the light is not rescaled.
     Returns new params (other fields shared with the input).
     """
     dev, dt = params.scale.device, params.scale.dtype
@@ -132,6 +135,9 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
     if P == 0:
         return params.replace(light=light, albedo=albedo.expand(B, V, 3).clone() if shared_albedo else albedo)
 
+    if not fit_albedo:
+        G, g = B, b
+        albedo = params.albedo.to(dev, dt).expand(B, V, 3).contiguous()
     YY = (Y[:, :, None] * Y[:, None, :]).reshape(P, 81)
     bounds = [0] + torch.cumsum(torch.bincount(b, minlength=B), 0).tolist()  # pixels are sorted by image
     ridge = torch.tensor([0.0] + [light_ridge] * 8, device=dev, dtype=dt)
@@ -185,7 +191,8 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
     # before the albedo may absorb them
     for _ in range(max(1, warmup)):
         light, shading = solve_light(albedo, weight)
-        albedo = _prior_albedo(col, shading, w0, g, preg, vreg, G, albedo)
+        if fit_albedo:
+            albedo = _prior_albedo(col, shading, w0, g, preg, vreg, G, albedo)
         res = residual(albedo, shading)
         cut = per_image(res, lambda r: r.kthvalue(max(1, int(trim * r.numel()))).values)
         new = w0 * (res <= cut[b])
@@ -193,6 +200,12 @@ def fit_appearance(images: torch.Tensor, params, model, *, shared_albedo: bool =
             break
         weight = new
     weight = robust_weights(albedo, shading) * (res <= 2 * cut[b])
+    if not fit_albedo:
+        for _ in range(n_iters):
+            light, shading = solve_light(albedo, weight)
+            weight = robust_weights(albedo, shading)
+        light, _ = solve_light(albedo, weight)
+        return params.replace(light=light.to(params.light.dtype), albedo=albedo.to(params.albedo.dtype))
 
     for _ in range(n_iters):
         light, shading = solve_light(albedo, weight)

@@ -18,12 +18,19 @@ from portraitrig.face.params import RigParams, axis_angle_to_matrix, matrix_to_a
 REFERENCE_FPS = 30.0
 
 
+def support_radius(sigma: float) -> int:
+    """Frames on each side of a frame that its smoothed value depends on (0 when ``sigma`` <= 0):
+    a stretch of frames is smoothed exactly like the whole video when this many neighbours are
+    given on each side."""
+    return max(1, int(math.ceil(3 * sigma))) if sigma > 0 else 0
+
+
 def local_linear(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Smooth (T, C) tracks along T with a Gaussian local linear fit of width ``sigma`` frames."""
     T = x.shape[0]
     if sigma <= 0 or T < 3:
         return x.clone()
-    r = max(1, int(math.ceil(3 * sigma)))
+    r = support_radius(sigma)
     d = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
     w = torch.exp(-0.5 * (d / sigma) ** 2)
     kernels = torch.stack([w, w * d, w * d * d])[:, None, :]        # (3, 1, K)
@@ -80,4 +87,4 @@ def _quaternion_to_matrix(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     ], -1).reshape(-1, 3, 3)
 
 
-__all__ = ["smooth_params", "local_linear"]
+__all__ = ["smooth_params", "local_linear", "support_radius"]

@@ -8,6 +8,11 @@ A fit folder holds one parameter file per item (``<id>.safetensors`` or ``.npz``
      "sources": {"<video path>": {"kind": "video", "status": "ok", "items": [ids]}},
      "items": [{"id": ..., "source": ..., "status": "ok" | "error", "message": ...,
                 "params": "<id>.safetensors", "crop": "<id>.crop.png", ...}]}
+
+A long video fitted in chunks also records, in its ``sources`` entry, ``"chunk_frames"``,
+``"chunks_done"`` (chunks finished, from the start; ``items`` lists their frames while the
+status is ``"partial"``) and ``"identity"``: the file beside the items holding the identity and
+albedo used for all its frames (a parameter file of batch 1).
 """
 from __future__ import annotations
 

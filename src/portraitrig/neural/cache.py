@@ -157,3 +157,40 @@ def build_cache(images: Sequence[np.ndarray], params: RigParams, ids: Sequence[s
     return FaceCache(size, torch.from_numpy(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)),
                      torch.from_numpy(offs), params, torch.as_tensor([names.index(g) for g in labels], dtype=torch.int64),
                      names, list(ids))
+
+
+def merge_caches(paths: Sequence[str | Path | FaceCache], out: str | Path | None = None) -> FaceCache:
+    """One cache of all items of several caches (e.g. made by ``portraitrig prepare`` on shards of
+    one collection), in the given order; groups of the same name are one group. Written to
+    ``out`` when given. The caches must have the same crop size and face model and no item id
+    in common (InputError naming the file otherwise); a FaceCache object may stand in for a path."""
+    caches, names = [], []
+    for p in paths:
+        caches.append(p if isinstance(p, FaceCache) else FaceCache.load(p))
+        names.append(None if isinstance(p, FaceCache) else Path(p))
+    if not caches:
+        raise InputError(None, "no caches to merge")
+    first, first_name = caches[0], names[0] or "the first cache"
+    seen: dict[str, str | Path] = {}
+    for c, name in zip(caches, names):
+        where = name or "a cache being merged"
+        if c.size != first.size:
+            raise InputError(name, f"crop size {c.size} differs from {first.size} of {first_name}")
+        if c.params.model != first.params.model:
+            raise InputError(name, f"face model {c.params.model!r} differs from {first.params.model!r} of {first_name}")
+        for i in c.ids:
+            if i in seen:
+                raise InputError(name, f"item id {i!r} is also in {seen[i]} (ids must not collide)")
+            seen[i] = where
+    groups = sorted({g for c in caches for g in c.groups})
+    jpeg = torch.cat([c.jpeg for c in caches])
+    starts = np.cumsum([0] + [int(c.jpeg.numel()) for c in caches[:-1]])
+    offsets = torch.cat([caches[0].offsets[:1]] + [c.offsets[1:] + int(s) for c, s in zip(caches, starts)])
+    group = torch.cat([torch.as_tensor([groups.index(c.groups[g]) for g in c.group.tolist()], dtype=torch.int64)
+                       for c in caches])
+    params = RigParams.cat([c.params for c in caches]).replace(crop_size=first.size)
+    merged = FaceCache(first.size, jpeg, offsets.to(torch.int64), params, group, groups,
+                       [i for c in caches for i in c.ids])
+    if out is not None:
+        merged.save(out)
+    return merged
