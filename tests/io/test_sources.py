@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -156,3 +157,29 @@ def test_safe_name():
     assert safe_name("...") == "_"
     long = safe_name("x" * 500)
     assert len(long) <= 120 and SAFE.match(long) and long != safe_name("x" * 499)
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    """Undecodable name bytes (kept by os.fsdecode as surrogates) give safe, unique, stable ids,
+    on every path through the id rules (stem, clash, hash of the path, long name)."""
+    import os
+
+    folder = os.fsdecode(bytes(tmp_path) + b"/lat\xe9in")
+    names = [b"caf\xe9.png", b"caf\xe9.jpg", b"CAF\xc9.png", b"x" * 150 + b"\xff.png"]
+    paths = [_img(Path(folder) / os.fsdecode(n)) for n in names]
+    srcs = expand_inputs([folder])
+    ids = [s.id for s in srcs]
+    assert len(ids) == 4 and len({i.lower() for i in ids}) == 4
+    assert all(SAFE.match(i) and len(i) <= 120 for i in ids), ids
+    assert {s.path: s.id for s in expand_inputs(paths)} == {s.path: s.id for s in srcs}  # stable
+    assert all(s.iter_items().__next__().load().shape == (8, 8, 3) for s in srcs)
+
+
+def test_exclude_leaves_out_a_jobs_own_outputs(tmp_path):
+    _img(tmp_path / "photo.png")
+    _img(tmp_path / "contact_sheet.png")
+    own = lambda p: p.name.startswith("contact_sheet")  # noqa: E731
+    assert [s.id for s in expand_inputs([tmp_path], exclude=own)] == ["photo"]
+    assert [s.id for s in expand_inputs([str(tmp_path / "*.png")], exclude=own)] == ["photo"]
+    # a file named on the command line is always taken
+    assert [s.id for s in expand_inputs([tmp_path / "contact_sheet.png"], exclude=own)] == ["contact_sheet"]

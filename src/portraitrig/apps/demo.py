@@ -115,7 +115,7 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
 
         image, source = np.ascontiguousarray(data.astronaut()), "scikit-image: data.astronaut()"
     else:
-        image, source = load_source(photo), printable(str(photo))
+        image, source = load_source(photo), str(photo)
 
     with Rigger(crop_size=size, device=device) as rigger:
         fit = rigger.fit_image(image, source)
@@ -163,7 +163,8 @@ def run_demo(photo: str | None = None, out_dir: str | Path = "portraitrig-demo",
     }
     write_json(out / "fit.json", summary)
     p0.save(out / "params.safetensors", extras=fit.extras(model))
-    html_path = write_text(out / "index.html", _html(summary, sections_files=files))
+    # printable: a photo's file name may not be UTF-8
+    html_path = write_text(out / "index.html", printable(_html(summary, sections_files=files)))
     return DemoResult(out, sheet_path, html_path, fit)
 
 

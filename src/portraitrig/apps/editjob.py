@@ -2,7 +2,9 @@
 method). Writes, per photo, the input crop, the reconstruction, the edit (and a light sweep), at
 crop size and pasted back into the photo, each edit's rig parameters, a side-by-side sheet, and
 ``manifest.json`` in the results layout ``portraitrig eval`` reads (docs/eval.md). A photo that
-cannot be used (no face, unreadable) is reported and the others are edited.
+cannot be used (no face, unreadable, a parameter file of another face model) is reported and the
+others are edited. The original photo a parameter file records (for the paste-back) is read only
+as an image, and the summary lists it.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from portraitrig.editspec import EditSpec
-from portraitrig.errors import InputError
-from portraitrig.io.atomic import write_image, write_json
+from portraitrig.errors import InputError, printable
+from portraitrig.io.atomic import clean_orphans, write_image, write_json
 
 
 @dataclass
@@ -41,6 +43,7 @@ class EditJobSummary:
     photos: int = 0
     edits: int = 0
     failed: list[str] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)  # photos read because a parameter file names them
 
     @property
     def exit_code(self) -> int:
@@ -49,6 +52,9 @@ class EditJobSummary:
     def text(self) -> str:
         lines = [f"{self.photos} photo(s) x {self.edits} edit(s) written to {self.out_dir}; {len(self.failed)} failed"]
         lines += [f"  error: {m}" for m in self.failed[:20]]
+        if self.originals:
+            shown = ", ".join(printable(o) for o in self.originals[:3]) + (", ..." if len(self.originals) > 3 else "")
+            lines.append(f"  read {len(self.originals)} original photo(s) named in parameter files: {shown}")
         return "\n".join(lines)
 
 
@@ -87,21 +93,48 @@ def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, 
     cfg = config or EditJobConfig()
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     renderer = load_renderer(model_dir, device=device, max_batch=cfg.batch, fast=None if cfg.fast else False)
-    edits = build_edits(spec, renderer, cfg.light_sweep)
+    try:
+        edits = build_edits(spec, renderer, cfg.light_sweep)
+    except ValueError as exc:  # an edit the face model does not have (--control bogus=1)
+        raise InputError(None, f"edit options: {exc}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_orphans(out)
     summary = EditJobSummary(out, edits=len(edits))
     subjects, failed = [], []
+
+    def fail(source, message):
+        failed.append({"source": printable(str(source)), "status": "error", "message": message})
+        summary.failed.append(message)
+
     for photo in photos:  # a photo without a face is reported; the others are edited
         try:
-            subjects.append(renderer.subject(photo))
+            if Path(photo).suffix in (".safetensors", ".npz"):  # made for this renderer's face model?
+                from portraitrig.face.params import RigParams
+
+                RigParams.load(photo, model=renderer.face_model)
+            subject = renderer.subject(photo)
         except InputError as err:
-            failed.append({"source": str(photo), "status": "error", "message": str(err)})
-            summary.failed.append(str(err))
+            fail(photo, str(err))
+            continue
+        subjects.append(subject)
+        if subject.original is not None and Path(photo).suffix in (".safetensors", ".npz"):
+            summary.originals.append(subject.source)
     accepted = inspect.signature(renderer.render_edits).parameters
     options = {k: v for k, v in {"steps": cfg.steps, "refine": cfg.refine, "inversion": cfg.inversion,
                                  "seed": cfg.seed}.items() if k in accepted}
-    results = renderer.edit(subjects, edits, **options) if subjects else []
+    try:
+        results = renderer.edit(subjects, edits, **options) if subjects else []
+    except (InputError, RuntimeError, ValueError):
+        if len(subjects) < 2:
+            raise
+        results = []  # one photo spoils the batch: edit them one by one and report that one
+        for s in subjects:
+            try:
+                results += renderer.edit([s], edits, **options)
+            except (InputError, RuntimeError, ValueError) as err:
+                fail(s.source, str(err) if isinstance(err, InputError) else
+                     printable(f"{s.source}: {err.__class__.__name__}: {err}"))
     photos_out, items, used = [], [], set()
     for res in results:
         from portraitrig.io.safepath import safe_name

@@ -452,22 +452,29 @@ def run_fit(inputs: Sequence[str | Path], out_dir: str | Path, config: FitJobCon
     shard = parse_shard(cfg.shard) if cfg.shard is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from portraitrig.io.atomic import clean_orphans
+
+    clean_orphans(out)  # temporary files of writes a kill interrupted
     manifest = Manifest(out / MANIFEST, asdict(cfg), OUTPUT_SETTINGS)
     summary = FitJobSummary(out)
+    out_resolved = out.resolve()
+
+    def own_output(path: Path) -> bool:  # never fit the crops this job wrote (-o inside an input folder)
+        return path.name.endswith(".crop.png") and path.resolve().parent == out_resolved
 
     inputs = [str(p) for p in inputs]
     bad: list[tuple[str, InputError]] = []
     try:  # expanded together, so that item ids are unique across inputs
-        sources = expand_inputs(inputs, stride=cfg.stride)
+        sources = expand_inputs(inputs, stride=cfg.stride, exclude=own_output)
     except InputError:  # an empty folder or a glob matching nothing: that input's error only
         good = []
         for inp in inputs:
             try:
-                expand_inputs([inp], stride=cfg.stride)
+                expand_inputs([inp], stride=cfg.stride, exclude=own_output)
                 good.append(inp)
             except InputError as err:
                 bad.append((inp, err))
-        sources = expand_inputs(good, stride=cfg.stride) if good else []
+        sources = expand_inputs(good, stride=cfg.stride, exclude=own_output) if good else []
     if shard is not None:
         sources = [s for s in sources if shard_of(s.path, shard[1]) == shard[0]]
 

@@ -23,13 +23,18 @@ from portraitrig.neural.cache import FaceCache, build_cache, group_of, merge_cac
 def read_fit_folder(folder: str | Path, group_by: str = "source"):
     """(crops, RigParams, ids, groups) of the ok items of a ``portraitrig fit --save-crops`` folder.
     ``group_by``: "source" (video stem / photo stem) or "folder" (this folder's name)."""
+    from portraitrig.io.fitfolder import MANIFEST
+    from portraitrig.io.safepath import confined
+
     folder = Path(folder)
+    manifest = folder / MANIFEST
     images, plist, ids, groups = [], [], [], []
     for it in iter_manifest(folder):
         if not it.get("crop"):
             raise InputError(folder, "fit output has no crops: run `portraitrig fit --save-crops`")
-        p = RigParams.load(folder / it["params"])
-        images.append(read_image(folder / it["crop"]))
+        # paths a manifest names stay inside its folder
+        p = RigParams.load(confined(it["params"], folder, manifest))
+        images.append(read_image(confined(it["crop"], folder, manifest)))
         plist.append(p.replace(sources=[it.get("source", it["id"])]))
         ids.append(f"{folder.name}/{it['id']}")
         groups.append(folder.name if group_by == "folder" else group_of(it.get("source", it["id"])))

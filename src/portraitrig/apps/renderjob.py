@@ -4,6 +4,11 @@ Inputs are ``portraitrig fit`` output folders, single parameter files, or photos
 fly). For every item it writes ``OUT/<id>/<buffer>.png``, ``OUT/<id>/overlay.png`` (the mesh on
 the original photo) and ``OUT/<id>/overlay_crop.png``; then ``OUT/contact_sheet.png`` (and
 ``contact_sheet_2.png``... for long folders). Bad items are reported and skipped.
+
+Names and paths read from files stay confined: ``<id>`` is made a safe file name inside OUT
+(:func:`portraitrig.io.safepath.child`), a fit folder's manifest may only name files inside that
+folder, and the original photos a parameter file records (its ``sources``) are read only as
+images and listed in the summary. The job's own outputs in OUT are never taken as inputs.
 """
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from portraitrig.errors import InputError
-from portraitrig.io.atomic import write_image
+from portraitrig.errors import InputError, printable
+from portraitrig.io.atomic import clean_orphans, write_image
+from portraitrig.io.safepath import child, confined
 from portraitrig.io.sources import load_source
 
 SHEET_COLUMNS = ("photo", "overlay", "normal", "albedo", "shaded")
 SHEET_ROWS_PER_PAGE = 40
+MAX_SIZE = 4096  # px: the largest render (--size, or a parameter file's crop size)
 
 
 @dataclass
@@ -36,6 +43,7 @@ class RenderJobSummary:
     ok: int = 0
     failed: list[str] = field(default_factory=list)
     sheets: list[Path] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)  # photos read because a parameter file names them
 
     @property
     def exit_code(self) -> int:
@@ -44,6 +52,9 @@ class RenderJobSummary:
     def text(self) -> str:
         lines = [f"{self.ok} rendered, {len(self.failed)} failed -> {self.out_dir}"]
         lines += [f"  contact sheet: {s}" for s in self.sheets]
+        if self.originals:
+            shown = ", ".join(printable(o) for o in self.originals[:3]) + (", ..." if len(self.originals) > 3 else "")
+            lines.append(f"  read {len(self.originals)} original photo(s) named in parameter files: {shown}")
         lines += [f"  error: {m}" for m in self.failed[:20]]
         return "\n".join(lines)
 
@@ -56,6 +67,7 @@ class RenderItem:
     source: str
     crop_image_path: Path | None = None
     fit: object | None = None    # a FitResult when fitted on the fly
+    params_file: Path | None = None  # the parameter file it was read from
 
 
 class SourceImages:
@@ -84,26 +96,34 @@ class SourceImages:
         raise InputError(path, f"frame {index} not found")
 
 
-def _iter_items(inputs: Sequence[str], rigger: Callable) -> Iterator[RenderItem | InputError]:
-    """Render items of every input; a bad one is yielded as its InputError (never raised)."""
-    from portraitrig.io.fitfolder import MANIFEST, iter_manifest
+def _iter_items(inputs: Sequence[str], rigger: Callable, model=None,
+                own_output: Callable[[Path], bool] | None = None) -> Iterator[RenderItem | InputError]:
+    """Render items of every input; a bad one is yielded as its InputError (never raised).
+    ``model``: parameter files made for another face model are refused; ``own_output(path)``:
+    files of a folder or pattern it accepts are left out."""
+    from portraitrig.io.fitfolder import MANIFEST
     from portraitrig.face.params import RigParams
     from portraitrig.io.sources import expand_inputs
 
     def from_file(pfile: Path, item_id: str, crop_png: Path | None = None):
-        params, extras, _ = RigParams.load(pfile, with_extras=True)
+        params, extras, _ = RigParams.load(pfile, with_extras=True, model=model)
         aff = extras.get("crop_affine")
-        src = params.sources[0] if params.sources else str(pfile)
-        return RenderItem(item_id, params, None if aff is None else aff.double().numpy(), src, crop_png)
+        src = params.sources[0] if params.sources and params.sources[0] else str(pfile)
+        return RenderItem(item_id, params, None if aff is None else aff.double().numpy(), src, crop_png,
+                          params_file=pfile)
 
     photos = []
     for inp in inputs:
         p = Path(inp)
         if p.is_dir() and (p / MANIFEST).exists():
-            for it in iter_manifest(p):
-                crop = p / it["crop"] if it.get("crop") else None
+            for it in _manifest_items(p / MANIFEST):
+                if isinstance(it, InputError):
+                    yield it
+                    continue
                 try:
-                    yield from_file(p / it["params"], it["id"], crop if crop and crop.exists() else None)
+                    pfile = confined(it.get("params"), p, p / MANIFEST)
+                    crop = confined(it["crop"], p, p / MANIFEST) if it.get("crop") else None
+                    yield from_file(pfile, it.get("id") or pfile.stem, crop if crop and crop.is_file() else None)
                 except InputError as err:
                     yield err
         elif p.suffix in (".safetensors", ".npz"):
@@ -116,7 +136,7 @@ def _iter_items(inputs: Sequence[str], rigger: Callable) -> Iterator[RenderItem 
     if not photos:
         return
     try:
-        sources = expand_inputs(photos)
+        sources = expand_inputs(photos, exclude=own_output)
     except InputError as err:
         yield err
         return
@@ -133,6 +153,53 @@ def _iter_items(inputs: Sequence[str], rigger: Callable) -> Iterator[RenderItem 
             yield err
 
 
+def _manifest_items(path: Path) -> Iterator[dict | InputError]:
+    """The ``status: ok`` items of a fit folder's manifest; an unreadable manifest or a
+    malformed item is yielded as an InputError naming the manifest."""
+    import json
+
+    try:
+        items = json.loads(path.read_text(encoding="utf-8")).get("items", [])
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        yield InputError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})")
+        return
+    if not isinstance(items, list):
+        yield InputError(path, "'items' must be a list")
+        return
+    for k, it in enumerate(items):
+        if not isinstance(it, dict):
+            yield InputError(path, f"item {k} is not an object")
+        elif it.get("status") == "ok":
+            yield it
+
+
+def _own_output(out: Path, buffers: Sequence[str]) -> Callable[[Path], bool]:
+    """Is ``path`` a file this job writes into ``out`` (a contact sheet, or an item's buffer /
+    overlay PNG)? Used so that ``render DIR -o DIR`` never renders its own outputs."""
+    import re
+
+    root = out.resolve()
+    sheet = re.compile(r"contact_sheet(_\d+)?\.png")
+    names = {f"{b}.png" for b in buffers} | {"overlay.png", "overlay_crop.png"}
+
+    def own(path: Path) -> bool:
+        parent = path.resolve().parent
+        return ((parent == root and sheet.fullmatch(path.name) is not None)
+                or (parent.parent == root and path.name in names))
+    return own
+
+
+def _item_dir(out: Path, item_id: str, used: set[str]) -> Path:
+    """``OUT/<safe id>/``, a new one for each item (ids equal up to case get ``_2``, ...)."""
+    d = child(out, item_id)
+    name, n = d.name, 1
+    while name.lower() in used:
+        n += 1
+        name = f"{d.name}_{n}"
+    used.add(name.lower())
+    return child(out, name)
+
+
 def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConfig | None = None,
                progress: bool = True) -> RenderJobSummary:
     import torch
@@ -145,9 +212,18 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
     from portraitrig.face.model import load_default_model
     from portraitrig.render.buffers import buffers_to_images, overlay_mesh, render_buffers
 
+    from portraitrig.render.buffers import ALL_NAMES
+
     cfg = config or RenderJobConfig()
+    unknown = [b for b in cfg.buffers if b not in ALL_NAMES]
+    if unknown or not cfg.buffers:
+        raise InputError(None, f"--buffers: unknown buffer(s) {', '.join(map(repr, unknown)) or 'none given'}; "
+                               f"choose from {', '.join(ALL_NAMES)}")
+    if cfg.size is not None and not 8 <= cfg.size <= MAX_SIZE:
+        raise InputError(None, f"--size {cfg.size} is outside 8..{MAX_SIZE} pixels")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_orphans(out, recursive=True)
     summary = RenderJobSummary(out)
     model = load_default_model().to(cfg.device)
 
@@ -164,20 +240,29 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
 
     names = tuple(dict.fromkeys(cfg.buffers + ("normal", "albedo", "shaded", "mask")))
     rows: list[list[np.ndarray]] = []
-    for item in tqdm(_iter_items(list(map(str, inputs)), rigger), desc="render", unit="item",
-                     disable=not progress):
+    used: set[str] = set()
+    items = _iter_items(list(map(str, inputs)), rigger, model, _own_output(out, cfg.buffers))
+    for item in tqdm(items, desc="render", unit="item", disable=not progress):
         if isinstance(item, InputError):
             summary.failed.append(str(item))
             continue
         try:
             size = cfg.size or int(item.params.crop_size)
+            if size > MAX_SIZE:
+                raise InputError(item.params_file or item.source,
+                                 f"crop size {size} is over {MAX_SIZE} px: render it with --size")
             with torch.no_grad():
                 bufs = render_buffers(item.params.to(cfg.device), model, size=size, names=names)
             imgs = buffers_to_images({k: v[:1].cpu() for k, v in bufs.items()})
-            d = out / item.id
+            d = _item_dir(out, item.id, used)
             for name in cfg.buffers:
                 write_image(d / f"{name}.png", imgs[name])
-            photo = item.fit.image if item.fit is not None and item.fit.image is not None else originals(item.source)
+            if item.fit is not None and item.fit.image is not None:
+                photo = item.fit.image
+            else:
+                photo = originals(item.source)
+                if item.source not in summary.originals:
+                    summary.originals.append(item.source)
             if item.crop_affine is None:
                 raise InputError(item.source, "parameter file has no crop transform (crop_affine)")
             # the transform maps into the fit's crop; rendering at another size scales it
@@ -199,7 +284,7 @@ def run_render(inputs: Sequence[str], out_dir: str | Path, config: RenderJobConf
         except InputError as err:
             summary.failed.append(str(err))
         except Exception as err:  # noqa: BLE001 — one bad item never stops the batch
-            summary.failed.append(f"{item.source}: {err.__class__.__name__}: {err}")
+            summary.failed.append(printable(f"{item.source}: {err.__class__.__name__}: {err}"))
     for r in riggers:
         r.close()
     if cfg.sheet and rows:

@@ -44,7 +44,7 @@ def run_train(method: str, data, out_dir: str | Path, config, *, init: str | Pat
     """Train (or resume) ``method`` on ``data`` into ``out_dir``; returns the model folder."""
     import torch
 
-    from portraitrig.io.atomic import write_json
+    from portraitrig.io.atomic import clean_orphans, write_json
     from portraitrig.training.loop import default_device, dist_info, latest_checkpoint, train
 
     mod = get(method).module()
@@ -60,6 +60,7 @@ def run_train(method: str, data, out_dir: str | Path, config, *, init: str | Pat
     m = mod.Method.create(config, data, dev, init=None if resuming else init, say=print if rank == 0 else None)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        clean_orphans(out, recursive=True)  # partial files of a killed run
         write_json(out / RUN_CONFIG, {"method": method, "config": to_dict(config),
                                       "data": str(data), "init": None if init is None else str(init)})
     return train(m, config.train, out, config=to_dict(config), progress=progress and rank == 0,

@@ -12,6 +12,17 @@ import sys
 from portraitrig.eval.results import KINDS
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``eval`` subcommand to an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
@@ -26,7 +37,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "of the Fréchet identity distance")
     p.add_argument("--kind", action="append", choices=KINDS, default=None,
                    help="metric kind to compute (repeatable; default all)")
-    p.add_argument("--max-frames", type=int, default=300, help="frames read per video (default 300)")
+    p.add_argument("--max-frames", type=_positive, default=300, help="frames read per video (default 300)")
     p.add_argument("--refit", action="store_true",
                    help="fit the rig on generated crops (rig consistency without fitted_params), and on "
                         "the real references for the floor")
@@ -35,7 +46,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``portraitrig eval``; prints the summary as JSON. Returns the exit status."""
+    """Run ``portraitrig eval``; prints the summary as JSON. Returns the exit status: 0 when
+    every item was evaluated (items the manifest marks as failed upstream are only recorded),
+    1 when some items could not be evaluated (listed on stderr and in the report), 2 when
+    nothing could be (an empty or unreadable results folder, every item failed)."""
     from portraitrig.errors import InputError
     from portraitrig.eval.results import evaluate_folder
 
@@ -50,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
               "`pip install 'portraitrig[eval]'`", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
-    return 0
+    failed = summary.get("errors", [])
+    for message in failed[:20]:
+        print(f"portraitrig: error: {message}", file=sys.stderr)
+    if failed and summary["n_errors"] == summary["n_items"]:  # not one item evaluated
+        print(f"portraitrig: error: {args.results_dir}: none of {summary['n_items']} item(s) could be evaluated",
+              file=sys.stderr)
+        return 2
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ Results layout (written by the stages that generate images; paths are relative t
       "floor": {"a": "floor/a.safetensors", "b": "floor/b.safetensors"}   # optional: params
     }                                           # fitted twice on the same real images
 
+Paths in manifest.json must be relative and stay inside RESULTS_DIR (symlinks resolved): an
+item naming another file is an error of that item, a ``floor`` doing so an error of the run.
+
 Without manifest.json every image and video directly in RESULTS_DIR is a generated item. With
 ``real_dir``, items without a reference take the real file of the same stem, and all real
 images there form the real set of the Fréchet identity distance.
@@ -40,17 +43,25 @@ import numpy as np
 
 from portraitrig.errors import InputError, PortraitRigError
 from portraitrig.io.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from portraitrig.io.safepath import confined
 
 MEDIA_EXT = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+MIN_SIDE = 8  # px: smaller images cannot be evaluated
+PATH_FIELDS = ("generated", "reference", "mask", "requested_params", "fitted_params", "reference_params", "landmarks")
 
 KINDS = ("identity", "image", "rig", "video", "distribution")
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB (portraitrig.io.images.read_image)."""
+    """(H, W, 3) uint8 RGB (portraitrig.io.images.read_image); InputError naming the file when
+    a side is under ``MIN_SIDE`` pixels."""
     from portraitrig.io.images import read_image
 
-    return read_image(path)
+    image = read_image(path)
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise InputError(path, f"image is {image.shape[1]}x{image.shape[0]} px; at least {MIN_SIDE}x{MIN_SIDE} "
+                               "is needed to evaluate it")
+    return image
 
 
 def load_mask(path: str | Path) -> np.ndarray:
@@ -73,7 +84,8 @@ def is_video(path) -> bool:
 
 
 def read_items(results_dir: str | Path, real_dir: str | Path | None = None) -> tuple[list[dict], dict]:
-    """Items (paths made absolute) and the manifest's other fields, per the layout above."""
+    """Items (paths made absolute) and the manifest's other fields, per the layout above. An
+    item whose paths lead outside RESULTS_DIR carries the problem in ``"invalid"``."""
     root = Path(results_dir)
     if not root.is_dir():
         raise InputError(root, "results folder does not exist")
@@ -99,19 +111,25 @@ def read_items(results_dir: str | Path, real_dir: str | Path | None = None) -> t
     items = []
     for k, r in enumerate(raw):
         if not isinstance(r, dict) or ("generated" not in r and "error" not in r):
-            raise InputError(mpath, f"item {k} has no 'generated' path")
+            items.append({"id": f"item{k}", "invalid": str(InputError(mpath, f"item {k} has no 'generated' path"))})
+            continue
         it = dict(r)
-        for key in ("generated", "reference", "mask", "requested_params", "fitted_params", "reference_params",
-                    "landmarks"):
-            if it.get(key):
-                it[key] = str(root / it[key])
-        it.setdefault("id", Path(it["generated"]).stem if it.get("generated") else f"item{k}")
+        try:
+            for key in PATH_FIELDS:
+                if it.get(key):
+                    it[key] = str(confined(it[key], root, mpath))
+        except InputError as exc:
+            it["invalid"] = f"{exc} (item {k}, {key})"
+            it = {k2: v for k2, v in it.items() if k2 not in PATH_FIELDS}
+        if not isinstance(it.get("id"), (str, int)) or it.get("id") == "":
+            it["id"] = Path(it["generated"]).stem if it.get("generated") else f"item{k}"
+        it["id"] = str(it["id"])
         if not it.get("reference") and it.get("generated") and Path(it["generated"]).stem in reals:
             it["reference"] = str(reals[Path(it["generated"]).stem])
         items.append(it)
     extra = {k: v for k, v in manifest.items() if k != "items"}
     if isinstance(extra.get("floor"), dict):
-        extra["floor"] = {k: str(root / v) for k, v in extra["floor"].items()}
+        extra["floor"] = {k: str(confined(v, root, mpath)) for k, v in extra["floor"].items()}
     extra["real_files"] = [str(p) for p in reals.values() if p.suffix.lower() in IMAGE_EXTENSIONS]
     return items, extra
 
@@ -272,13 +290,19 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
     if bad:
         raise ValueError(f"unknown metric kind(s) {bad}; choose from {KINDS}")
     items, extra = read_items(results_dir, real_dir)
+    if not items:
+        raise InputError(results_dir, "nothing to evaluate: no manifest.json items and no images or videos here")
     out_dir = Path(out_dir) if out_dir is not None else Path(results_dir) / "eval"
     ev = _Evaluator(kinds, model, encoder, max_frames, refit)
     records, rig_errors = [], {}
     for it in items:
         rec = {k: it[k] for k in ("id", "generated", "reference") if it.get(k)}
+        if it.get("invalid"):
+            rec["error"] = it["invalid"]
+            records.append(rec)
+            continue
         if it.get("error"):
-            rec["error"] = f"upstream: {it['error']}"
+            rec["error"] = f"upstream: {it['error']}"  # reported by the stage that made it
             records.append(rec)
             continue
         try:
@@ -289,13 +313,15 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
                     rig_errors.setdefault(k, []).extend(np.asarray(v).ravel().tolist())
                 r["metrics"].update({k: float(np.mean(v)) for k, v in errs.items()})
             rec.update(r)
-        except (PortraitRigError, ValueError) as exc:  # bad item data: record it and go on
-            rec["error"] = str(exc)
+        except (PortraitRigError, ValueError, OSError) as exc:  # bad item data: record it and go on
+            rec["error"] = str(exc) if isinstance(exc, PortraitRigError) else f"{it['generated']}: {exc}"
         records.append(rec)
 
     for rigger in ev._riggers.values():  # --refit's MediaPipe graphs
         rigger.close()
-    summary: dict = {"n_items": len(records), "n_errors": sum(1 for r in records if r.get("error"))}
+    summary: dict = {"n_items": len(records), "n_errors": sum(1 for r in records if r.get("error")),
+                     "errors": [f"item {r.get('id')}: {r['error']}" for r in records
+                                if r.get("error") and not r["error"].startswith("upstream: ")]}
     per_item = summarize({n: [r["metrics"][n] for r in records if n in r.get("metrics", {})]
                           for n in sorted({n for r in records for n in r.get("metrics", {})})})
     summary["metrics"] = per_item

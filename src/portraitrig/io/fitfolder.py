@@ -37,8 +37,19 @@ def iter_manifest(out_dir: str | Path, status: str | None = "ok") -> Iterable[di
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise InputError(out_dir, f"no {MANIFEST} here: not a `portraitrig fit` output folder")
-    for it in json.loads(path.read_text()).get("items", []):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        items = data.get("items", [])
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise InputError(path, f"unreadable fit manifest ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(items, list):
+        raise InputError(path, "unreadable fit manifest (items is not a list)")
+    for it in items:
+        if not isinstance(it, dict) or not isinstance(it.get("id"), str):
+            raise InputError(path, f"malformed manifest item {str(it)[:80]!r}")
         if status is None or it.get("status") == status:
+            if status == "ok" and not isinstance(it.get("params"), str):
+                raise InputError(path, f"item {it['id']!r} has no params file")
             yield it
 
 

@@ -78,9 +78,12 @@ class Source:
         return f"{self.id}.f{index:06d}"
 
 
-def expand_inputs(inputs: list[str | Path], stride: int = 1, recursive: bool = False) -> list[Source]:
+def expand_inputs(inputs: list[str | Path], stride: int = 1, recursive: bool = False,
+                  exclude: Callable[[Path], bool] | None = None) -> list[Source]:
     """Sources for files, folders (sorted; images and videos inside, other files skipped;
     sub-folders only with ``recursive``) and glob patterns (files with known extensions).
+    Files of a folder or pattern that ``exclude(path)`` accepts are left out (a job's own
+    outputs when its output folder is also an input).
 
     An explicitly named file is always a source - an image unless its extension is a video's -
     even when it is missing or not an image: it fails when loaded, so batch jobs report it.
@@ -91,12 +94,12 @@ def expand_inputs(inputs: list[str | Path], stride: int = 1, recursive: bool = F
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            found = _media_in(p.rglob("*") if recursive else p.iterdir())
+            found = _media_in(p.rglob("*") if recursive else p.iterdir(), exclude)
             if not found:
                 raise InputError(p, "folder contains no images or videos")
             paths += found
         elif not p.exists() and glob.has_magic(str(inp)):
-            found = _media_in(Path(m) for m in glob.glob(str(inp), recursive=recursive))
+            found = _media_in((Path(m) for m in glob.glob(str(inp), recursive=recursive)), exclude)
             if not found:
                 raise InputError(inp, "no image or video file matches this pattern")
             paths += found
@@ -113,10 +116,10 @@ def expand_inputs(inputs: list[str | Path], stride: int = 1, recursive: bool = F
     return [Source(p, k, i, stride) for p, k, i in zip(unique, kinds, ids)]
 
 
-def _media_in(paths) -> list[Path]:
+def _media_in(paths, exclude: Callable[[Path], bool] | None = None) -> list[Path]:
     exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     return sorted((p for p in paths if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() in exts), key=lambda p: str(p))
+                   and p.suffix.lower() in exts and not (exclude and exclude(p))), key=lambda p: str(p))
 
 
 def _resolved(p: Path) -> str:
@@ -130,7 +133,7 @@ def safe_name(text: str) -> str:
     """A filesystem-safe version of ``text``: [A-Za-z0-9._-] only, no leading dot."""
     s = _UNSAFE.sub("_", text).lstrip(".") or "_"
     if len(s) > _MAX_ID:
-        s = s[:_MAX_ID - 9] + "_" + hashlib.sha1(text.encode()).hexdigest()[:8]
+        s = s[:_MAX_ID - 9] + "_" + hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return s
 
 
@@ -169,7 +172,7 @@ def _unique_ids(paths: list[Path], kinds: list[str]) -> list[str]:
         if stuck:  # names equal up to case or unsafe characters: add a hash of the path
             for g in clashes:
                 for i in g:
-                    digest = hashlib.sha1(_resolved(paths[i]).encode()).hexdigest()[:8]
+                    digest = hashlib.sha1(_resolved(paths[i]).encode("utf-8", "surrogateescape")).hexdigest()[:8]
                     ids[i] = f"{_candidate(paths[i], kinds[i], 1)}_{digest}"
             return ids
 

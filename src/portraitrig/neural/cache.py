@@ -137,10 +137,33 @@ class FaceCache:
         arrays, md = read_safetensors(path, "cache file")
         if md.get("format") != FORMAT:
             raise InputError(path, "not a portraitrig diffusion cache (make one with `portraitrig prepare`)")
+        missing = [k for k in ("jpeg", "offsets", "group", *(f"params.{k}" for k in TENSOR_FIELDS)) if k not in arrays]
+        missing += [k for k in ("size", "model", "sources", "groups", "ids") if k not in md]
+        if missing:
+            raise InputError(path, f"damaged cache: {', '.join(missing)} missing")
+        try:
+            size = int(md["size"])
+            sources, groups, ids = (json.loads(md[k]) for k in ("sources", "groups", "ids"))
+        except ValueError as exc:
+            raise InputError(path, f"damaged cache: malformed metadata ({exc})") from None
+        if not 1 <= size <= 8192:
+            raise InputError(path, f"damaged cache: crop size {size} is outside 1..8192")
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (sources, groups, ids)):
+            raise InputError(path, "damaged cache: sources, groups and ids must be lists of strings")
         params = RigParams(**{k: arrays[f"params.{k}"] for k in TENSOR_FIELDS}, model=md["model"],
-                           crop_size=int(md["size"]), sources=json.loads(md["sources"]))
-        return cls(int(md["size"]), arrays["jpeg"], arrays["offsets"], params, arrays["group"],
-                   json.loads(md["groups"]), json.loads(md["ids"]))
+                           crop_size=size, sources=sources).check(path)
+        jpeg, offsets, group, n = arrays["jpeg"], arrays["offsets"], arrays["group"], len(params)
+        if jpeg.dtype != torch.uint8 or jpeg.ndim != 1:
+            raise InputError(path, f"damaged cache: jpeg must be 1-D uint8, not {tuple(jpeg.shape)} {jpeg.dtype}")
+        if (offsets.dtype != torch.int64 or offsets.shape != (n + 1,) or int(offsets[0]) != 0
+                or int(offsets[-1]) != jpeg.numel() or bool((offsets[1:] < offsets[:-1]).any())):
+            raise InputError(path, f"damaged cache: offsets must be {n + 1} increasing int64 from 0 to "
+                                   f"{jpeg.numel()} (the JPEG bytes)")
+        if (group.dtype != torch.int64 or group.shape != (n,) or len(ids) != n or len(sources) != n
+                or (n and not 0 <= int(group.min()) <= int(group.max()) < len(groups))):
+            raise InputError(path, f"damaged cache: group, ids and sources must have {n} entries "
+                                   f"and group index {len(groups)} group names")
+        return cls(size, jpeg, offsets, params, group, groups, ids)
 
 
 def build_cache(images: Sequence[np.ndarray], params: RigParams, ids: Sequence[str], size: int,

@@ -1,0 +1,384 @@
+"""``portraitrig reenact MODEL DRIVER -o OUT``: the target of a video-renderer model performs a
+driver's expressions, head motion, gaze and blinks, under a requested light (also over time).
+
+Steps: the driver (a video, a folder of photos, one photo, or a RigParams sequence file) is
+fitted (frames without a face hold the last good parameters and are counted), moved into one
+fixed crop (so its head motion is kept), resampled to the target's frame rate, and retargeted
+onto the target's neutral frame (:func:`portraitrig.retarget.retarget`). ``self_drive``: the
+target's own parameters drive it (relighting alone). Each output frame is rendered in the
+target's fixed crop, colour matched to the target's frame on the crop's border and pasted back
+with a soft mask (one crop for all frames: no jitter). When the driver is longer than the
+target video, the target's frames are looped (``background="loop"``) or its last frame held.
+
+Writes OUT/result.mp4 (H.264, audio of the driver / target / none), OUT/compare.mp4 (driver |
+target | result; a parameter-file driver shows as its shaded rig), OUT/params.safetensors (the rendered frames' RigParams, lights included),
+OUT/driver_params.safetensors and OUT/manifest.json (results layout of ``portraitrig eval``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+
+
+def _h(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass
+class ReenactConfig:
+    light: str | None = field(default=None, metadata=_h(
+        "light: a preset name, AZ,EL degrees, or an environment map (.hdr/.exr/.png/.jpg); default: the target's"))
+    light_strength: float = field(default=1.0, metadata=_h("blend from the target's light (0) to the requested (1)"))
+    light_orbit: float | None = field(default=None, metadata=_h(
+        "rotate the light (or environment) once around the person every SECONDS", metavar="SECONDS"))
+    absolute_light: bool = field(default=False, metadata=_h(
+        "use the light's own brightness (default: matched to the target video's exposure)"))
+    motion: str = field(default="relative", metadata=_h(
+        "relative: the driver's changes from its neutral frame; absolute: its values",
+        choices=("relative", "absolute")))
+    head_pose: bool = field(default=True, metadata=_h("transfer head motion (--no-head-pose keeps the target's)"))
+    keep_target_gaze: bool = field(default=False, metadata=_h("keep the target's gaze instead of the driver's"))
+    self_drive: bool = field(default=False, metadata=_h("the target drives itself (relighting alone; no DRIVER)"))
+    audio: str = field(default="driver", metadata=_h("audio track of the result", choices=("driver", "target", "none")))
+    background: str = field(default="loop", metadata=_h(
+        "driver longer than the target video: loop its frames or hold the last", choices=("loop", "hold")))
+    max_frames: int | None = field(default=None, metadata=_h("use at most this many driver frames"))
+    feather: float = field(default=0.08, metadata=_h("paste-back edge softness, share of the crop side"))
+    target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
+    device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
+    crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
+
+    def validate(self) -> None:
+        if self.motion not in ("relative", "absolute"):
+            raise ValueError(f"motion must be relative or absolute, got {self.motion!r}")
+        if self.audio not in ("driver", "target", "none") or self.background not in ("loop", "hold"):
+            raise ValueError("audio must be driver/target/none and background loop/hold")
+        if self.light_orbit is not None and not self.light_orbit > 0:
+            raise ValueError(f"light_orbit must be a positive number of seconds, got {self.light_orbit}")
+        if not 0 <= self.feather < 0.5 or not 0 <= self.crf <= 51:
+            raise ValueError("feather must be in [0, 0.5) and crf in 0..51")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("max_frames must be at least 1")
+
+
+@dataclass
+class ReenactSummary:
+    frames: int = 0
+    driver_frames: int = 0
+    held_frames: int = 0                     # driver frames without a face (last parameters held)
+    background: str = ""                     # how the target's frames were used
+    audio: str = "none"
+    files: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.frames > 0 else 1
+
+    def text(self) -> str:
+        lines = [f"reenact: {self.frames} frames written ({self.driver_frames} driver frames, "
+                 f"{self.held_frames} without a face held), background: {self.background}, audio: {self.audio}"]
+        lines += [f"  {n}" for n in self.notes]
+        lines += [f"  {k}: {v}" for k, v in self.files.items()]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- driver
+@dataclass
+class Driver:
+    params: RigParams            # batch T (fixed-crop NDC of the driver's own footage)
+    fps: float
+    frames: list | None          # per driver frame, an (H, W, 3) uint8 thumbnail (None: none)
+    held: int
+    path: Path | None
+    has_audio: bool = False
+
+
+def _thumb(image: np.ndarray, height: int = 256) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
+
+
+def _fixed(fits) -> RigParams:
+    """Fits of one person's footage moved into one crop (head motion kept)."""
+    from portraitrig.methods.video.data import fixed_crop, params_to_crop
+
+    crop = fixed_crop([f.crop for f in fits], 256, 1.0)
+    return RigParams.cat([params_to_crop(f.params.to("cpu", torch.float32), f.crop, crop) for f in fits])
+
+
+def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None = None, say=print) -> Driver:
+    """Fit the driver: a video, a folder of photos, one photo, or a RigParams sequence file
+    (``.safetensors`` / ``.npz``; played at the ``fps`` its metadata names, else at ``fps``).
+    Photos play at ``fps``, one per frame."""
+    from portraitrig.io.images import IMAGE_EXTENSIONS, is_video, read_image
+    from portraitrig.retarget import hold_missing
+
+    p = Path(driver)
+    if not p.exists():
+        raise InputError(p, "no such driver file or folder")
+    if p.is_file() and p.suffix in (".safetensors", ".npz"):
+        params, _, meta = RigParams.load(p, with_extras=True)
+        rate = meta.get("fps") if isinstance(meta, dict) else None
+        rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else fps
+        return Driver(params[:max_frames] if max_frames else params, rate, None, 0, p)
+    if p.is_file() and is_video(p):
+        from portraitrig.io.video import iter_video_frames, video_info
+
+        info = video_info(p)
+        fits = rigger.fit_video(p, max_frames=max_frames)  # InputError when no frame has a face
+        by_frame = {int(f.source.rsplit("#frame=", 1)[1]): k for k, f in enumerate(fits)}
+        thumbs = [_thumb(fr.image) for fr in iter_video_frames(p, max_frames=max_frames)]
+        if not thumbs:
+            raise InputError(p, "no frame could be decoded")
+        found = torch.tensor([i in by_frame for i in range(len(thumbs))])
+        params, held = hold_missing(_fixed([fits[by_frame[i]] for i in sorted(by_frame)]), found)
+        return Driver(params, info.fps or fps, thumbs, held, p, info.has_audio)
+    files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [p]
+    if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(p, "driver is neither a video, a photo, a folder of photos nor a parameter file")
+    if max_frames:
+        files = files[:max_frames]
+    if not files:
+        raise InputError(p, "no photos in the driver folder")
+    fits, found, thumbs = [], [], []
+    for f in files:
+        img = read_image(f)
+        thumbs.append(_thumb(img))
+        try:
+            fits.append(rigger.fit_image(img, str(f)))
+            found.append(True)
+        except InputError as err:
+            found.append(False)
+            if say:
+                say(f"reenact: {err} (the previous photo's parameters are held)")
+    if not fits:
+        raise InputError(p, "no face found in any driver photo")
+    params, held = hold_missing(_fixed(fits), torch.tensor(found))
+    return Driver(params, fps, thumbs, held, p)
+
+
+# ---------------------------------------------------------------------- target frames
+def target_frames(video: str | Path, frame_index: list[int], count: int, mode: str) -> Iterator[np.ndarray]:
+    """``count`` background frames: the target's fitted frames (``frame_index``) in order,
+    looped (``mode="loop"``) or with the last one held (``"hold"``) when more are needed."""
+    from portraitrig.io.video import iter_video
+
+    wanted = set(frame_index)
+    made, last = 0, None
+    while made < count:
+        got = 0
+        for fr in iter_video(video, want=lambda i: i in wanted):
+            if fr.index not in wanted:
+                continue
+            last = fr.image
+            yield last
+            made += 1
+            got += 1
+            if made >= count:
+                return
+        if got == 0:
+            raise InputError(video, "none of the target's frames could be read")
+        if mode == "hold":
+            while made < count:
+                yield last
+                made += 1
+
+
+# ---------------------------------------------------------------------- lights
+def light_path(base: torch.Tensor, config: ReenactConfig, fps: float) -> torch.Tensor:
+    """(T, 9, 3) lights of the output frames: ``base`` (T, 9, 3, the target's) or the requested
+    light (exposure matched to it unless ``absolute_light``), blended by ``light_strength`` and
+    rotated about the vertical axis once every ``light_orbit`` seconds."""
+    from portraitrig.edits import resolve_light
+    from portraitrig.light import sh
+
+    T = base.shape[0]
+    if config.light is None and config.light_orbit is None:
+        return base
+    spec = config.light if config.light is not None else "front"
+    if isinstance(spec, str) and "," in spec and spec not in sh.PRESETS:
+        try:
+            spec = tuple(float(v) for v in spec.split(","))
+        except ValueError:
+            raise InputError(None, f"light {config.light!r}: AZ,EL must be two numbers in degrees") from None
+    L = resolve_light(spec, T, base.device, base.dtype)
+    if config.light_orbit is not None:
+        ang = torch.arange(T, dtype=torch.float64) / fps / config.light_orbit * 2 * math.pi
+        c, s = ang.cos(), ang.sin()
+        z, o = torch.zeros_like(c), torch.ones_like(c)
+        R = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], 1)
+        L = sh.rotate_sh(L, R.to(L.device))
+    if not config.absolute_light:
+        L = sh.match_exposure(L, base)
+    return base + config.light_strength * (L - base)
+
+
+# ---------------------------------------------------------------------- paste-back
+def border_mask(size: int, feather: float) -> np.ndarray:
+    """(size, size) float32: 1 inside, falling smoothly to 0 at the crop's border over
+    ``feather * size`` pixels."""
+    c = np.arange(size, dtype=np.float32) + 0.5
+    d = np.minimum(c, size - c)
+    t = np.clip(d / max(feather * size, 1e-6), 0, 1)
+    ramp = t * t * (3 - 2 * t)
+    return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
+
+
+def colour_match(rendered: np.ndarray, actual: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """``rendered`` (S, S, 3) uint8 shifted per channel so its mean on ``ring`` (S, S) weights
+    equals ``actual``'s there (the crop's border, where both show the target's background)."""
+    w = ring[..., None]
+    diff = ((actual.astype(np.float32) - rendered.astype(np.float32)) * w).sum((0, 1)) / max(float(w.sum()), 1e-6)
+    return np.clip(rendered.astype(np.float32) + diff, 0, 255).round().astype(np.uint8)
+
+
+def paste_frame(background: np.ndarray, rendered: np.ndarray, crop, mask: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """The rendered crop, colour matched, pasted into the target's frame with ``mask``."""
+    from portraitrig.capture.align import paste_back
+    from portraitrig.methods.video.data import crop_frame
+
+    matched = colour_match(rendered, crop_frame(background, crop), ring)
+    return paste_back(background, matched, crop, mask=mask, feather=0.0)
+
+
+# ---------------------------------------------------------------------- the job
+def _load_renderer(model_dir: str | Path, device):
+    from portraitrig.methods.video.model import METHOD
+    from portraitrig.methods.video.renderer import VideoRenderer
+    from portraitrig.neural.modelio import read_model_config
+
+    method, _, _ = read_model_config(model_dir)
+    if method != METHOD:
+        raise InputError(model_dir, f"a {method!r} model; reenact needs a video-renderer model "
+                                    "(`portraitrig train video TARGET.mp4`)")
+    r = VideoRenderer.from_pretrained(model_dir, device=device)
+    if r.target is None:
+        raise InputError(model_dir, "model folder has no target.safetensors (the target video's description)")
+    return r
+
+
+def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str | Path,
+                config: ReenactConfig | None = None, rigger=None, progress: bool = True, say=print) -> ReenactSummary:
+    """Reenact the model's target with ``driver`` (see the module doc) into ``out_dir``."""
+    from portraitrig.io.atomic import write_json
+    from portraitrig.io.media import VideoWriter, read_audio, resample_indices, side_by_side
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.retarget import neutral_frame, retarget
+    from portraitrig.training.loop import default_device
+
+    config = config or ReenactConfig()
+    config.validate()
+    dev = default_device(config.device)
+    rend = _load_renderer(model_dir, dev)
+    tgt = rend.target
+    video = Path(config.target_video or tgt.video)
+    if not video.is_file():
+        raise InputError(video, "target video not found (give its new place with --target-video)")
+    fps = tgt.fps
+    summary = ReenactSummary()
+    N = len(tgt.params)
+    # ------------------------------------------------ what drives
+    if config.self_drive:
+        drv = Driver(tgt.params, fps, None, 0, video)
+        params = tgt.params.clone()
+        idx = list(range(N if config.max_frames is None else min(N, config.max_frames)))
+        params = params[idx]
+    else:
+        if driver is None:
+            raise InputError(None, "give a DRIVER (video, photos or parameter file), or --self")
+        if rigger is None:
+            from portraitrig.pipeline import Rigger
+
+            rigger = Rigger(crop_size=256)
+        drv = load_driver(driver, fps, rigger, config.max_frames, say=say)
+        idx = resample_indices(len(drv.params), drv.fps, fps)
+        if len(drv.params) == 1:
+            idx = [0] * N
+            summary.notes.append("one-frame driver: its expression and pose are held over the target video")
+        src = drv.params[torch.as_tensor(idx)]
+        tref = tgt.params[neutral_frame(tgt.params[:tgt.n_train])]
+        sref = drv.params[neutral_frame(drv.params)]
+        params = retarget(src, tref, sref, mode=config.motion, head_pose=config.head_pose,
+                          gaze=not config.keep_target_gaze, model=rend.face_model)
+    T = len(params)
+    summary.driver_frames, summary.held_frames = len(drv.params), drv.held
+    if drv.held:
+        summary.notes.append(f"{drv.held} driver frame(s) without a face: the last good parameters were held")
+    summary.background = ("target frames in step" if T <= N else
+                          f"driver longer than the target ({T} > {N} frames): target frames {config.background}ed"
+                          if config.background == "loop" else
+                          f"driver longer than the target ({T} > {N} frames): last target frame held")
+    params = params.replace(light=light_path(params.light.float(), config, fps).to(params.light.dtype))
+    # ------------------------------------------------ audio
+    audio = None
+    src_audio = {"driver": drv.path if drv.has_audio else None, "target": video, "none": None}[config.audio]
+    if config.self_drive and config.audio == "driver":
+        src_audio = video
+    if src_audio is not None:
+        audio = read_audio(src_audio)
+        summary.audio = f"{config.audio} ({Path(src_audio).name})" if audio is not None else "none (no audio track)"
+    elif config.audio == "driver":
+        summary.audio = "none (the driver has no audio)"
+    # ------------------------------------------------ render, paste, write
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    S = rend.size
+    mask = border_mask(S, config.feather)
+    ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
+    fidx = [int(i) for i in tgt.frame_index.tolist()]
+    backgrounds = target_frames(video, fidx, T, config.background)
+    chunk = 16
+    stream = rend.stream()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=T, desc="reenact", unit="frame")
+    with VideoWriter(out / "result.mp4", fps, audio=audio, crf=config.crf) as w, \
+            VideoWriter(out / "compare.mp4", fps, crf=config.crf) as wc:
+        for i in range(0, T, chunk):
+            j = min(T, i + chunk)
+            frames = stream(params[i:j])
+            crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
+                rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
+                                     size=256, names=("shaded",))["shaded"]
+                rig = (rig.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            for k in range(j - i):
+                bg = next(backgrounds)
+                res = paste_frame(bg, crops[k], tgt.crop, mask, ring)
+                w.write(res)
+                left = drv.frames[idx[i + k]] if drv.frames is not None else bg if config.self_drive else rig[k]
+                wc.write(side_by_side(left, bg, res, height=256))
+            summary.frames = j
+            if bar is not None:
+                bar.update(j - i)
+    if bar is not None:
+        bar.close()
+    params.save(out / "params.safetensors", meta={"fps": float(fps)})
+    drv.params.save(out / "driver_params.safetensors", meta={"fps": float(drv.fps)})
+    item = {"id": "result", "generated": "result.mp4", "requested_params": "params.safetensors"}
+    if config.self_drive and config.light is None and config.light_orbit is None and fidx == list(range(T)):
+        item["reference"] = str(video.resolve())
+    write_json(out / "manifest.json", {"items": [item], "method": "video", "model": str(Path(model_dir).resolve()),
+                                       "driver": None if drv.path is None else str(Path(drv.path).resolve()),
+                                       "fps": float(fps), "frames": T, "held_frames": drv.held,
+                                       "background": summary.background, "audio": summary.audio})
+    summary.files = {k: str(out / v) for k, v in (("result", "result.mp4"), ("compare", "compare.mp4"),
+                                                  ("params", "params.safetensors"), ("manifest", "manifest.json"))}
+    return summary
+
+
+__all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "border_mask",
+           "colour_match", "paste_frame", "target_frames"]
