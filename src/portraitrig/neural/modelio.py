@@ -96,8 +96,11 @@ def load_module(build: Callable[[], nn.Module], weights: str | Path, device="cpu
             f"unexpected {', '.join(extra[:3])}" if extra else "",
             f"{wrong[0]} is {have[wrong[0]]} but the config makes {want[wrong[0]]}" if wrong else "") if x)
         raise InputError(weights, f"weights do not match the model config ({detail})")
-    module = module.to_empty(device=device)
     state, _ = read_safetensors(weights, "model weights")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(weights, f"non-finite weights in {', '.join(bad[:3])}" + (" ..." if len(bad) > 3 else ""))
+    module = module.to_empty(device=device)
     module.load_state_dict(state)
     return module.eval()
 

@@ -139,3 +139,24 @@ def test_fast_engine_leaves_the_shared_encoder_in_float32():
     assert next(model.encoder.parameters()).dtype == torch.float32
     assert next(model.unet.parameters()).dtype == torch.bfloat16
     assert torch.equal(model.encode(img), before)
+
+
+def test_damaged_model_folders_are_refused_before_allocating(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    DiffusionRigModel(preset("tiny")).save_pretrained(tmp_path / "m")
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    state["unet.conv_out.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(InputError, match="non-finite weights"):
+        DiffusionRigModel.from_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["config"]["unet"]["base_channels"] = 4096  # a hostile config: refused, nothing allocated
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="channels"):
+        DiffusionRigModel.from_pretrained(tmp_path / "m")
+    cfg["config"]["unet"]["base_channels"] = 32  # valid but not these weights
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="do not match"):
+        DiffusionRigModel.from_pretrained(tmp_path / "m")

@@ -90,7 +90,10 @@ def load_weights(model: DiffusionRigModel, source: str | Path, prefer_ema: bool 
     if data is None:
         raise InputError(source, "checkpoint does not record its model configuration")
     _check_config(model.config, DiffusionConfig.from_dict(data, source), source)
-    model.load_state_dict(ck.prefixed(tensors, "ema." if prefer_ema else "model.") or ck.prefixed(tensors, "model."))
+    state = ck.prefixed(tensors, "ema." if prefer_ema else "model.") or ck.prefixed(tensors, "model.")
+    if any(v.is_floating_point() and not torch.isfinite(v).all() for v in state.values()):
+        raise InputError(source, "non-finite weights: this checkpoint cannot start a run")
+    model.load_state_dict(state)
 
 
 def _check_config(want: DiffusionConfig, have: DiffusionConfig, path) -> None:
