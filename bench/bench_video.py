@@ -78,8 +78,9 @@ def metrics_fn():
 
 
 def render_fps(r, params, n: int = 100) -> dict:
-    """Frames per second of r.render over a sequence, batch 1 (each frame with its window's
-    context), fp32 and bf16 network; fits excluded."""
+    """Frames per second of rendering a sequence frame by frame (batch 1, r.stream: rig buffers,
+    whole-portrait normals, network), fp32 and bf16 network; fits excluded. ``net_fps``: the
+    network alone."""
     dev = r.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     out = {}
@@ -87,12 +88,14 @@ def render_fps(r, params, n: int = 100) -> dict:
         if mode == "bf16":
             r.use_half()
         seq = params[:n].to(dev)
-        for i in range(5):
-            r.render(seq[i:i + 1], context=seq[max(0, i - 2):i] if i else None)
+        stream = r.stream()
+        for i in range(min(5, len(seq))):
+            stream(seq[i:i + 1])
         sync()
         t = time.perf_counter()
+        stream = r.stream()
         for i in range(len(seq)):
-            r.render(seq[i:i + 1], context=seq[max(0, i - 2):i] if i else None)
+            stream(seq[i:i + 1])
         sync()
         out[f"fps_{mode}"] = round(len(seq) / (time.perf_counter() - t), 1)
         x = torch.zeros(1, r.config.in_channels, r.size, r.size, device=dev, dtype=r.dtype)
@@ -107,7 +110,8 @@ def render_fps(r, params, n: int = 100) -> dict:
     return out
 
 
-def run(d: Path, out: Path, minutes: float, size: int, device: str) -> dict:
+def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
+        reenact_frames: int | None = None) -> dict:
     from portraitrig.apps.reenactjob import ReenactConfig, border_mask, paste_frame, run_reenact
     from portraitrig.io.video import iter_video_frames
     from portraitrig.light import sh
@@ -170,18 +174,19 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str) -> dict:
             rows.append(np.concatenate(cols, 1))
     write_image(out / "video_compare.png", np.concatenate(rows, 0))
     # ---------------------------------------------------- speed
-    res["fps_256"] = render_fps(VideoRenderer.from_pretrained(model, device=device), data.params)
+    res["fps_256"] = render_fps(VideoRenderer.from_pretrained(model, device=device), data.params, fps_frames)
     if torch.cuda.is_available():
         big = PRESETS["512"]().model
         net = VideoNet(big)
         net.person_prior.copy_(torch.nn.functional.interpolate(r.net.person_prior.float().cpu(), size=(512, 512)))
-        res["fps_512"] = render_fps(VideoRenderer(net, device=device), data.params)
+        res["fps_512"] = render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
     # ---------------------------------------------------- reenactment with a light orbit
     drv = d / "driver.safetensors"
     if drv.is_file():
         t = time.time()
         s = run_reenact(model, drv, out / "reenact", ReenactConfig(light="left", light_orbit=4.0, audio="target",
-                                                                   target_video=str(video), device=device),
+                                                                   target_video=str(video), device=device,
+                                                                   max_frames=reenact_frames),
                         progress=False, say=None)
         res["reenact"] = {"frames": s.frames, "seconds": round(time.time() - t, 1), "background": s.background}
         (out / "reenact" / "compare.mp4").rename(out / "reenact_compare.mp4")
@@ -219,11 +224,13 @@ def main() -> None:
     q.add_argument("--minutes", type=float, default=5.0)
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    q.add_argument("--fps-frames", type=int, default=100, help="frames timed per speed measurement")
+    q.add_argument("--reenact-frames", type=int, help="driver frames of the reenactment (default: all)")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(a.video, a.driver, a.dir, a.size, a.max_frames)
         return
-    res = run(a.dir, a.out, a.minutes, a.size, a.device)
+    res = run(a.dir, a.out, a.minutes, a.size, a.device, a.fps_frames, a.reenact_frames)
     write_json(a.out / "video.json", res)
     print(table(res))
     print(json.dumps(res))

@@ -6,6 +6,8 @@
     portraitrig prepare INPUT... -o CACHE       a neural renderers' training cache
     portraitrig train METHOD DATA -o RUN        train a neural renderer (methods: see `train -h`)
     portraitrig edit MODEL PHOTO... -o OUT      edit photos with a trained renderer
+    portraitrig reenact MODEL DRIVER -o OUT     a video portrait performs a driver, relit
+    portraitrig avatar MODEL -o OUT             free-viewpoint renders of an animated head
     portraitrig eval RESULTS -o OUT             metrics and an HTML report
     portraitrig heldout generate|score|sheet    a renderer on one person's held-out frames
 """
@@ -117,6 +119,36 @@ def _cmd_edit(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     summary = run_edit(args.model, args.photos, args.out, spec, cfg)
+    print(summary.text())
+    return summary.exit_code
+
+
+def _cmd_reenact(args) -> int:
+    from portraitrig.apps.reenactjob import ReenactConfig, run_reenact
+    from portraitrig.config import apply_arguments
+
+    try:
+        cfg = apply_arguments(ReenactConfig(), args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.driver is None and not cfg.self_drive:
+        raise UsageError("give a DRIVER (video, photo folder or photo), or --self-drive to relight the target alone")
+    summary = run_reenact(args.model, args.driver, args.out, cfg, progress=not args.quiet)
+    print(summary.text())
+    return summary.exit_code
+
+
+def _cmd_avatar(args) -> int:
+    from portraitrig.apps.avatarjob import AvatarJobConfig, run_avatar
+    from portraitrig.config import apply_arguments
+    from portraitrig.editspec import from_args
+
+    try:
+        cfg = apply_arguments(AvatarJobConfig(), args)
+        spec = from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    summary = run_avatar(args.model, args.out, cfg, driver=args.driver, spec=spec)
     print(summary.text())
     return summary.exit_code
 
@@ -244,6 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_edit_arguments(e)
     add_config_arguments(e, EditJobConfig, defaults=EditJobConfig(), title="rendering")
     e.set_defaults(func=_cmd_edit)
+
+    from portraitrig.apps.avatarjob import AvatarJobConfig
+    from portraitrig.apps.reenactjob import ReenactConfig
+
+    v = sub.add_parser("reenact", help="a video renderer's target performs a driver's expressions, in any light")
+    v.add_argument("model", help="model folder of `train video` (RUN/model)")
+    v.add_argument("driver", nargs="?", default=None, help="driver video, folder of photos, or one photo")
+    v.add_argument("-o", "--out", required=True, help="output folder (result.mp4, compare.mp4, params, manifest)")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(v, ReenactConfig, defaults=ReenactConfig(), title="reenactment")
+    v.add_argument("--self", dest="cfg:self_drive", action="store_const", const=True, default=None,
+                   help="the target drives itself (relighting alone; no DRIVER)")
+    v.set_defaults(func=_cmd_reenact)
+
+    a = sub.add_parser("avatar", help="render an avatar: new views, expressions, a driver's performance")
+    a.add_argument("model", help="model folder of `train avatar` (RUN/model)")
+    a.add_argument("-o", "--out", required=True, help="output folder (PNGs or an mp4, manifest)")
+    a.add_argument("--driver", default=None, help="a video whose expressions (relative) drive the avatar")
+    add_edit_arguments(a)
+    add_config_arguments(a, AvatarJobConfig, defaults=AvatarJobConfig(), title="views",
+                         skip=("yaw", "pitch", "roll"))
+    a.set_defaults(func=_cmd_avatar)
 
     from portraitrig.eval import heldout
     from portraitrig.eval.cli import register as register_eval

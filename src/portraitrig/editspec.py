@@ -221,7 +221,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f"edit:{f.name}", action="store_true", default=None, help=f.metadata["help"])
         else:
             g.add_argument(flag, dest=f"edit:{f.name}", default=None, help=f.metadata["help"],
-                           metavar="YAW,PITCH" if f.name == "gaze" else None)
+                           metavar="YAW,PITCH" if f.name == "gaze" else f.name.upper())
     g.add_argument("--light-env", dest="edit:light_env", default=None, help="environment map of any image type")
     g.add_argument("--gaze-yaw", dest="edit:gaze_yaw", default=None, metavar="DEG", help="gaze yaw alone (pitch 0)")
     g.add_argument("--gaze-pitch", dest="edit:gaze_pitch", default=None, metavar="DEG", help="gaze pitch alone (yaw 0)")

@@ -57,7 +57,11 @@ def run_train(method: str, data, out_dir: str | Path, config, *, init: str | Pat
     if init is not None and not Path(init).exists():
         raise InputError(init, "no such model folder or checkpoint")
     torch.manual_seed(config.train.seed)
-    m = mod.Method.create(config, data, dev, init=None if resuming else init, say=print if rank == 0 else None)
+    import inspect
+
+    extra = {"work_dir": out} if "work_dir" in inspect.signature(mod.Method.create).parameters else {}
+    m = mod.Method.create(config, data, dev, init=None if resuming else init, say=print if rank == 0 else None,
+                          **extra)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         clean_orphans(out, recursive=True)  # partial files of a killed run

@@ -34,6 +34,9 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "diffusion": MethodSpec("diffusion", "portraitrig.methods.diffusionrig",
                             "DiffusionRig: a diffusion model conditioned on rig buffers; photo edits by DDIM inversion"),
+    "video": MethodSpec("video", "portraitrig.methods.video",
+                        "video portraits: a feed-forward renderer trained on the target's video; reenactment and "
+                        "relighting"),
 }
 
 

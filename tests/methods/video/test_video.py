@@ -158,6 +158,10 @@ def test_bad_data_and_folders(tmp_path):
         VideoData.load(tmp_path / "plain.safetensors")
     with pytest.raises(InputError, match="no such file"):
         VideoMethod.create(video.PRESETS["tiny"](), tmp_path / "missing.mp4", "cpu", say=None)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)    # no decodable frame
+    with pytest.raises(InputError, match="broken.mp4"):
+        VideoMethod.create(video.PRESETS["tiny"](), broken, "cpu", say=None, work_dir=tmp_path / "run")
     big = video.PRESETS["256"]()
     with pytest.raises(InputError, match="32 px"):
         VideoMethod.create(big, path, "cpu", say=None)
@@ -174,3 +178,15 @@ def test_from_frames_default_masks_cover_the_face():
     crops, params, _ = video.synthetic_frames(3, 32)
     d = from_frames(crops, params)
     assert d.masks.shape == (3, 1, 32, 32) and int(d.masks.max()) == 255 and int(d.masks.min()) == 0
+
+
+def test_stream_renders_like_the_whole_sequence(tmp_path):
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    r = VideoRenderer.from_pretrained(m.export(m.model, tmp_path / "model"))
+    whole = r.render(data.params[:6])
+    stream = r.stream()
+    parts = torch.cat([stream(data.params[0:1]), stream(data.params[1:4]), stream(data.params[4:6])])
+    torch.testing.assert_close(parts, whole, atol=1e-5, rtol=0)
+    assert r.render(data.params[:0]).shape == (0, 3, 32, 32)

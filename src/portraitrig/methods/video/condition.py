@@ -1,0 +1,101 @@
+"""The video renderer's conditioning: RigParams sequences -> network input stacks.
+
+Per frame: the face buffers (:class:`~portraitrig.render.spec.BufferStack`), and
+whole-portrait normals of the face mesh joined to an inflated person silhouette (the method of
+:func:`~portraitrig.render.portrait.portrait_normals`). The network input of frame t is the
+face buffers of frames t-window+1..t (clamped at the sequence start), the portrait shading of
+frame t under its light, and its person mask (``2m - 1``).
+
+The person mask the network sees is the target's mean person mask (``prior``) united with the
+frame's face mesh: a reenacted frame has no mask of its own. The prior's inflation is solved
+once (:meth:`Conditioner.set_prior`); per frame only the join to the face mesh is made, at
+``work`` pixels (64) and upsampled outside the mesh, where the shading is smooth — real time
+per frame.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from portraitrig.methods.video.config import VideoNetConfig
+from portraitrig.render import spec
+from portraitrig.render.portrait import border_offset, inflated_normals, portrait_normals, portrait_shading
+
+FEATHER = 1 / 8   # the join's reach outside the face mesh, share of the image side (portrait_normals' default)
+
+
+class Conditioner:
+    def __init__(self, config: VideoNetConfig, device="cpu", face_model=None, work: int = 64):
+        self.config = config
+        self.stack = spec.BufferStack(config.buffers, config.image_size, device, face_model)
+        self.slices = spec.slices(config.buffers)
+        self.work = min(int(work), config.image_size)
+        self.prior = self.proxy = None
+
+    @torch.no_grad()
+    def set_prior(self, prior: torch.Tensor) -> None:
+        """The person mask prior (1, 1, S, S) in [0, 1]; solves its inflation once."""
+        self.prior = prior.float()
+        dom = F.interpolate(self.prior, size=(self.work, self.work), mode="area") > 0.5
+        self.proxy = inflated_normals(dom)
+
+    @torch.no_grad()
+    def prior_normals(self, face: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) whole-portrait normals of face buffers over the prior person mask (see
+        the module doc); 0 outside the prior and the face mesh."""
+        if self.proxy is None:
+            raise RuntimeError("set_prior first")
+        n_face = face[:, self.slices["normal"]].float()
+        m_face = self.face_mask(face).float()
+        S, w = n_face.shape[-1], self.work
+        n_lo = F.interpolate(n_face, size=(w, w), mode="area")
+        m_lo = F.interpolate(m_face, size=(w, w), mode="area")
+        n_lo = n_lo / n_lo.norm(dim=1, keepdim=True).clamp_min(1e-6) * (m_lo > 0.5)
+        proxy = self.proxy.expand(len(face), -1, -1, -1)
+        outer = proxy + border_offset(n_lo, m_lo, proxy, FEATHER * w)
+        if w != S:
+            outer = F.interpolate(outer, size=(S, S), mode="bilinear", align_corners=False)
+        n = torch.where(m_face > 0.5, n_face, outer)
+        n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        dom = (self.prior > 0.5) | (m_face > 0.5)
+        return torch.where(dom, n, torch.zeros_like(n))
+
+    @property
+    def face_model(self):
+        return self.stack.face_model
+
+    @torch.no_grad()
+    def face(self, params) -> torch.Tensor:
+        """(B, C_buf, S, S) face buffers of params (batch B)."""
+        return self.stack(params)
+
+    def face_mask(self, face: torch.Tensor) -> torch.Tensor:
+        return (face[:, self.slices["mask"]] + 1) / 2
+
+    @torch.no_grad()
+    def normals(self, face: torch.Tensor, person_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) whole-portrait normals of face buffers and (B, 1, S, S) person masks in
+        [0, 1] (:func:`~portraitrig.render.portrait.portrait_normals`, full resolution)."""
+        return portrait_normals(face[:, self.slices["normal"]].float(), self.face_mask(face).float(),
+                                person_mask.float())
+
+    def cond_mask(self, face: torch.Tensor) -> torch.Tensor:
+        """The person mask the network sees: the prior united with the face mesh's mask."""
+        return torch.maximum(self.prior.to(face.dtype), self.face_mask(face))
+
+    @staticmethod
+    def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
+        """(B, window) indices t-window+1..t, clamped at 0."""
+        return (t[:, None] + torch.arange(1 - window, 1, device=t.device)[None]).clamp_min(0)
+
+    def inputs(self, faces: torch.Tensor, index: torch.Tensor, normals: torch.Tensor, light: torch.Tensor,
+               cond_mask: torch.Tensor) -> torch.Tensor:
+        """Network input (B, C_in, S, S): faces (T, C_buf, S, S) of a sequence, index (B, window)
+        into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames."""
+        B = index.shape[0]
+        win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
+        shading = portrait_shading(normals.float(), light.float()).to(win.dtype)
+        return torch.cat([win, shading, cond_mask.to(win.dtype) * 2 - 1], 1)
+
+
+__all__ = ["Conditioner"]

@@ -1,0 +1,120 @@
+"""Typed configuration of the person-specific video renderer: the network
+(:class:`VideoNetConfig`) and the training run (:class:`Config`), with presets ``tiny`` (CPU
+tests, 32 px), ``256`` and ``512``."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from portraitrig.render import spec
+from portraitrig.training.config import TrainConfig
+
+MAX_IMAGE_SIZE = 1024
+MAX_CHANNELS = 1024
+
+
+@dataclass
+class VideoNetConfig:
+    """U-Net from rig buffers to RGB. Input per pixel: the face buffers ``buffers`` of the
+    frames t-window+1..t, the whole-portrait shading (3) and the person mask (1) of frame t."""
+
+    image_size: int = 256
+    buffers: tuple[str, ...] = ("normal", "mask", "regions", "uv")  # uv: where on the face each pixel is
+    window: int = 3
+    widths: tuple[int, ...] = (32, 64, 128, 256, 256)   # feature channels per level (level k at size / 2**k)
+    blocks: int = 1                                      # residual blocks per level
+
+    @property
+    def buffer_channels(self) -> int:
+        return spec.channels(self.buffers)
+
+    @property
+    def in_channels(self) -> int:
+        return self.window * self.buffer_channels + 4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, path=None) -> "VideoNetConfig":
+        from portraitrig.config import from_dict
+
+        return from_dict(cls, d, path)
+
+    def validate(self) -> None:
+        spec.check_names(self.buffers)
+        for need in ("normal", "mask"):
+            if need not in self.buffers:
+                raise ValueError(f"buffers must include {need!r} (whole-portrait shading needs it)")
+        levels = len(self.widths)
+        if not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in 16..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 1 <= levels <= 8 or self.image_size % (2 ** (levels - 1)):
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2**{levels - 1}")
+        if not all(1 <= w <= MAX_CHANNELS for w in self.widths):
+            raise ValueError(f"widths must be in 1..{MAX_CHANNELS}, got {self.widths}")
+        if not 1 <= self.window <= 16 or not 0 <= self.blocks <= 8:
+            raise ValueError("window must be in 1..16 and blocks in 0..8")
+
+
+def _h(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass
+class Config:
+    """Everything ``portraitrig train video DATA`` takes (DATA: the target's video, or a
+    video cache made by :func:`portraitrig.methods.video.data.prepare_video`)."""
+
+    model: VideoNetConfig = field(default_factory=VideoNetConfig, metadata={"cli": False})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    light_augment: float = field(default=0.5, metadata=_h(
+        "share of items relit each step with random lights (ratio images of the whole person), 0..1", metavar="P"))
+    ssim_weight: float = field(default=0.5, metadata=_h("weight of the 1 - SSIM loss beside L1"))
+    grad_weight: float = field(default=0.5, metadata=_h("weight of the image-gradient L1 loss"))
+    holdout: float = field(default=0.2, metadata=_h("share of the video's last frames held out of training"))
+    max_frames: int | None = field(default=None, metadata=_h("fit at most this many frames of the video"))
+    fit_device: str = field(default="cpu", metadata=_h("device of the video fit (tracking)"))
+    sample_count: int = field(default=4, metadata=_h("frames in each sample grid"))
+
+    def validate(self) -> None:
+        self.model.validate()
+        if not 0 <= self.light_augment <= 1:
+            raise ValueError(f"light_augment is a share of items, in [0, 1]; got {self.light_augment}")
+        if self.ssim_weight < 0 or self.grad_weight < 0:
+            raise ValueError("loss weights must be >= 0")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError("max_frames must be at least 2")
+        if self.sample_count < 1:
+            raise ValueError("sample_count must be positive")
+
+
+def preset(name: str) -> VideoNetConfig:
+    if name == "tiny":
+        return VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions"), widths=(8, 16, 16), window=2)
+    if name == "256":
+        return VideoNetConfig(image_size=256)
+    if name == "512":
+        return VideoNetConfig(image_size=512, widths=(24, 48, 96, 192, 256, 256))
+    raise ValueError(f"unknown preset {name!r} (tiny, 256, 512)")
+
+
+def _tiny() -> Config:
+    return Config(model=preset("tiny"), sample_count=2,
+                  train=TrainConfig(steps=2, batch_size=2, lr=2e-3, warmup_steps=1, precision="fp32",
+                                    channels_last=False, ckpt_every=1000, log_every=1, sample_every=0,
+                                    ema_decay=0.0))
+
+
+def _run(size: str) -> Config:
+    return Config(model=preset(size),
+                  train=TrainConfig(steps=20000, batch_size=8 if size == "256" else 4, lr=5e-4, warmup_steps=100,
+                                    schedule="cosine", ema_decay=0.999, log_every=50, sample_every=1000))
+
+
+PRESETS = {"tiny": _tiny, "256": lambda: _run("256"), "512": lambda: _run("512")}
+DEFAULT_PRESET = "256"
+
+__all__ = ["VideoNetConfig", "Config", "PRESETS", "DEFAULT_PRESET", "preset"]

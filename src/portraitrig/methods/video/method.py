@@ -1,0 +1,196 @@
+"""Training the video renderer on the target's own video (a
+:class:`~portraitrig.training.method.TrainingMethod` on the shared loop).
+
+Everything is rendered once onto the training device: every training frame's face buffers and
+two whole-portrait normal fields (from the frame's own person mask: what relights the target
+image; from the mean person mask: what the network is conditioned on, as at reenactment, where
+a frame's mask is unknown). One step: items t with their windows t-window+1..t; a share of
+them is relit with random lights (ratio images of the whole person,
+:func:`~portraitrig.render.portrait.relight_image`) and conditioned on that light's shading;
+loss L1 + SSIM + image gradients (no downloaded weights).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from portraitrig.errors import InputError
+from portraitrig.light import sh
+from portraitrig.methods.video.condition import Conditioner
+from portraitrig.methods.video.config import Config
+from portraitrig.methods.video.data import VideoData, load_or_prepare
+from portraitrig.methods.video.model import VideoNet
+from portraitrig.render import spec
+from portraitrig.render.portrait import relight_image
+from portraitrig.training.method import TrainingMethod
+
+TARGET = "target.safetensors"
+
+
+# ---------------------------------------------------------------------- losses
+def ssim_torch(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM of (B, C, H, W) images in [0, 1] (uniform window), a differentiable scalar."""
+    pad = window // 2
+    mu_a = F.avg_pool2d(a, window, 1, pad, count_include_pad=False)
+    mu_b = F.avg_pool2d(b, window, 1, pad, count_include_pad=False)
+    va = F.avg_pool2d(a * a, window, 1, pad, count_include_pad=False) - mu_a ** 2
+    vb = F.avg_pool2d(b * b, window, 1, pad, count_include_pad=False) - mu_b ** 2
+    cov = F.avg_pool2d(a * b, window, 1, pad, count_include_pad=False) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return s.mean()
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 distance of horizontal and vertical finite differences."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float, grad_weight: float):
+    """(total, parts) of L1 + ssim_weight (1 - SSIM) + grad_weight gradient L1, in float32."""
+    pred, target = pred.float(), target.float()
+    l1 = (pred - target).abs().mean()
+    parts = {"l1": l1.detach()}
+    total = l1
+    if ssim_weight > 0:
+        s = ssim_torch(pred, target)
+        total = total + ssim_weight * (1 - s)
+        parts["ssim"] = s.detach()
+    if grad_weight > 0:
+        g = gradient_l1(pred, target)
+        total = total + grad_weight * g
+        parts["grad"] = g.detach()
+    return total, parts
+
+
+def random_lights(old: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 9, 3) random lights at the exposure of ``old`` (B, 9, 3): a light from azimuth
+    -100..100 deg, elevation -30..60 deg, intensity 0.5..1.1, ambient 0.15..0.5, a mild random
+    colour, exposure matched to the old light times 0.8..1.25."""
+    B, dev = old.shape[0], old.device
+    u = torch.rand(B, 8, generator=generator, device=dev)
+    az, el = torch.deg2rad(-100 + 200 * u[:, 0]), torch.deg2rad(-30 + 90 * u[:, 1])
+    d = torch.stack([el.cos() * az.sin(), -el.sin(), -el.cos() * az.cos()], -1)
+    colour = 1 + 0.3 * (u[:, 2:5] - 0.5)
+    L = sh.directional_lights(d.float(), 0.5 + 0.6 * u[:, 5], (0.15 + 0.35 * u[:, 6])[:, None], colour)
+    L = sh.match_exposure(L, old.float())
+    return L * (0.8 * (1.25 / 0.8) ** u[:, 7]).view(B, 1, 1)
+
+
+# ---------------------------------------------------------------------- the method
+class VideoMethod(TrainingMethod):
+    name = "video"
+
+    def __init__(self, config: Config, data: VideoData, device, init=None, say=print):
+        self.config, self.data, self.device = config, data, torch.device(device)
+        mc = config.model
+        if data.size != mc.image_size:
+            raise InputError(data.video or None, f"video data is {data.size} px but the model is {mc.image_size} px "
+                                                 "(pick the preset of the data's size)")
+        n = data.n_train
+        if n < 1:
+            raise InputError(data.video or None, "no training frames")
+        model = VideoNet(mc)
+        if init is not None:
+            other = VideoNet.from_pretrained(init)
+            if other.config.to_dict() != mc.to_dict():
+                raise InputError(init, "model configuration differs from the one asked for")
+            model.load_state_dict(other.state_dict())
+        self.cond = Conditioner(mc, self.device)
+        self.images = data.crops()[:n].to(self.device)                           # uint8 (n, 3, S, S)
+        masks = data.masks[:n].to(self.device).float() / 255                     # (n, 1, S, S)
+        self.params = data.params[:n].to(self.device, torch.float32)
+        with torch.no_grad():
+            model.person_prior.copy_(masks.mean(0, keepdim=True).cpu())
+        self.model = model.to(self.device)
+        self.cond.set_prior(self.model.person_prior)
+        half = self.device.type == "cuda" and config.train.precision == "bf16"
+        bank_dtype = torch.bfloat16 if half else torch.float32
+        faces, n_true, n_cond, cmask = [], [], [], []
+        for i in range(0, n, 32):  # chunks bound the rasterizer's and the multigrid's memory
+            f = self.cond.face(self.params[i:i + 32])
+            faces.append(f.to(bank_dtype))
+            n_true.append(self.cond.normals(f, masks[i:i + 32]).to(bank_dtype))
+            n_cond.append(self.cond.prior_normals(f).to(bank_dtype))
+            cmask.append(self.cond.cond_mask(f).to(bank_dtype))
+        self.faces, self.normals_true = torch.cat(faces), torch.cat(n_true)
+        self.normals_cond, self.cond_masks = torch.cat(n_cond), torch.cat(cmask)
+        self.masks = masks.to(bank_dtype)
+        if say:
+            say(f"video renderer: {n} training frames, {len(data) - n} held out, {mc.image_size} px, "
+                f"window {mc.window}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        k = min(config.sample_count, n)
+        self._fixed = torch.linspace(0, n - 1, k).round().long().to(self.device)
+
+    @classmethod
+    def create(cls, config: Config, data, device, init=None, say=print, work_dir=None):
+        """From a VideoData, a video cache (.safetensors) or the target video (prepared into
+        ``work_dir/data/``)."""
+        vd = load_or_prepare(data, config.model.image_size, work_dir, config.holdout, config.max_frames,
+                             config.fit_device, say=say)
+        return cls(config, vd, device, init=init, say=say)
+
+    def num_items(self) -> int:
+        return self.data.n_train
+
+    def run_identity(self) -> dict:
+        return {"model": self.config.model.to_dict(), "frames": self.data.n_train, "video": self.data.video}
+
+    def inputs(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        win = Conditioner.window_index(idx, self.config.model.window)
+        return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx])
+
+    def loss(self, net, idx, step, generator):
+        idx = idx.to(self.device)
+        target = self.images[idx].float() / 255
+        light = self.params.light[idx]
+        if self.config.light_augment > 0:
+            relit = torch.rand(len(idx), generator=generator, device=self.device) < self.config.light_augment
+            new = random_lights(light, generator)
+            new = torch.where(relit.view(-1, 1, 1), new, light)
+            target = torch.where(relit.view(-1, 1, 1, 1),
+                                 relight_image(target, self.normals_true[idx].float(), self.masks[idx].float(),
+                                               light, new), target)
+            light = new
+        x = self.inputs(idx, light)
+        if self.config.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total, parts = image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
+        return total, parts
+
+    @torch.no_grad()
+    def samples(self, ema, step):
+        idx = self._fixed
+        light = self.params.light[idx]
+        left = sh.match_exposure(sh.preset("left").to(self.device).expand_as(light), light)
+        pred = ema(self.inputs(idx, light).float()).float()
+        relit = ema(self.inputs(idx, left).float()).float()
+        shade = spec.preview(self.faces[idx].float(), self.config.model.buffers)[0]
+        cols = [shade, pred, relit, self.images[idx].float() / 255]
+        rows = torch.cat(cols, 3).clamp(0, 1)
+        return torch.cat(list(rows), 1).permute(1, 2, 0).cpu().numpy()
+
+    def export(self, ema, directory):
+        d = ema.save_pretrained(directory)
+        v = self.data
+        write_target(Path(d) / TARGET, v.params, v.frame_index, v.crop, v.fps, v.video, v.n_train)
+        return d
+
+
+def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps: float, video: str,
+                 n_train: int) -> Path:
+    """The target video's description a reenactment needs: every frame's RigParams (fixed-crop
+    NDC), frame numbers, the crop, the video's size, frame rate and path, the training count."""
+    extras = {"affine": torch.from_numpy(np.asarray(crop.affine, np.float64)),
+              "image_size": torch.tensor(list(crop.image_size), dtype=torch.int64),
+              "frame_index": frame_index.long()}
+    meta = {"fps": float(fps), "video": video, "n_train": int(n_train), "crop_size": int(crop.size)}
+    return params.save(path, extras=extras, meta=meta)
+
+
+__all__ = ["VideoMethod", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]

@@ -1,0 +1,95 @@
+"""The video renderer's network: a small U-Net from a rig-buffer stack to RGB.
+
+Input (B, C_in, S, S): the face buffers of a short window of frames, the whole-portrait
+shading and the person mask (see :class:`~portraitrig.methods.video.config.VideoNetConfig`).
+Output (B, 3, S, S) in [0, 1]. Plain convolutions + SiLU, no normalisation layers (batch-1
+inference, EMA and DDP need no special care); strided convolutions down, nearest-neighbour
+upsampling + convolution up, skip connections by concatenation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from portraitrig.methods.video.config import VideoNetConfig
+
+METHOD, VERSION = "video", 1
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.c2(F.silu(self.c1(F.silu(x))))
+
+
+class VideoNet(nn.Module):
+    """See the module docstring. ``person_prior``: (1, 1, S, S) mean person mask of the
+    training frames, the person mask used where a frame's own is unknown (reenactment)."""
+
+    def __init__(self, config: VideoNetConfig):
+        super().__init__()
+        self.config = config
+        w = list(config.widths)
+        self.stem = nn.Conv2d(config.in_channels, w[0], 3, padding=1)
+        self.enc = nn.ModuleList()
+        self.down = nn.ModuleList()
+        for k, ch in enumerate(w):
+            self.enc.append(nn.Sequential(*[ResBlock(ch) for _ in range(config.blocks)]))
+            if k + 1 < len(w):
+                self.down.append(nn.Conv2d(ch, w[k + 1], 3, stride=2, padding=1))
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for k in range(len(w) - 2, -1, -1):
+            self.up.append(nn.Conv2d(w[k + 1], w[k], 3, padding=1))
+            self.dec.append(nn.Sequential(nn.Conv2d(2 * w[k], w[k], 3, padding=1), nn.SiLU(),
+                                          *[ResBlock(w[k]) for _ in range(config.blocks)]))
+        self.head = nn.Conv2d(w[0], 3, 3, padding=1)
+        self.register_buffer("person_prior", torch.zeros(1, 1, config.image_size, config.image_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        skips = []
+        for k, block in enumerate(self.enc):
+            h = block(h)
+            if k < len(self.down):
+                skips.append(h)
+                h = F.silu(self.down[k](h))
+        for up, dec in zip(self.up, self.dec):
+            s = skips.pop()
+            h = F.silu(up(F.interpolate(h, size=s.shape[-2:], mode="nearest")))
+            h = dec(torch.cat([h, s], 1))
+        return torch.sigmoid(self.head(F.silu(h)))
+
+    # ---------------------------------------------------------------- model folders
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from portraitrig.neural.modelio import write_model_folder
+
+        return write_model_folder(directory, METHOD, VERSION, self.config.to_dict(), self)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device="cpu") -> "VideoNet":
+        from portraitrig.errors import InputError
+        from portraitrig.neural.modelio import CONFIG, WEIGHTS, load_module, read_model_config
+
+        method, version, data = read_model_config(directory)
+        if method != METHOD:
+            raise InputError(Path(directory) / CONFIG, f"a {method!r} model, not a video-renderer model")
+        if version != VERSION:
+            raise InputError(Path(directory) / CONFIG,
+                             f"video model version {version}, this portraitrig reads {VERSION}")
+        config = VideoNetConfig.from_dict(data, Path(directory) / CONFIG)
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise InputError(Path(directory) / CONFIG, str(exc)) from None
+        return load_module(lambda: cls(config), Path(directory) / WEIGHTS, device)
+
+
+__all__ = ["VideoNet", "ResBlock", "METHOD", "VERSION"]

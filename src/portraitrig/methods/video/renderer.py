@@ -1,0 +1,163 @@
+"""Rendering a trained video renderer (the method's
+:class:`~portraitrig.neural.contract.NeuralRenderer`).
+
+``render(params, light=...)`` takes a *sequence* of RigParams in the target's fixed crop
+(frame t is conditioned on frames t-window+1..t; ``context`` gives frames before the first
+one when a long sequence is rendered in chunks) and returns the target's frames in that crop.
+The person mask of a rendered frame is the target's mean person mask united with the face
+mesh's (a reenacted frame has no mask of its own). The model folder also holds the target
+video's description (``target.safetensors``): every frame's parameters, the crop, frame rate
+and path, which reenactment pastes back into.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from portraitrig.capture.types import Crop
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+from portraitrig.methods.video.condition import Conditioner
+from portraitrig.methods.video.method import TARGET, write_target
+from portraitrig.methods.video.model import METHOD, VERSION, VideoNet
+from portraitrig.neural.contract import NeuralRenderer
+
+
+@dataclass
+class Target:
+    """The target video: params (batch N, fixed-crop NDC), frame_index (N,) frame numbers,
+    crop (the fixed crop), fps, video (its path), n_train (leading training frames)."""
+
+    params: RigParams
+    frame_index: torch.Tensor
+    crop: Crop
+    fps: float
+    video: str
+    n_train: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Target":
+        params, extras, meta = RigParams.load(path, with_extras=True)
+        try:
+            crop = Crop(extras["affine"].double().numpy(), int(meta["crop_size"]),
+                        tuple(int(v) for v in extras["image_size"].tolist()))
+            return cls(params, extras["frame_index"].long(), crop, float(meta["fps"]), str(meta["video"]),
+                       int(meta["n_train"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"incomplete target description ({exc})") from None
+
+
+class VideoRenderer(NeuralRenderer):
+    """A trained video renderer. ``max_batch``: frames per network call."""
+
+    method, version = METHOD, VERSION
+
+    def __init__(self, net: VideoNet, target: Target | None = None, device="cpu", face_model=None,
+                 max_batch: int = 16):
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.config = net.config
+        self.size = self.config.image_size
+        self.buffers = tuple(self.config.buffers)
+        self.cond = Conditioner(self.config, self.device, face_model)
+        self.cond.set_prior(self.net.person_prior)
+        self.face_model = self.cond.face_model
+        self.target = target
+        self.max_batch = max(1, int(max_batch))
+        self.dtype = torch.float32
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device="cpu", **kw) -> "VideoRenderer":
+        net = VideoNet.from_pretrained(directory, device=device)
+        tpath = Path(directory) / TARGET
+        target = Target.load(tpath) if tpath.is_file() else None
+        return cls(net, target, device=device, **kw)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        d = self.net.save_pretrained(directory)
+        t = self.target
+        if t is not None:
+            write_target(Path(d) / TARGET, t.params, t.frame_index, t.crop, t.fps, t.video, t.n_train)
+        return d
+
+    def use_half(self) -> None:
+        """bf16 weights and activations on CUDA (faster; output in float)."""
+        if self.device.type == "cuda":
+            self.net = self.net.to(torch.bfloat16)
+            self.dtype = torch.bfloat16
+
+    # ---------------------------------------------------------------- the contract
+    def appearance(self, crops: Sequence[np.ndarray], params: RigParams, **options):
+        """A person-specific renderer keeps nothing of other photos: None."""
+        return None
+
+    @torch.no_grad()
+    def render(self, params: RigParams, appearance=None, light=None, context: RigParams | None = None,
+               sequence: bool = True) -> torch.Tensor:
+        """Frames (B, 3, size, size) in [0, 1] of the params sequence (batch B).
+
+        light: None (each item's own), or a (9, 3) / (B, 9, 3) SH light. context: frames just
+        before the sequence (their buffers fill the first frames' windows). sequence False:
+        unrelated items, each one's window is itself."""
+        B = len(params)
+        if B == 0:
+            return torch.zeros(0, 3, self.size, self.size, device=self.device)
+        p = params.to(self.device, torch.float32)
+        L = p.light if light is None else \
+            torch.as_tensor(light, dtype=torch.float32, device=self.device).expand(B, 9, 3)
+        k = 0
+        if context is not None and sequence and len(context) and self.config.window > 1:
+            ctx = context[max(0, len(context) - self.config.window + 1):].to(self.device, torch.float32)
+            k = len(ctx)
+            p = RigParams.cat([ctx, p])
+        faces = torch.cat([self.cond.face(p[i:i + 64]) for i in range(0, len(p), 64)])
+        return self.render_buffers(faces, k, L, sequence)
+
+    @torch.no_grad()
+    def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True) -> torch.Tensor:
+        """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
+        under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1]."""
+        out = []
+        B = faces.shape[0] - k
+        for i in range(0, B, self.max_batch):
+            t = torch.arange(k + i, k + min(B, i + self.max_batch), device=self.device)
+            w = self.config.window
+            win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
+            f = faces[t]
+            x = self.cond.inputs(faces, win, self.cond.prior_normals(f), light[i:i + len(t)], self.cond.cond_mask(f))
+            out.append(self.net(x.to(self.dtype)).float())
+        return torch.cat(out)
+
+    def stream(self) -> "FrameStream":
+        """Frame-by-frame rendering of one sequence (keeps the window's buffers)."""
+        return FrameStream(self)
+
+
+class FrameStream:
+    """Renders a sequence a few frames at a time: ``stream(params, light=None)`` -> (b, 3, S, S);
+    the face buffers of the last window - 1 frames are kept for the next call's windows."""
+
+    def __init__(self, renderer: VideoRenderer):
+        self.r = renderer
+        self.faces: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, params: RigParams, light=None) -> torch.Tensor:
+        r = self.r
+        p = params.to(r.device, torch.float32)
+        L = p.light if light is None else \
+            torch.as_tensor(light, dtype=torch.float32, device=r.device).expand(len(p), 9, 3)
+        new = r.cond.face(p)
+        faces = new if self.faces is None else torch.cat([self.faces, new])
+        k = faces.shape[0] - new.shape[0]
+        out = r.render_buffers(faces, k, L)
+        keep = r.config.window - 1
+        self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
+        return out
+
+
+__all__ = ["VideoRenderer", "FrameStream", "Target", "write_target"]

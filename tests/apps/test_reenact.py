@@ -1,0 +1,200 @@
+"""The reenactment job end to end on a generated synthetic 'talking' video (the rig's own
+render of a face with a varying expression and pose, placed in a larger frame, with a tone as
+its audio). MediaPipe does not find synthetic faces, so the training data is built from the
+known RigParams, and driver videos / photos are fitted by a tracker that returns known answers."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from portraitrig.apps.reenactjob import (ReenactConfig, border_mask, light_path, paste_frame, run_reenact)
+from portraitrig.capture.types import Crop
+from portraitrig.config import to_dict
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+from portraitrig.io.media import VideoWriter, read_audio
+from portraitrig.io.video import iter_video_frames, video_info
+from portraitrig.methods import video
+from portraitrig.methods.video.data import crop_frame, from_frames
+from portraitrig.methods.video.method import VideoMethod
+from portraitrig.training.loop import train
+
+FPS = 25
+N = 10
+
+
+def tone(seconds: float, rate: int = 16000, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[None]
+
+
+def place(crops):
+    """32 px crops in 64 x 48 frames (edge-padded), and that crop."""
+    frames = [np.pad(c, ((8, 8), (16, 16), (0, 0)), mode="edge") for c in crops]
+    return frames, Crop(np.array([[1.0, 0.0, -16.0], [0.0, 1.0, -8.0]]), 32, (64, 48))
+
+
+def write_video(path, frames, audio=None):
+    with VideoWriter(path, FPS, audio=None if audio is None else (audio, 16000), crf=10) as w:
+        for f in frames:
+            w.write(f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reenact")
+    crops, params, masks = video.synthetic_frames(N, 32)
+    frames, crop = place(crops)
+    target = write_video(tmp / "target.mp4", frames, tone(N / FPS))
+    data = from_frames(crops, params, masks, fps=FPS, crop=crop, video=str(target))
+    cfg = video.PRESETS["tiny"]()
+    cfg.train.steps = 3
+    folder = train(VideoMethod(cfg, data, "cpu", say=None), cfg.train, tmp / "run", config=to_dict(cfg),
+                   progress=False)
+    return SimpleNamespace(folder=folder, tmp=tmp, params=params, frames=frames, crop=crop, target=target)
+
+
+def driver_params(n, seed=1):
+    crops, params, _ = video.synthetic_frames(n, 32, seed=seed)
+    return params
+
+
+def test_params_driver_longer_than_target_loops_the_background(model, tmp_path):
+    from portraitrig.eval.results import read_items
+
+    drv = tmp_path / "drv.safetensors"
+    driver_params(14).save(drv)
+    s = run_reenact(model.folder, drv, tmp_path / "out", ReenactConfig(), progress=False, say=None)
+    assert s.exit_code == 0 and s.frames == 14 and "looped" in s.background
+    info = video_info(tmp_path / "out" / "result.mp4")
+    assert (info.width, info.height) == (64, 48) and info.frame_count == 14 and not info.has_audio
+    assert video_info(tmp_path / "out" / "compare.mp4").frame_count == 14
+    assert len(RigParams.load(tmp_path / "out" / "params.safetensors")) == 14
+    items, _ = read_items(tmp_path / "out")
+    assert len(items) == 1 and items[0]["generated"].endswith("result.mp4")
+    # outside the crop the target's frames are untouched (frame 12 shows target frame 2 again)
+    out = [f.image for f in iter_video_frames(tmp_path / "out" / "result.mp4")]
+    far = np.zeros((48, 64), bool)
+    far[:, :6] = far[:, -6:] = True
+    assert np.abs(out[12].astype(int) - model.frames[2].astype(int))[far].mean() < 6
+    held = run_reenact(model.folder, drv, tmp_path / "hold", ReenactConfig(background="hold"), progress=False, say=None)
+    assert "held" in held.background
+
+
+def test_audio_of_the_target_is_muxed(model, tmp_path):
+    drv = tmp_path / "drv.safetensors"
+    driver_params(6).save(drv)
+    s = run_reenact(model.folder, drv, tmp_path / "out", ReenactConfig(audio="target"), progress=False, say=None)
+    assert s.audio.startswith("target")
+    wave, rate = read_audio(tmp_path / "out" / "result.mp4")
+    assert rate == 16000 and wave.shape[1] == pytest.approx(6 / FPS * rate, rel=0.1)
+    assert float(np.abs(wave).max()) > 0.1
+
+
+def test_driver_video_with_faceless_frames_and_its_audio(model, tmp_path):
+    dp = driver_params(8, seed=3)
+    frames, crop = place(video.synthetic_frames(8, 32, seed=3)[0])
+    frames[2] = np.zeros_like(frames[2])                  # no face here
+    path = write_video(tmp_path / "driver.mp4", frames, tone(8 / FPS, hz=660))
+
+    class Tracker:
+        def fit_video(self, p, max_frames=None):
+            return [SimpleNamespace(source=f"{p}#frame={i}", crop=crop, params=dp[i]) for i in range(8) if i != 2]
+
+    s = run_reenact(model.folder, path, tmp_path / "out", ReenactConfig(motion="absolute"), rigger=Tracker(),
+                    progress=False, say=None)
+    assert s.held_frames == 1 and s.frames == 8 and s.audio.startswith("driver")
+    assert read_audio(tmp_path / "out" / "result.mp4") is not None
+    p = RigParams.load(tmp_path / "out" / "driver_params.safetensors")
+    torch.testing.assert_close(p.expression[2], p.expression[1])     # held
+    out = RigParams.load(tmp_path / "out" / "params.safetensors")
+    torch.testing.assert_close(out.expression, dp.expression[[0, 1, 1, 3, 4, 5, 6, 7]])   # absolute: copied
+
+
+def test_photo_driver_folder_and_one_frame_driver(model, tmp_path):
+    from portraitrig.io.atomic import write_image
+
+    crops, params, _ = video.synthetic_frames(3, 32, seed=4)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, c in enumerate(crops):
+        write_image(folder / f"p{i}.png", c)
+
+    class Tracker:
+        def fit_image(self, img, source):
+            i = int(source[-5])
+            if i == 1:
+                raise InputError(source, "no face found")
+            return SimpleNamespace(source=source, crop=Crop(np.eye(2, 3), 32, (32, 32)), params=params[i])
+
+    s = run_reenact(model.folder, folder, tmp_path / "out", ReenactConfig(), rigger=Tracker(), progress=False, say=None)
+    assert s.held_frames == 1 and s.frames == 3
+    one = tmp_path / "one.safetensors"
+    params[0].save(one)
+    s1 = run_reenact(model.folder, one, tmp_path / "one", ReenactConfig(), progress=False, say=None)
+    assert s1.frames == N and any("one-frame" in n for n in s1.notes)
+
+
+def test_self_drive_relights_over_time(model, tmp_path):
+    s = run_reenact(model.folder, None, tmp_path / "out", ReenactConfig(self_drive=True, light="left", light_orbit=0.2),
+                    progress=False, say=None)
+    assert s.frames == N
+    lights = RigParams.load(tmp_path / "out" / "params.safetensors").light
+    assert not torch.allclose(lights[0], lights[2])
+    assert torch.allclose(lights[0], lights[5], atol=1e-4)       # 5 frames = 0.2 s: one orbit
+    plain = run_reenact(model.folder, None, tmp_path / "plain", ReenactConfig(self_drive=True), progress=False,
+                        say=None)
+    import json
+
+    item = json.loads((tmp_path / "plain" / "manifest.json").read_text())["items"][0]
+    assert item["reference"].endswith("target.mp4") and plain.frames == N
+
+
+def test_light_path():
+    base = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 8).light
+    assert light_path(base, ReenactConfig(), 4) is base
+    fixed = light_path(base, ReenactConfig(light="30,10"), 4)
+    torch.testing.assert_close(fixed[0], fixed[7])
+    half = light_path(base, ReenactConfig(light="left", light_strength=0.0), 4)
+    torch.testing.assert_close(half, base)
+    with pytest.raises(InputError, match="AZ,EL"):
+        light_path(base, ReenactConfig(light="a,b"), 4)
+
+
+def test_paste_back_round_trip(model):
+    frame = model.frames[3]
+    mask = border_mask(32, 0.1)
+    ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
+    back = paste_frame(frame, crop_frame(frame, model.crop), model.crop, mask, ring)
+    assert back.shape == frame.shape and np.abs(back.astype(int) - frame.astype(int)).max() <= 2
+
+
+def test_bad_inputs(model, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    with pytest.raises(InputError, match="broken.mp4"):
+        run_reenact(model.folder, bad, tmp_path / "o1", ReenactConfig(), rigger=SimpleNamespace(), progress=False,
+                    say=None)
+    from portraitrig.neural.modelio import write_model_folder
+
+    other = write_model_folder(tmp_path / "diff", "diffusion", 1, {}, torch.nn.Linear(2, 2))
+    with pytest.raises(InputError, match="diff.*'diffusion' model"):
+        run_reenact(other, None, tmp_path / "o2", ReenactConfig(self_drive=True), progress=False, say=None)
+    with pytest.raises(InputError, match="gone.mp4"):
+        run_reenact(model.folder, None, tmp_path / "o3", ReenactConfig(self_drive=True,
+                    target_video=str(tmp_path / "gone.mp4")), progress=False, say=None)
+    with pytest.raises(InputError, match="DRIVER"):
+        run_reenact(model.folder, None, tmp_path / "o4", ReenactConfig(), progress=False, say=None)
+    assert not (tmp_path / "o1" / "result.mp4").exists()
+
+
+def test_driver_is_resampled_to_the_targets_frame_rate(model, tmp_path):
+    drv = tmp_path / "fast.safetensors"
+    p = driver_params(20)
+    p.save(drv, meta={"fps": 50.0})                       # 0.4 s at 50 fps -> 10 frames at 25 fps
+    s = run_reenact(model.folder, drv, tmp_path / "out", ReenactConfig(motion="absolute"), progress=False, say=None)
+    assert s.frames == 10
+    out = RigParams.load(tmp_path / "out" / "params.safetensors")
+    torch.testing.assert_close(out.expression, p.expression[0::2])
