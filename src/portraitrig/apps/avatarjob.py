@@ -16,6 +16,7 @@ layout ``portraitrig eval`` reads).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,9 @@ def run_avatar(model_dir, out_dir, config: AvatarJobConfig | None = None, driver
     if spec is not None and (spec.light is not None or spec.appearance):
         summary.notes.append("the avatar keeps the video's light and appearance: light/appearance edits ignored")
         spec = type(spec)(**{**vars(spec), "light": None, "strength": 1.0, "absolute": False, "appearance": None})
+    if spec is not None and (spec.yaw or spec.pitch):  # head turns are views: clamped and noted like --yaw/--pitch
+        cfg = dataclasses.replace(cfg, yaw=cfg.yaw + spec.yaw, pitch=cfg.pitch + spec.pitch)
+        spec = type(spec)(**{**vars(spec), "yaw": 0.0, "pitch": 0.0})
     references = None
     fps = cfg.fps
     audio = None

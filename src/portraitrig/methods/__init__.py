@@ -37,6 +37,9 @@ METHODS: dict[str, MethodSpec] = {
     "video": MethodSpec("video", "portraitrig.methods.video",
                         "video portraits: a feed-forward renderer trained on the target's video; reenactment and "
                         "relighting"),
+    "avatar": MethodSpec("avatar", "portraitrig.methods.avatar",
+                         "avatar: a deformable, expression-controlled radiance field of one person's head from a "
+                         "short video (novel views and expressions)"),
 }
 
 

@@ -45,9 +45,12 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def default_device(device: str | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device(f"cuda:{dist_info()[2]}" if torch.cuda.is_available() else "cpu")
+    """``device`` (default: this rank's GPU, else the CPU), with a GPU index always given."""
+    dev = torch.device(device) if device is not None else torch.device(
+        f"cuda:{dist_info()[2]}" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", dist_info()[2])
+    return dev
 
 
 def batch_indices(step: int, n_items: int, batch: int, rank: int, world: int, seed: int) -> torch.Tensor:
@@ -249,7 +252,7 @@ def train(method: TrainingMethod, cfg: TrainConfig, out_dir: str | Path, *, conf
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     dev = method.device
     if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev.index if dev.index is not None else torch.cuda.current_device())
     out = Path(out_dir)
     is_main = rank == 0
     say = print if is_main else None

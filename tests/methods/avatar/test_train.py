@@ -108,7 +108,7 @@ def test_job_writes_pngs_and_manifest(trained, tmp_path):
 
 
 def test_job_rgba_and_clamped_view(trained, tmp_path):
-    s = run_avatar(trained["model"], tmp_path / "o", AvatarJobConfig(yaw=200.0, rgba=True), say=None)
+    s = run_avatar(trained["model"], tmp_path / "o", AvatarJobConfig(yaw=150.0, rgba=True), spec="yaw=50", say=None)
     assert s.exit_code == 0
     img = np.asarray(Image.open(tmp_path / "o" / "frames" / "000000.png"))
     assert img.shape == (32, 32, 4)
@@ -161,3 +161,11 @@ def test_job_writes_an_mp4(trained, tmp_path):
     assert s.exit_code == 0 and (tmp_path / "v" / "avatar.mp4").stat().st_size > 0
     man = json.loads((tmp_path / "v" / "manifest.json").read_text())
     assert man["items"] == [{"id": "avatar", "generated": "avatar.mp4"}]
+
+
+def test_sample_picture_and_missing_video(trained, tmp_path):
+    m = trained["method"]
+    pic = m.samples(m.model, 0)
+    assert pic.shape == (32, 64, 3) and 0 <= pic.min() and pic.max() <= 1   # [render | held-out frame]
+    with pytest.raises(InputError, match="no such video"):
+        AvatarMethod.create(avatar.PRESETS["tiny"](), tmp_path / "nope.mp4", "cpu", say=None)

@@ -1,0 +1,151 @@
+"""Training frames of one person: aligned crops, person masks and RigParams.
+
+From a video: every ``stride``-th frame fitted with :meth:`portraitrig.pipeline.Rigger.fit_video`
+(frames without a face are skipped and counted), person masks from
+:class:`~portraitrig.capture.segment.PersonSegmenter`. Kept in one ``.safetensors`` file (a
+RigParams file whose extras are ``images`` (N, S, S, 3) uint8 and ``masks`` (N, S, S) uint8),
+so a resumed run does not fit again. The last ``holdout`` share of frames is held out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from portraitrig.errors import InputError
+from portraitrig.face.params import RigParams
+
+FRAMES_KIND = "portraitrig.avatar.frames"
+
+
+@dataclass
+class Frames:
+    images: torch.Tensor       # (N, S, S, 3) uint8
+    masks: torch.Tensor        # (N, S, S) uint8, 255 = person
+    params: RigParams          # batch N
+    source: str = ""
+    skipped: int = 0           # frames without a face
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def split(self, holdout: float) -> tuple[list[int], list[int]]:
+        """(training, held-out) indices: the last ``holdout`` share held out (at least one frame
+        trains; none is held out of fewer than 2 frames)."""
+        n = len(self)
+        held = min(n - 1, int(math.floor(n * holdout + 0.5))) if n >= 2 else 0
+        return list(range(n - held)), list(range(n - held, n))
+
+    def subset(self, idx) -> "Frames":
+        i = torch.as_tensor(list(idx), dtype=torch.long)
+        return Frames(self.images[i], self.masks[i], self.params[i.tolist()], self.source, self.skipped)
+
+    def save(self, path: str | Path) -> Path:
+        return self.params.save(path, extras={"images": self.images, "masks": self.masks},
+                                meta={"kind": FRAMES_KIND, "source": self.source, "skipped": self.skipped})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Frames":
+        params, extras, meta = RigParams.load(path, with_extras=True)
+        if not isinstance(meta, dict) or meta.get("kind") != FRAMES_KIND:
+            raise InputError(path, "not an avatar frames file (a RigParams file with images and masks)")
+        images, masks = extras.get("images"), extras.get("masks")
+        n = len(params)
+        if (images is None or masks is None or images.dtype != torch.uint8 or masks.dtype != torch.uint8
+                or images.ndim != 4 or images.shape[0] != n or images.shape[3] != 3
+                or tuple(masks.shape) != tuple(images.shape[:3]) or images.shape[1] != images.shape[2]):
+            raise InputError(path, "frames file has malformed images or masks")
+        return cls(images, masks, params, str(meta.get("source", "")), int(meta.get("skipped", 0)))
+
+
+def pose_spread(params: RigParams) -> tuple[float, float]:
+    """(yaw, pitch) ranges in degrees (max - min) the frames' head poses cover."""
+    e = params.euler_degrees()
+    return float(e[:, 0].max() - e[:, 0].min()), float(e[:, 1].max() - e[:, 1].min())
+
+
+def frames_from_video(path: str | Path, size: int, stride: int = 1, max_frames: int | None = None,
+                      say=print) -> Frames:
+    """Fit a one-person video and segment its crops (see the module docstring)."""
+    from portraitrig.capture.segment import PersonSegmenter, crop_person_mask
+    from portraitrig.io.video import iter_video_frames
+    from portraitrig.pipeline import Rigger
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such video")
+    with Rigger(crop_size=size, photometric=False) as rigger:
+        fits = rigger.fit_video(path, stride=stride, max_frames=max_frames)
+        skipped = len(rigger.last_skipped)
+    by_index = {int(f.params.sources[0].rsplit("#frame=", 1)[1]): f for f in fits}
+    masks = {}
+    with PersonSegmenter() as seg:
+        for fr in iter_video_frames(path, stride=stride, max_frames=max_frames):
+            f = by_index.get(fr.index)
+            if f is not None:
+                masks[fr.index] = crop_person_mask(seg, fr.image, f.crop, path=path)
+    order = [i for i in sorted(by_index) if i in masks]
+    if len(order) < 2:
+        raise InputError(path, f"only {len(order)} frame(s) with a face; an avatar needs at least 2")
+    images = torch.from_numpy(np.stack([by_index[i].crop_image for i in order]))
+    m = torch.from_numpy(np.stack([np.round(masks[i] * 255).astype(np.uint8) for i in order]))
+    params = RigParams.cat([by_index[i].params for i in order])
+    if say:
+        say(f"{path.name}: {len(order)} frames fitted" + (f", {skipped} without a face skipped" if skipped else ""))
+    return Frames(images, m, params, str(path), skipped)
+
+
+def load_frames(data: str | Path, size: int, stride: int = 1, max_frames: int | None = None,
+                cache: str | Path | None = None, say=print) -> Frames:
+    """Frames from ``data``: an avatar frames file (.safetensors) or a video (fitted, and kept
+    in ``cache`` when given; an existing ``cache`` is reused)."""
+    data = Path(data)
+    if data.suffix == ".safetensors":
+        return Frames.load(data)
+    if cache is not None and Path(cache).is_file():
+        fr = Frames.load(cache)
+        if fr.source == str(data) and fr.size == size:
+            if say:
+                say(f"frames: reusing {cache} ({len(fr)} frames)")
+            return fr
+    fr = frames_from_video(data, size, stride, max_frames, say)
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        fr.save(cache)
+    return fr
+
+
+def synthetic_frames(n: int = 8, size: int = 32, seed: int = 0) -> Frames:
+    """A synthetic rendered head (the shipped face model, shaded, over a gradient background)
+    with changing smile / jaw and small head turns (deterministic; ``seed`` shifts the turns):
+    tests' training data."""
+    from portraitrig import edits
+    from portraitrig.face.controls import apply_controls
+    from portraitrig.face.model import load_default_model
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    p = RigParams.neutral(fm, n)
+    k = torch.linspace(0, 1, n)
+    e = torch.cat([apply_controls(p.expression[i:i + 1], model=fm, smile=float(k[i]), jaw_open=float(1 - k[i]) * 0.5)
+                   for i in range(n)])
+    p = p.replace(expression=e, sources=[f"synthetic#frame={i}" for i in range(n)], crop_size=size)
+    p = RigParams.cat([edits.rotate_head(p[i:i + 1], float(8 * math.sin(i + seed)), float(4 * math.cos(i + seed)), model=fm)
+                       for i in range(n)])
+    buf = render_buffers(p, fm, size, names=("shaded", "mask"))
+    yy = torch.linspace(0, 1, size)[:, None].expand(size, size)
+    bg = torch.stack([0.2 + 0.3 * yy, 0.4 + 0 * yy, 0.6 - 0.3 * yy])[None]
+    img = buf["shaded"].clamp(0, 1) * buf["mask"] + bg * (1 - buf["mask"])
+    images = (img * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    masks = (buf["mask"][:, 0] * 255).to(torch.uint8)
+    return Frames(images, masks, p, "synthetic", 0)
+
+
+__all__ = ["Frames", "load_frames", "frames_from_video", "synthetic_frames", "pose_spread", "FRAMES_KIND"]
