@@ -1,4 +1,4 @@
-"""Tiny synthetic training data for the neural renderers' tests (no real faces, no ../shared)."""
+"""Tiny synthetic training data for the neural renderers' tests (made here, no real faces)."""
 import pytest
 import torch
 
@@ -59,7 +59,7 @@ def _cfg(**kw):
 
 
 def train(cache, out, cfg, *, indices=None, init=None, buffer_fn=None, stop_after=None):
-    """Train DiffusionRig on the shared loop as `portraitrig train diffusion` does (tests)."""
+    """Train DiffusionRig on the common training loop as `portraitrig train diffusion` does (tests)."""
     from portraitrig.config import to_dict
     from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
     from portraitrig.training import loop
