@@ -31,18 +31,6 @@ def _int_at_least(low: int):
     return parse
 
 
-def _finite(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
 # ---------------------------------------------------------------------------- commands
 def _cmd_fit(args) -> int:
     from portraitrig.apps.fitjob import FitJobConfig, run_fit
@@ -203,6 +191,7 @@ def _add_train(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from portraitrig import __version__
     from portraitrig.apps.fitjob import FitJobConfig
+    from portraitrig.config import finite_float
 
     p = argparse.ArgumentParser(prog="portraitrig", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -227,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-frames", type=_int_at_least(1), default=fc.max_frames,
                    help="at most this many frames per video")
     f.add_argument("--album", action="store_true", help="all photos show one person: share identity and albedo")
-    f.add_argument("--smooth", type=_finite, default=fc.smooth_sigma, help="video smoothing sigma in frames, 0 = off")
+    f.add_argument("--smooth", type=finite_float, default=fc.smooth_sigma, help="video smoothing sigma in frames, 0 = off")
     f.add_argument("--save-crops", action="store_true", help="also write the aligned crops as PNG")
     f.add_argument("--no-photometric", action="store_true", help="skip the light / albedo estimate")
     f.add_argument("--device", default=fc.device)

@@ -156,6 +156,17 @@ def _scalar_fields(cls, prefix: str = ""):
             yield prefix + f.name, f, hints[f.name]
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (bad values are usage errors, exit 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
 def _parser_for(tp, flag: str) -> Callable[[str], Any]:
     inner, optional = _unwrap_optional(tp)
 
@@ -168,13 +179,7 @@ def _parser_for(tp, flag: str) -> Callable[[str], Any]:
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if inner is float:
-            try:
-                v = float(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-            if not math.isfinite(v):
-                raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-            return v
+            return finite_float(text)
         if typing.get_origin(inner) in (tuple, list):
             args = [a for a in typing.get_args(inner) if a is not Ellipsis]
             item = _parser_for(args[0] if args else str, flag)
@@ -245,5 +250,5 @@ def apply_arguments(cfg: T, args: argparse.Namespace) -> T:
     return cfg
 
 
-__all__ = ["to_dict", "from_dict", "load_json", "validate", "add_config_arguments", "apply_arguments",
+__all__ = ["to_dict", "from_dict", "load_json", "validate", "finite_float", "add_config_arguments", "apply_arguments",
            "given_arguments", "replace_path"]
