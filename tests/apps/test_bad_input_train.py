@@ -162,12 +162,12 @@ def test_hostile_init_model_folders(files, tmp_path, capsys, name, config, weigh
     assert code == 2 and str(bad) in line, line
 
 
-def test_nan_init_weights_stop_training_without_a_checkpoint(files, tmp_path, capsys):
+def test_nan_init_weights_are_refused_naming_the_init_folder(files, tmp_path, capsys):
     _, _, model = files
     bad = _model_copy(model, tmp_path / "nan", None, lambda w: _first(w, lambda t: t * float("nan")))
     code, _, err = _run(_train(files, tmp_path / "run", "--init", str(bad)), capsys)
     line = _error(err)
-    assert code == 2 and "non-finite" in line and str(tmp_path / "run") in line, line
+    assert code == 2 and "non-finite" in line and str(bad) in line, line
     assert not list((tmp_path / "run").rglob("*.safetensors"))
 
 
