@@ -153,7 +153,12 @@ def _existing(path: str, what: str) -> str:
 def _need(load_params, what: str):
     if load_params is None:
         raise InputError(what, "this edit needs a photo to be fitted, and no fitter was given")
-    return lambda path: getattr(load_params(path), "params", load_params(path))
+
+    def load(path: str):
+        fitted = load_params(path)  # once: fitting a photo is not free
+        return getattr(fitted, "params", fitted)
+
+    return load
 
 
 def _floats(text: str, n: int) -> tuple[float, ...] | None:
