@@ -8,17 +8,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from portraitrig.cli import main
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+from cli_run import run_cli as _run
 
 
 @pytest.mark.parametrize("size, code", [("20000", 2), ("2049", 2), ("0", 2), ("31", 2), ("x", 2)])

@@ -11,25 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from portraitrig.cli import main
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def _error(err):
-    lines = [ln for ln in err.splitlines() if ln and not ln.startswith(("usage:", " "))]
-    assert len(lines) == 1, err
-    return lines[0]
+from cli_run import run_cli as _run, error_line as _error
 
 
 def _fit_file(path, params, photo=None):

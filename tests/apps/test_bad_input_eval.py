@@ -6,17 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portraitrig.cli import main
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+from cli_run import run_cli as _run
 
 
 def _img(path, size=16, value=100):

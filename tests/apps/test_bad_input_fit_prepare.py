@@ -11,22 +11,7 @@ from skimage import data
 
 from portraitrig.cli import main
 from portraitrig.face.params import RigParams
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def _error(err):
-    lines = [ln for ln in err.splitlines() if ln and not ln.startswith(("usage:", " "))]
-    assert len(lines) == 1, err
-    return lines[0]
+from cli_run import run_cli as _run, error_line as _error
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from portraitrig.cli import main
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams
+from cli_run import run_cli as _run
 
 AFFINE = np.array([[2 / 3, 0, 0], [0, 2 / 3, 0]])  # a 96 px photo -> a 64 px crop
 
@@ -25,16 +25,6 @@ def _tree(root):
 def _outside(root, before, out):
     """Paths made under ``root`` since ``before`` that are neither ``out`` (or its parents) nor in it."""
     return {p for p in _tree(root) - before if out not in p.parents and p != out and p not in out.parents}
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
 def _params(path, photo, **meta):

@@ -8,25 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from portraitrig.cli import main
 from portraitrig.methods.diffusionrig import tiny_data
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def _error(err):
-    """The one error line (argparse adds a usage line before its own)."""
-    lines = [ln for ln in err.splitlines() if ln and not ln.startswith(("usage:", " "))]
-    assert len(lines) == 1, err
-    return lines[0]
+from cli_run import run_cli as _run, error_line as _error
 
 
 @pytest.fixture(scope="module")
