@@ -137,8 +137,6 @@ def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, 
                      printable(f"{s.source}: {err.__class__.__name__}: {err}"))
     photos_out, items, used = [], [], set()
     for res in results:
-        from portraitrig.io.safepath import safe_name
-
         stem = safe_name(Path(res.source.split("#", 1)[0]).stem, "photo")
         while stem in used:
             stem += "_"
