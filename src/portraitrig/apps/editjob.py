@@ -16,6 +16,7 @@ from typing import Sequence
 from portraitrig.editspec import EditSpec
 from portraitrig.errors import InputError, printable
 from portraitrig.io.atomic import clean_orphans, write_image, write_json
+from portraitrig.io.safepath import safe_name
 
 
 @dataclass
