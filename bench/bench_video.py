@@ -12,9 +12,16 @@ Two steps. Here, where mediapipe is installed (fit + segmentation)::
         --driver /work/shared/data/faces/videos/liveportrait_d10.mp4 --dir .devdata/video
 
 (writes .devdata/video/{target.mp4, target_256.safetensors + sidecar, driver.safetensors}, ~20 MB);
-then on the GPU machine (bench/device/video.sh)::
+then on the GPU machine (bench/device/video.sh, which also runs the baseline and ``fps``)::
 
-    python bench/bench_video.py run --dir .devdata/video --out OUT --minutes 5
+    python bench/bench_video.py run --dir .devdata/video --out OUT --minutes 4 [--no-fps] [--set train.lr=2e-4]
+    python bench/bench_video.py baseline --dir .devdata/video --out OUT/baseline --stage1-cache CACHE
+    python bench/bench_video.py fps --dir .devdata/video --out OUT
+
+and back here, on what came back (MediaPipe re-fits, dlib identity, jitter, flicker, relit light,
+seam)::
+
+    python bench/bench_video.py score --dir .devdata/video --out OUT
 """
 from __future__ import annotations
 
@@ -110,15 +117,31 @@ def render_fps(r, params, n: int = 100) -> dict:
     return out
 
 
+def speed(model: Path, data, device: str, fps_frames: int = 100) -> dict:
+    """Render fps of the trained model at its size, and of an untrained 512 preset network with
+    the same inputs (speed does not depend on the weights)."""
+    from portraitrig.methods.video.config import PRESETS
+    from portraitrig.methods.video.model import VideoNet
+    from portraitrig.methods.video.renderer import VideoRenderer
+
+    r = VideoRenderer.from_pretrained(model, device=device)
+    res = {"fps_256": render_fps(r, data.params, fps_frames)}
+    if torch.cuda.is_available():
+        net = VideoNet(PRESETS["512"]().model)
+        net.person_prior.copy_(torch.nn.functional.interpolate(r.net.person_prior.float().cpu(), size=(512, 512)))
+        res["fps_512"] = render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
+    return res
+
+
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
-        reenact_frames: int | None = None) -> dict:
+        reenact_frames: int | None = None, preset: str | None = None, fps: bool = True,
+        overrides: dict | None = None) -> dict:
     from portraitrig.apps.reenactjob import ReenactConfig, border_mask, paste_frame, run_reenact
     from portraitrig.io.video import iter_video_frames
     from portraitrig.light import sh
     from portraitrig.methods.video.config import PRESETS
     from portraitrig.methods.video.data import VideoData
     from portraitrig.methods.video.method import VideoMethod
-    from portraitrig.methods.video.model import VideoNet
     from portraitrig.methods.video.renderer import VideoRenderer
     from portraitrig.render.buffers import render_buffers
     from portraitrig.training.loop import train
@@ -126,14 +149,20 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     out.mkdir(parents=True, exist_ok=True)
     data = VideoData.load(d / f"target_{size}.safetensors")
     video = d / "target.mp4"
-    cfg = PRESETS[str(size)]()
+    cfg = PRESETS[preset or str(size)]()
     cfg.train.steps, cfg.train.time_limit, cfg.train.ckpt_every = 200_000, minutes, 100_000
-    cfg.train.schedule, cfg.train.sample_every = "constant", 1000
+    cfg.train.schedule, cfg.train.sample_every = "constant", 2000
+    for k, v in (overrides or {}).items():   # train.KEY or a Config field
+        if k.startswith("train."):
+            setattr(cfg.train, k[6:], type(getattr(cfg.train, k[6:]))(v))
+        else:
+            setattr(cfg, k, type(getattr(cfg, k))(v))
+    cfg.validate()
     t = time.time()
     model = train(VideoMethod(cfg, data, device), cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]
-    res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
-           "train_s": round(time.time() - t, 1), "steps": max(rec.get("step", 0) for rec in log),
+    res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
+           "config": to_dict(cfg), "train_s": round(time.time() - t, 1), "steps": max(rec.get("step", 0) for rec in log),
            "final_loss": log[-1].get("loss"), "frames_train": data.n_train, "frames_heldout": len(data) - data.n_train}
     r = VideoRenderer.from_pretrained(model, device=device)
     # ---------------------------------------------------- held-out self-reenactment
@@ -144,6 +173,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         pred = r.render(held, context=ctx).cpu()
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
     crops = data.crops()[n0:]
+    np.save(out / "heldout_pred.npy", (pred.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     name, metric = metrics_fn()
     per_crop, per_frame = [], []
     S = data.size
@@ -174,26 +204,222 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             rows.append(np.concatenate(cols, 1))
     write_image(out / "video_compare.png", np.concatenate(rows, 0))
     # ---------------------------------------------------- speed
-    res["fps_256"] = render_fps(VideoRenderer.from_pretrained(model, device=device), data.params, fps_frames)
-    if torch.cuda.is_available():
-        big = PRESETS["512"]().model
-        net = VideoNet(big)
-        net.person_prior.copy_(torch.nn.functional.interpolate(r.net.person_prior.float().cpu(), size=(512, 512)))
-        res["fps_512"] = render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
-    # ---------------------------------------------------- reenactment with a light orbit
+    if fps:
+        res.update(speed(model, data, device, fps_frames))
+    # ---------------------------------------------------- relit held-out frames (scored on the CPU: re-fit, seam)
+    pick = torch.linspace(0, len(held) - 1, min(16, len(held))).round().long()
+    relit, lights, which = [], [], []
+    with torch.no_grad():
+        for name in ("left", "right", "top"):
+            L = sh.match_exposure(sh.preset(name)[None].expand(len(pick), 9, 3), held.light[pick])
+            light = held.light.clone()
+            light[pick] = L
+            relit.append(r.render(held, light=light.to(device), context=ctx).cpu()[pick])
+            lights.append(L)
+            which += [(int(k), name) for k in pick]
+    np.savez(out / "relit.npz", pred=(torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+             .numpy(), light=torch.cat(lights).float().numpy(), heldout=np.array([k for k, _ in which]),
+             name=np.array([n for _, n in which]))
+    # ---------------------------------------------------- reenactments: by the driver (expression figures),
+    # by the driver under an orbiting light, and the target relit by an orbiting light (pictures)
     drv = d / "driver.safetensors"
-    if drv.is_file():
+    jobs = [("reenact", drv, ReenactConfig(audio="target")),
+            ("reenact_orbit", drv, ReenactConfig(light="left", light_orbit=4.0, audio="target")),
+            ("relight_orbit", None, ReenactConfig(self_drive=True, light="left", light_orbit=4.0, audio="target"))]
+    for name, driver, rc in jobs:
+        if driver is not None and not driver.is_file():
+            continue
+        rc.target_video, rc.device, rc.max_frames, rc.crf = str(video), device, reenact_frames, 23
         t = time.time()
         try:  # the reenactment writes H.264 through PyAV: the benchmark's other figures stand without it
-            s = run_reenact(model, drv, out / "reenact", ReenactConfig(light="left", light_orbit=4.0, audio="target",
-                                                                       target_video=str(video), device=device,
-                                                                       max_frames=reenact_frames),
-                            progress=False, say=None)
-            res["reenact"] = {"frames": s.frames, "seconds": round(time.time() - t, 1), "background": s.background}
-            (out / "reenact" / "compare.mp4").rename(out / "reenact_compare.mp4")
+            s = run_reenact(model, driver, out / name, rc, progress=False, say=None)
+            res[name] = {"frames": s.frames, "seconds": round(time.time() - t, 1), "background": s.background}
         except Exception as exc:  # noqa: BLE001
-            res["reenact"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+            res[name] = {"error": f"{exc.__class__.__name__}: {exc}"}
     return res
+
+
+def nearest_frames(train, query) -> torch.Tensor:
+    """Index of the training frame nearest each query frame in head pose and expression (the
+    frame DiffusionRig inverts to render the query: its best available source)."""
+    def feats(p):
+        return torch.cat([p.rotation.reshape(len(p), -1), 0.1 * p.expression.reshape(len(p), -1),
+                          p.translation.reshape(len(p), -1)], 1).float()
+    return torch.cdist(feats(query), feats(train)).argmin(1)
+
+
+def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: float, size: int, device: str,
+             steps: int = 20, preset1: str | None = None, preset2: str | None = None,
+             batch_size: int | None = None) -> dict:
+    """DiffusionRig with inversion on the same held-out frames (the issue's baseline, at an equal
+    budget): stage 1 (the generic prior) on ``stage1_cache`` for ``minutes1``, stage 2 on the
+    target's training frames in the video's fixed crop for ``minutes2``; each held-out frame is
+    the DDIM inversion of the training frame nearest it in pose and expression, decoded with the
+    held-out frame's rig buffers. Same metrics as ``run`` (crop, masked to the face mesh)."""
+    from portraitrig.methods.diffusionrig import PRESETS as DPRESETS
+    from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
+    from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
+    from portraitrig.methods.video.data import VideoData
+    from portraitrig.neural.cache import FaceCache, build_cache
+    from portraitrig.neural.contract import Edit, Subject
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.training.loop import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = VideoData.load(d / f"target_{size}.safetensors")
+    n0 = data.n_train
+    crops = data.crops()
+    images = [c.permute(1, 2, 0).numpy() for c in crops]
+    params = data.params.replace(sources=[f"target#frame={int(i)}" for i in data.frame_index.tolist()])
+    person = build_cache(images[:n0], params[:n0], [f"t{i:05d}" for i in range(n0)], size,
+                         groups=["target"] * n0)
+    res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
+           "frames_train": n0, "frames_heldout": len(data) - n0}
+    t0 = time.time()
+    c1 = DPRESETS[preset1 or f"stage1-{size}"]()
+    c1.train.steps, c1.train.time_limit, c1.train.ckpt_every, c1.train.sample_every = 200_000, minutes1, 200_000, 0
+    c1.train.compile = False   # a run of minutes finishes more steps eager than a compile leaves
+    if batch_size:
+        c1.train.batch_size = batch_size
+    s1 = train(DiffusionRigMethod.create(c1, FaceCache.load(stage1_cache), device, say=None), c1.train,
+               out / "s1", config=to_dict(c1), progress=False)
+    c2 = DPRESETS[preset2 or f"stage2-{size}"]()
+    c2.train.steps, c2.train.time_limit, c2.train.ckpt_every, c2.train.sample_every = 200_000, minutes2, 200_000, 0
+    if batch_size:
+        c2.train.batch_size = batch_size
+    s2 = train(DiffusionRigMethod.create(c2, person, device, init=s1, say=None), c2.train, out / "s2",
+               config=to_dict(c2), progress=False)
+    res["train_s"] = round(time.time() - t0, 1)
+    for k, run_dir in (("stage1", "s1"), ("stage2", "s2")):
+        log = [json.loads(x) for x in (out / run_dir / "log.jsonl").read_text().splitlines()]
+        res[f"{k}_steps"] = max(rec.get("step", 0) for rec in log)
+    r = DiffusionRenderer.from_pretrained(s2, device=device)
+    held = data.params[n0:]
+    src = nearest_frames(data.params[:n0], held)
+    subjects = [Subject(f"t{int(i):05d}", images[int(i)], data.params[int(i):int(i) + 1]) for i in src]
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    preds = []
+    with torch.no_grad():   # warm-up: kernels chosen / compiled before the clock starts
+        r.render_edits(subjects[:1], held[:1], [Edit("reenact")], steps=steps)
+    sync()
+    t = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(held), 16):
+            preds.append(r.render_edits(subjects[i:i + 16], held[i:i + 16], [Edit("reenact")], steps=steps).float().cpu())
+    sync()
+    res["edit_s_per_frame"] = round((time.perf_counter() - t) / len(held), 4)
+    pred = torch.cat(preds)
+    pred = torch.nn.functional.interpolate(pred, size=(size, size), mode="bilinear", align_corners=False) \
+        if pred.shape[-1] != size else pred
+    np.save(out / "baseline_pred.npy", (pred.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    with torch.no_grad():
+        face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
+    name, metric = metrics_fn()
+    rows = [metric(u8(pred[k]), crops[n0 + k].permute(1, 2, 0).numpy(), face[k, 0].numpy()) for k in range(len(held))]
+    res["metrics"] = name
+    res["heldout_crop"] = {k: round(float(np.mean([x[k] for x in rows])), 3) for k in rows[0]}
+    res["ddim_steps"] = steps
+    for run_dir in ("s1", "s2"):
+        for ck in (out / run_dir).glob("ckpt-*.safetensors"):
+            ck.unlink()
+    return res
+
+
+def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
+    """The CPU side (MediaPipe fits, dlib identity) of what ``run`` and ``baseline`` wrote to
+    ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
+    the real-frame floor, landmark jitter and background flicker against the real target
+    video's, relit frames' re-fitted light against the floor, and the seam measure."""
+    from portraitrig.errors import InputError
+    from portraitrig.eval.identity import IdentityEncoder, identity_distance
+    from portraitrig.eval.rig import expression_error, light_error, summarize
+    from portraitrig.eval.video import flicker, landmark_jitter
+    from portraitrig.face.params import RigParams
+    from portraitrig.io.video import iter_video_frames
+    from portraitrig.methods.video.data import VideoData, crop_frame
+    from portraitrig.pipeline import Rigger
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.render.portrait import seam_score
+
+    data = VideoData.load(d / f"target_{size}.safetensors")
+    n0, N = data.n_train, len(data)
+    real = data.crops().permute(0, 2, 3, 1).numpy()
+    rigger = Rigger(crop_size=size)
+    enc = IdentityEncoder(fallback="aligned")
+
+    def fit_all(images):
+        fits = []
+        for i, im in enumerate(images):
+            try:
+                fits.append(rigger.fit_crop(np.ascontiguousarray(im), f"frame {i}"))
+            except InputError:
+                fits.append(None)
+        return fits
+
+    def expr(requested: RigParams, fits) -> dict:
+        ok = [i for i, f in enumerate(fits) if f is not None]
+        if not ok:
+            return {"fit_failures": len(fits)}
+        e = expression_error(requested[ok], RigParams.cat([fits[i].params for i in ok]), rigger.model)
+        return {"fit_failures": len(fits) - len(ok), **{k: v["mean"] for k, v in summarize(e).items()}}
+
+    def embed(images):
+        return np.stack([enc.embed(np.ascontiguousarray(x)) for x in images])
+
+    res: dict = {"frames_heldout": N - n0}
+    held = data.params[n0:]
+    # --- the floors: the same re-fit on the real held-out frames, identity between real frames
+    real_fits = fit_all(real[n0:])
+    res["floor_expression"] = expr(held, real_fits)
+    ok = [i for i, f in enumerate(real_fits) if f is not None]
+    res["floor_light_rmse"] = float(np.mean(light_error(held.light[ok], torch.cat(
+        [real_fits[i].params.light for i in ok]))["light_rmse"]))
+    e_held, e_train = embed(real[n0:]), embed(real[:n0:max(1, n0 // 16)])
+    res["identity_same_person"] = float(np.mean(identity_distance(e_held[:, None], e_train[None])))
+    # --- self-reenactment (the video renderer, and DiffusionRig with inversion when it ran)
+    for name, path in (("video", out / "heldout_pred.npy"), ("diffusion", out / "baseline" / "baseline_pred.npy")):
+        if path.is_file():
+            pred = np.load(path)
+            res[f"self_{name}"] = {"identity_distance": float(np.mean(identity_distance(embed(pred), e_held))),
+                                   **expr(held, fit_all(pred))}
+    # --- cross-reenactment: expression error against the retargeted parameters, identity, stability
+    rdir = out / "reenact"
+    if (rdir / "result.mp4").is_file():
+        req = RigParams.load(rdir / "params.safetensors")
+        crops = [crop_frame(fr.image, data.crop) for fr in iter_video_frames(rdir / "result.mp4", max_frames=max_frames)]
+        fits = fit_all(crops)
+        tracks = [f.crop_landmarks.points[:, :2] for f in fits if f is not None]
+        res["cross"] = {**expr(req[:len(crops)], fits),
+                        "identity_distance_to_target": float(np.mean(identity_distance(
+                            embed(crops[::5])[:, None], e_train[None]))),
+                        "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None,
+                        "flicker": flicker(np.stack(crops), background_mask(data))}
+        real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(real[:max_frames]) if f is not None]
+        res["real_video"] = {"jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
+                             "flicker": flicker(real[:max_frames], background_mask(data))}
+    # --- relighting: re-fitted light against the requested, and the seam at the mesh border
+    if (out / "relit.npz").is_file():
+        z = np.load(out / "relit.npz")
+        relit, want = z["pred"], torch.from_numpy(z["light"])
+        fits = fit_all(relit)
+        ok = [i for i, f in enumerate(fits) if f is not None]
+        errs = light_error(want[ok], torch.cat([fits[i].params.light for i in ok]))
+        ks = torch.from_numpy(z["heldout"]).long()
+        face = render_buffers(held[ks], rigger.model, size=size, names=("mask",))["mask"]
+        person = data.masks[n0:][ks].float() / 255
+        t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+        res["relight"] = {"fit_failures": len(relit) - len(ok), "light_rmse": float(np.mean(errs["light_rmse"])),
+                          "seam_relit": float(seam_score(t(relit), face, person).mean()),
+                          "seam_real": float(seam_score(t(real[n0:][ks.numpy()]), face, person).mean())}
+    return res
+
+
+def background_mask(data) -> np.ndarray:
+    """(S, S) bool: crop pixels no training frame's person mask reaches (static background)."""
+    import cv2
+
+    reach = (data.masks.float().amax(0)[0] > 5).numpy().astype(np.uint8)
+    return cv2.dilate(reach, np.ones((9, 9), np.uint8)) == 0
 
 
 def table(res: dict) -> str:
@@ -207,8 +433,9 @@ def table(res: dict) -> str:
     for size in ("fps_256", "fps_512"):
         for k, v in res.get(size, {}).items():
             lines.append(f"| {size[4:]}² {k} | {v} |")
-    if "reenact" in res:
-        lines.append(f"| reenact {res['reenact']['frames']} frames | {res['reenact']['seconds']} s |")
+    for name in ("reenact", "reenact_orbit", "relight_orbit"):
+        if "frames" in res.get(name, {}):
+            lines.append(f"| {name} {res[name]['frames']} frames (fits excluded) | {res[name]['seconds']} s |")
     return "\n".join(lines)
 
 
@@ -229,11 +456,59 @@ def main() -> None:
     q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     q.add_argument("--fps-frames", type=int, default=100, help="frames timed per speed measurement")
     q.add_argument("--reenact-frames", type=int, help="driver frames of the reenactment (default: all)")
+    q.add_argument("--preset", help="video preset (default: the size's; tiny with --size 32 for a CPU check)")
+    q.add_argument("--no-fps", action="store_true", help="leave out the speed figures (run `fps` later)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the preset (train.lr=2e-4, light_augment=0.5, ...)")
+    f = sub.add_parser("fps", help="render speed of OUT/run/model (after `run --no-fps`); adds to OUT/video.json")
+    f.add_argument("--dir", type=Path, default=Path(".devdata/video"))
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--size", type=int, default=256)
+    f.add_argument("--fps-frames", type=int, default=100)
+    f.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    c = sub.add_parser("score", help="CPU side: re-fits, identity, stability, relighting of a run's OUT")
+    c.add_argument("--dir", type=Path, default=Path(".devdata/video"))
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--size", type=int, default=256)
+    c.add_argument("--max-frames", type=int, default=150)
+    b = sub.add_parser("baseline", help="DiffusionRig with inversion on the same held-out frames")
+    b.add_argument("--dir", type=Path, default=Path(".devdata/video"))
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--stage1-cache", type=Path, required=True, help="portraitrig prepare cache of the generic prior")
+    b.add_argument("--minutes1", type=float, default=3.5)
+    b.add_argument("--minutes2", type=float, default=2.0)
+    b.add_argument("--size", type=int, default=256)
+    b.add_argument("--steps", type=int, default=20, help="DDIM steps of inversion and decoding")
+    b.add_argument("--preset1", help="diffusion preset of stage 1 (default stage1-SIZE)")
+    b.add_argument("--preset2", help="diffusion preset of stage 2 (default stage2-SIZE)")
+    b.add_argument("--batch-size", type=int, help="both stages' batch size (default: the presets')")
+    b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(a.video, a.driver, a.dir, a.size, a.max_frames)
         return
-    res = run(a.dir, a.out, a.minutes, a.size, a.device, a.fps_frames, a.reenact_frames)
+    if a.cmd == "fps":
+        from portraitrig.methods.video.data import VideoData
+
+        res = json.loads((a.out / "video.json").read_text())
+        res.update(speed(a.out / "run" / "model", VideoData.load(a.dir / f"target_{a.size}.safetensors"), a.device,
+                         a.fps_frames))
+        write_json(a.out / "video.json", res)
+        print(table(res))
+        return
+    if a.cmd == "score":
+        res = score(a.dir, a.out, a.size, a.max_frames)
+        write_json(a.out / "score.json", res)
+        print(json.dumps(res, indent=1))
+        return
+    if a.cmd == "baseline":
+        res = baseline(a.dir, a.out, a.stage1_cache, a.minutes1, a.minutes2, a.size, a.device, a.steps,
+                       a.preset1, a.preset2, a.batch_size)
+        write_json(a.out / "baseline.json", res)
+        print(json.dumps(res))
+        return
+    res = run(a.dir, a.out, a.minutes, a.size, a.device, a.fps_frames, a.reenact_frames, a.preset, not a.no_fps,
+              dict(x.split("=", 1) for x in a.set))
     write_json(a.out / "video.json", res)
     print(table(res))
     print(json.dumps(res))

@@ -1,18 +1,40 @@
 #!/usr/bin/env bash
-# The video renderer on one GPU in one call (carry .devdata/video, made here where mediapipe is
-# installed: `python bench/bench_video.py prepare --video .../hdtf_katiehill.mp4 --driver
-# .../liveportrait_d10.mp4 --dir .devdata/video`, ~20 MB): trains the 256 preset on the clip's
-# first 80 % for MIN minutes, then on the held-out 20 %: self-reenactment PSNR / SSIM (crop,
-# face-masked, full frame), render fps at 256² and 512², a compare picture, and a reenactment by
-# the driver with a light orbit. Writes $OUT/video.json, video_compare.png and the reenactment
-# videos; ~7.5 min with the defaults.
-#   bash bench/device/video.sh [DIR] [MIN]
+# The video renderer and its DiffusionRig baseline in one call on a 2-GPU machine (carry .whl,
+# .whlav (the PyAV wheel: the reenactments write H.264), .devdata/video (made here where mediapipe
+# is installed: `python bench/bench_video.py prepare --video .../hdtf_katiehill.mp4 --driver
+# .../liveportrait_d10.mp4 --dir .devdata/video`, ~15 MB) and the stage-1 cache).
+#   GPU 0: trains the 256 preset on the clip's first 80 % for MIN minutes, then on the held-out
+#     20 %: self-reenactment PSNR / SSIM, relit frames, render fps at 256² and 512², a compare
+#     picture, and three reenactments (driver; driver under an orbiting light; the target relit
+#     by an orbiting light).
+#   GPU 1 (when there is one): DiffusionRig with inversion on the same held-out frames, stage 1 on
+#     the stage-1 cache for S1 minutes and stage 2 on the target's training frames for S2 minutes.
+# The speed figures are measured after both are done. Brings back 8 files: video.json,
+# video_compare.png, heldout_pred.npy, relit.npz, baseline/{baseline.json, baseline_pred.npy},
+# reenact.tar (the reenactment videos + parameters), logs.tar; then, here, after untarring
+# reenact.tar into the same folder: `python bench/bench_video.py score --out FILES_AT` (re-fits,
+# identity, stability, relighting). ~9 min with the defaults; FRAMES=N driver frames (250).
+#   bash bench/device/video.sh [DIR] [MIN] [STAGE1_CACHE] [S1] [S2]
 set -o pipefail
-DIR=${1:-.devdata/video}; MIN=${2:-5}
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-export OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 bench/bench_video.py run --dir "$DIR" --out "$OUT" --minutes "$MIN" 2>&1 | grep -v Warn | tail -40
-rm -rf "$OUT"/run/ckpt-*.safetensors
-ls -la "$OUT" "$OUT"/reenact 2>/dev/null
+DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safetensors}; S1=${4:-3.5}; S2=${5:-2}
+. bench/device/setup.sh || exit 1
+if ls .whlav/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlav/*.whl || exit 1
+fi
+QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$'
+NGPU=$(nvidia-smi -L | wc -l)
+if [ "$NGPU" -ge 2 ] && [ -f "$S1CACHE" ]; then
+  CUDA_VISIBLE_DEVICES=1 python3 bench/bench_video.py baseline --dir "$DIR" --out "$OUT/baseline" \
+    --stage1-cache "$S1CACHE" --minutes1 "$S1" --minutes2 "$S2" > "$OUT/baseline.log" 2>&1 &
+fi
+CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py run --dir "$DIR" --out "$OUT" --minutes "$MIN" --no-fps \
+  --reenact-frames "${FRAMES:-250}" 2>&1 | grep -v -E "$QUIET" | tail -40
+wait   # the speed figures after the baseline is done: no other process on the host
+CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py fps --dir "$DIR" --out "$OUT" 2>&1 | grep -v -E "$QUIET" | tail -12
+grep -v -E "$QUIET" "$OUT/baseline.log" 2>/dev/null | tail -3
+# what comes back: at most 8 files, so the videos and logs travel as two tar files
+(cd "$OUT" && tar -cf reenact.tar reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 \
+   reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null; \
+ tar -cf logs.tar run/log.jsonl run/samples baseline/s1/log.jsonl baseline/s2/log.jsonl baseline.log 2>/dev/null; \
+ rm -rf run reenact reenact_orbit relight_orbit baseline/s1 baseline/s2 baseline.log)
+ls -la "$OUT" "$OUT"/baseline 2>/dev/null

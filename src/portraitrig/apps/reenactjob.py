@@ -55,6 +55,13 @@ class ReenactConfig:
     target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
     crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
+    renderer: str = field(default="video", metadata=_h(
+        "video: the model's video renderer (real time); diffusion: DiffusionRig per frame, the target's frame "
+        "inverted and decoded with the new rig (the baseline; seconds per frame)", choices=("video", "diffusion")))
+    diffusion_model: str | None = field(default=None, metadata=_h(
+        "the target's DiffusionRig model folder for --renderer diffusion, trained on the video model's cache "
+        "(`portraitrig train diffusion RUN/data/TARGET.safetensors --preset stage2-256 --init PRIOR`)", metavar="DIR"))
+    diffusion_steps: int = field(default=20, metadata=_h("DDIM steps of inversion and decoding (--renderer diffusion)"))
 
     def validate(self) -> None:
         if self.motion not in ("relative", "absolute"):
@@ -67,6 +74,12 @@ class ReenactConfig:
             raise ValueError("feather must be in [0, 0.5) and crf in 0..51")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be at least 1")
+        if self.renderer not in ("video", "diffusion"):
+            raise ValueError(f"renderer must be video or diffusion, got {self.renderer!r}")
+        if self.renderer == "diffusion" and not self.diffusion_model:
+            raise ValueError("--renderer diffusion needs --diffusion-model DIR (the target's DiffusionRig model)")
+        if not 1 <= self.diffusion_steps <= 1000:
+            raise ValueError(f"diffusion_steps must be in 1..1000, got {self.diffusion_steps}")
 
 
 @dataclass
@@ -268,6 +281,36 @@ def _load_renderer(model_dir: str | Path, device):
     return r
 
 
+def _load_diffusion(model_dir: str | Path, device):
+    from portraitrig.methods import load_renderer
+    from portraitrig.neural.modelio import read_model_config
+
+    method, _, _ = read_model_config(model_dir)
+    if method != "diffusion":
+        raise InputError(model_dir, f"a {method!r} model; --diffusion-model needs a DiffusionRig model "
+                                    "(`portraitrig train diffusion`)")
+    return load_renderer(model_dir, device=device)
+
+
+class DiffusionFrames:
+    """Renders output frames with DiffusionRig: each output frame's target frame (its crop and
+    fitted parameters) is DDIM-inverted under its own buffers and decoded under the frame's new
+    parameters (DiffusionRig's edit, per frame)."""
+
+    def __init__(self, renderer, target, size: int, steps: int):
+        self.r, self.tgt, self.size, self.steps = renderer, target, size, steps
+
+    def __call__(self, params: RigParams, backgrounds: list[np.ndarray], target_index: list[int]) -> torch.Tensor:
+        from portraitrig.methods.video.data import crop_frame
+        from portraitrig.neural.contract import Edit, Subject, resize_images
+
+        subjects = [Subject(f"target frame {t}", crop_frame(bg, self.tgt.crop), self.tgt.params[t:t + 1].to("cpu"))
+                    for bg, t in zip(backgrounds, target_index)]
+        with torch.no_grad():
+            out = self.r.render_edits(subjects, params.to("cpu", torch.float32), [Edit("reenact")], steps=self.steps)
+        return resize_images(out.float(), self.size)
+
+
 def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str | Path,
                 config: ReenactConfig | None = None, rigger=None, progress: bool = True, say=print) -> ReenactSummary:
     """Reenact the model's target with ``driver`` (see the module doc) into ``out_dir``."""
@@ -339,6 +382,9 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     fidx = [int(i) for i in tgt.frame_index.tolist()]
     backgrounds = target_frames(video, fidx, T, config.background)
     chunk = 16
+    diffusion = None
+    if config.renderer == "diffusion":
+        diffusion = DiffusionFrames(_load_diffusion(config.diffusion_model, dev), tgt, S, config.diffusion_steps)
     stream = rend.stream()
     bar = None
     if progress:
@@ -349,14 +395,19 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             VideoWriter(out / "compare.mp4", fps, crf=config.crf) as wc:
         for i in range(0, T, chunk):
             j = min(T, i + chunk)
-            frames = stream(params[i:j])
+            bgs = [next(backgrounds) for _ in range(j - i)]
+            if diffusion is None:
+                frames = stream(params[i:j])
+            else:   # output frame k shows target frame k (looped) or the last one (held)
+                tix = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
+                frames = diffusion(params[i:j], bgs, tix)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
                 rig = (rig.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for k in range(j - i):
-                bg = next(backgrounds)
+                bg = bgs[k]
                 res = paste_frame(bg, crops[k], tgt.crop, mask, ring)
                 w.write(res)
                 left = drv.frames[idx[i + k]] if drv.frames is not None else bg if config.self_drive else rig[k]
@@ -374,6 +425,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     write_json(out / "manifest.json", {"items": [item], "method": "video", "model": str(Path(model_dir).resolve()),
                                        "driver": None if drv.path is None else str(Path(drv.path).resolve()),
                                        "fps": float(fps), "frames": T, "held_frames": drv.held,
+                                       "renderer": config.renderer,
                                        "background": summary.background, "audio": summary.audio})
     summary.files = {k: str(out / v) for k, v in (("result", "result.mp4"), ("compare", "compare.mp4"),
                                                   ("params", "params.safetensors"), ("manifest", "manifest.json"))}

@@ -4,7 +4,7 @@ A video portrait renderer learns the background, hair and clothes from the video
 frame is cut with the same crop (:func:`fixed_crop`: the median of the per-frame face crops,
 zoomed out) and the rig parameters are moved into that crop (:func:`params_to_crop`). The
 data is a :class:`~portraitrig.neural.cache.FaceCache` (crops + parameters) plus a sidecar
-``<cache stem>.video.safetensors`` beside it: per-frame person masks (uint8), frame indices,
+``<cache stem>.video.safetensors`` beside it: per-frame person masks (PNG bytes), frame indices,
 the crop, the video's size, frame rate and path, and how many leading frames are for
 training (the rest, the video's end, is held out for evaluation).
 
@@ -13,6 +13,7 @@ crops and known RigParams (synthetic data, tests).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ class VideoData:
         self.cache.save(path)
         meta = {"format": FORMAT, "fps": repr(float(self.fps)), "video": self.video, "n_train": str(self.n_train),
                 "image_size": json.dumps(list(self.crop.image_size)), "size": str(self.crop.size)}
-        arrays = {"masks": self.masks.to(torch.uint8).contiguous(), "frame_index": self.frame_index.long().contiguous(),
+        png, offsets = encode_masks(self.masks)
+        arrays = {"mask_png": png, "mask_offsets": offsets, "frame_index": self.frame_index.long().contiguous(),
                   "affine": torch.from_numpy(np.asarray(self.crop.affine, np.float64)).contiguous()}
         with atomic_path(sidecar_path(path)) as tmp:
             save_file(arrays, str(tmp), metadata=meta)
@@ -97,13 +99,52 @@ class VideoData:
         try:
             n_train = int(md["n_train"])
             crop = Crop(arrays["affine"].double().numpy(), int(md["size"]), tuple(json.loads(md["image_size"])))
-            masks, frame_index, fps = arrays["masks"], arrays["frame_index"], float(md["fps"])
+            frame_index, fps = arrays["frame_index"], float(md["fps"])
+            N, S = len(cache), cache.size
+            masks = arrays["masks"] if "masks" in arrays else \
+                decode_masks(arrays["mask_png"], arrays["mask_offsets"], N, S, side)
         except (KeyError, ValueError) as exc:
             raise InputError(side, f"incomplete video data ({exc})") from None
-        N, S = len(cache), cache.size
         if tuple(masks.shape) != (N, 1, S, S) or frame_index.shape != (N,) or not 1 <= n_train <= N:
             raise InputError(side, f"video data does not match its cache {path.name} ({N} items of {S} px)")
         return cls(cache, masks, frame_index, crop, fps, md.get("video", ""), n_train)
+
+
+def encode_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, S, S) uint8 masks -> PNG files back to back (uint8) and their offsets (N + 1,): a
+    person mask compresses ~20x (raw masks were most of a video cache's size)."""
+    from PIL import Image
+
+    blobs = []
+    for m in masks.to(torch.uint8).cpu().numpy():
+        buf = io.BytesIO()
+        Image.fromarray(m[0]).save(buf, format="PNG", compress_level=6)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    data = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+    return torch.from_numpy(data.copy()), torch.from_numpy(offsets)
+
+
+def decode_masks(data: torch.Tensor, offsets: torch.Tensor, n: int, size: int, path) -> torch.Tensor:
+    """The inverse of :func:`encode_masks`; every file must be an 8-bit grey PNG of size x size
+    (checked from its header before it is decoded)."""
+    from PIL import Image
+
+    if (data.dtype != torch.uint8 or data.ndim != 1 or offsets.dtype != torch.int64 or offsets.shape != (n + 1,)
+            or int(offsets[0]) != 0 or int(offsets[-1]) != data.numel() or bool((offsets[1:] < offsets[:-1]).any())):
+        raise InputError(path, f"damaged video data: mask offsets must be {n + 1} increasing positions in the PNG bytes")
+    raw = data.numpy().tobytes()
+    out = np.empty((n, 1, size, size), np.uint8)
+    for i in range(n):
+        try:
+            im = Image.open(io.BytesIO(raw[int(offsets[i]):int(offsets[i + 1])]))
+            if im.format != "PNG" or im.mode != "L" or im.size != (size, size):
+                raise ValueError(f"a {im.format} {im.mode} image of {im.size[0]}x{im.size[1]}")
+            out[i, 0] = np.asarray(im)
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"damaged video data: person mask {i} is not an 8-bit grey "
+                                   f"{size}x{size} PNG ({exc})") from None
+    return torch.from_numpy(out)
 
 
 # ---------------------------------------------------------------------- crops and parameters

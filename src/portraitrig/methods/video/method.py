@@ -69,17 +69,29 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float, gra
 
 
 def random_lights(old: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(B, 9, 3) random lights at the exposure of ``old`` (B, 9, 3): a light from azimuth
-    -100..100 deg, elevation -30..60 deg, intensity 0.5..1.1, ambient 0.15..0.5, a mild random
-    colour, exposure matched to the old light times 0.8..1.25."""
+    """(B, 9, 3) random lights at the exposure and colour balance of ``old`` (B, 9, 3): a light
+    from azimuth -100..100 deg, elevation -30..60 deg, intensity 0.5..1.1, ambient 0.15..0.5,
+    brought to the old light's exposure and colour (a fitted light carries part of the skin's
+    colour: a white light would bleach the relit targets), then a mild random tint (x 0.85..1.15
+    per channel) and exposure (x 0.8..1.25)."""
     B, dev = old.shape[0], old.device
     u = torch.rand(B, 8, generator=generator, device=dev)
     az, el = torch.deg2rad(-100 + 200 * u[:, 0]), torch.deg2rad(-30 + 90 * u[:, 1])
     d = torch.stack([el.cos() * az.sin(), -el.sin(), -el.cos() * az.cos()], -1)
-    colour = 1 + 0.3 * (u[:, 2:5] - 0.5)
-    L = sh.directional_lights(d.float(), 0.5 + 0.6 * u[:, 5], (0.15 + 0.35 * u[:, 6])[:, None], colour)
-    L = sh.match_exposure(L, old.float())
-    return L * (0.8 * (1.25 / 0.8) ** u[:, 7]).view(B, 1, 1)
+    L = sh.directional_lights(d.float(), 0.5 + 0.6 * u[:, 5], (0.15 + 0.35 * u[:, 6])[:, None], torch.ones(B, 3, device=dev))
+    L = sh.match_exposure(L, old.float())          # white: takes the old light's colour balance
+    tint = 1 + 0.3 * (u[:, 2:5] - 0.5)
+    return L * tint[:, None, :] * (0.8 * (1.25 / 0.8) ** u[:, 7]).view(B, 1, 1)
+
+
+def median_frame(images: torch.Tensor, max_frames: int = 256, rows: int = 32) -> torch.Tensor:
+    """(1, 3, S, S) per-pixel median in [0, 1] of (N, 3, S, S) uint8 frames (at most
+    ``max_frames`` of them, evenly spaced; ``rows`` image rows at a time bound the memory)."""
+    n = images.shape[0]
+    pick = torch.linspace(0, n - 1, min(n, max_frames)).round().long().to(images.device)
+    sub = images[pick]
+    out = torch.cat([sub[:, :, r:r + rows].float().median(0).values for r in range(0, sub.shape[2], rows)], 1)
+    return (out / 255)[None]
 
 
 # ---------------------------------------------------------------------- the method
@@ -107,6 +119,8 @@ class VideoMethod(TrainingMethod):
         self.params = data.params[:n].to(self.device, torch.float32)
         with torch.no_grad():
             model.person_prior.copy_(masks.mean(0, keepdim=True).cpu())
+            if mc.reference:
+                model.reference.copy_(median_frame(self.images).cpu())
         self.model = model.to(self.device)
         self.cond.set_prior(self.model.person_prior)
         half = self.device.type == "cuda" and config.train.precision == "bf16"
@@ -193,4 +207,4 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
     return params.save(path, extras=extras, meta=meta)
 
 
-__all__ = ["VideoMethod", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
+__all__ = ["VideoMethod", "median_frame", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]

@@ -2,9 +2,16 @@
 
 Input (B, C_in, S, S): the face buffers of a short window of frames, the whole-portrait
 shading and the person mask (see :class:`~portraitrig.methods.video.config.VideoNetConfig`).
-Output (B, 3, S, S) in [0, 1]. Plain convolutions + SiLU, no normalisation layers (batch-1
-inference, EMA and DDP need no special care); strided convolutions down, nearest-neighbour
-upsampling + convolution up, skip connections by concatenation.
+Output (B, 3, S, S): colour around [0, 1], not clamped (``forward(x, clamp=True)`` clamps). Plain
+convolutions + SiLU, no normalisation layers (batch-1 inference, EMA and DDP need no special
+care); strided convolutions down, nearest-neighbour upsampling + convolution up, skip
+connections by concatenation.
+
+Stability without normalisation: each residual block's last convolution and the output
+convolution start at zero (every block starts as the identity, the output as mid-grey), and the
+output is linear (``0.5 + head``), not a sigmoid: a saturated sigmoid has no gradient (exactly
+none in bf16 past a logit of ~6), so one bad step could leave a run stuck on a white image; a
+linear output always feels the L1 loss pull it back into range.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from torch.nn import functional as F
 
 from portraitrig.methods.video.config import VideoNetConfig
 
-METHOD, VERSION = "video", 1
+METHOD, VERSION = "video", 2   # 2: linear output (1 was a sigmoid)
 
 
 class ResBlock(nn.Module):
@@ -24,6 +31,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
         self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
 
     def forward(self, x):
         return x + self.c2(F.silu(self.c1(F.silu(x))))
@@ -31,13 +40,15 @@ class ResBlock(nn.Module):
 
 class VideoNet(nn.Module):
     """See the module docstring. ``person_prior``: (1, 1, S, S) mean person mask of the
-    training frames, the person mask used where a frame's own is unknown (reenactment)."""
+    training frames, the person mask used where a frame's own is unknown (reenactment);
+    ``reference``: (1, 3, S, S) the training frames' per-pixel median in [0, 1] (an input
+    when ``config.reference``)."""
 
     def __init__(self, config: VideoNetConfig):
         super().__init__()
         self.config = config
         w = list(config.widths)
-        self.stem = nn.Conv2d(config.in_channels, w[0], 3, padding=1)
+        self.stem = nn.Conv2d(config.in_channels + (3 if config.reference else 0), w[0], 3, padding=1)
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
         for k, ch in enumerate(w):
@@ -51,9 +62,16 @@ class VideoNet(nn.Module):
             self.dec.append(nn.Sequential(nn.Conv2d(2 * w[k], w[k], 3, padding=1), nn.SiLU(),
                                           *[ResBlock(w[k]) for _ in range(config.blocks)]))
         self.head = nn.Conv2d(w[0], 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
         self.register_buffer("person_prior", torch.zeros(1, 1, config.image_size, config.image_size))
+        if config.reference:
+            self.register_buffer("reference", torch.full((1, 3, config.image_size, config.image_size), 0.5))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+        if self.config.reference:
+            ref = (self.reference * 2 - 1).to(x.dtype).expand(x.shape[0], -1, -1, -1)
+            x = torch.cat([x, ref], 1)
         h = self.stem(x)
         skips = []
         for k, block in enumerate(self.enc):
@@ -65,7 +83,8 @@ class VideoNet(nn.Module):
             s = skips.pop()
             h = F.silu(up(F.interpolate(h, size=s.shape[-2:], mode="nearest")))
             h = dec(torch.cat([h, s], 1))
-        return torch.sigmoid(self.head(F.silu(h)))
+        y = self.head(F.silu(h)) + 0.5
+        return y.clamp(0, 1) if clamp else y
 
     # ---------------------------------------------------------------- model folders
     def save_pretrained(self, directory: str | Path) -> Path:

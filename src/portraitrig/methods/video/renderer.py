@@ -129,7 +129,7 @@ class VideoRenderer(NeuralRenderer):
             win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
             f = faces[t]
             x = self.cond.inputs(faces, win, self.cond.prior_normals(f), light[i:i + len(t)], self.cond.cond_mask(f))
-            out.append(self.net(x.to(self.dtype)).float())
+            out.append(self.net(x.to(self.dtype), clamp=True).float())
         return torch.cat(out)
 
     def stream(self) -> "FrameStream":
