@@ -379,4 +379,92 @@ class Rigger:
         return results
 
 
-__all__ = ["Capture", "FitResult", "Rigger", "VideoChunk", "kept_frame_count", "VIDEO_CHUNK", "IDENTITY_SAMPLE"]
+# ---------------------------------------------------------------------- one video, many processes
+_WORKER_RIGGER: dict = {}
+
+
+def _init_fit_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _fit_video_chunk(task: dict) -> tuple[int, list[FitResult], list[tuple[int, str]], str | None]:
+    """Worker: chunk ``task["k"]`` of a video (its frames plus the smoothing's context on each
+    side), fitted with the identity held fixed. Returns (k, fits, skipped frames, error)."""
+    from portraitrig.fit.smooth import support_radius
+    from portraitrig.io.video import iter_video
+
+    key = (task["crop_size"], task["photometric"])
+    rigger = _WORKER_RIGGER.get(key)
+    if rigger is None:
+        rigger = _WORKER_RIGGER[key] = Rigger(crop_size=task["crop_size"], photometric=task["photometric"])
+    k, cf, stride, path = task["k"], task["chunk_frames"], task["stride"], task["path"]
+    r = support_radius(task["sigma"])
+    lo, hi = k * cf - r, (k + 1) * cf + r
+    caps, skipped = [], []
+    for f in iter_video(path, stride=stride, max_frames=task["max_frames"], want=lambda i: lo <= i // stride < hi):
+        o = f.index // stride
+        if not lo <= o < hi:
+            continue
+        try:
+            caps.append((o, replace(rigger.capture(f.image, f"{path}#frame={f.index}"), image=None)))
+        except InputError as err:
+            if k * cf <= o < (k + 1) * cf:
+                skipped.append((f.index, str(err)))
+    ch = next(rigger.fit_chunks(caps, task["identity"], task["sigma"], cf, start_chunk=k), None)
+    if ch is None or ch.index != k:
+        return k, [], skipped, None
+    return k, ch.results, skipped, None if ch.error is None else f"{ch.error.__class__.__name__}: {ch.error}"
+
+
+def fit_video_parallel(path: str | Path, workers: int, rigger: Rigger | None = None, stride: int = 1,
+                       max_frames: int | None = None, smooth_sigma: float = 1.0,
+                       chunk_frames: int = VIDEO_CHUNK, map_fn=None) -> tuple[list[FitResult], list[tuple[int, str]]]:
+    """Fit one video in ``workers`` processes: its identity and albedo from ``IDENTITY_SAMPLE``
+    frames spread over it (in this process, by ``rigger``), then chunks of at most
+    ``chunk_frames`` kept frames (fewer, so every worker gets one, on a short video), each
+    solved with the smoothing's context frames from both sides, as :meth:`Rigger.iter_video`
+    does for a long video, so the result matches a serial fit with the same chunks. Returns
+    (fits in frame order, frames without a face as (frame index, reason)). ``map_fn``: how the
+    chunks are run (default: a pool of spawned processes, one torch thread each)."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    own = rigger is None
+    rigger = rigger or Rigger()
+    try:
+        kept = kept_frame_count(path, stride, max_frames)
+        if kept == 0:
+            raise InputError(path, "no frame could be decoded")
+        cf = max(1, min(chunk_frames, -(-kept // workers)))
+        sample = rigger.sample_video(path, stride, max_frames, kept=kept)
+        if not sample:
+            raise InputError(path, f"no face found in any of the {IDENTITY_SAMPLE} frames sampled for the identity")
+        identity = rigger.video_identity(sample).to("cpu")
+    finally:
+        if own:
+            rigger.close()
+    sigma = smooth_sigma / max(stride, 1)
+    tasks = [{"path": str(path), "k": k, "chunk_frames": cf, "stride": stride, "max_frames": max_frames,
+              "sigma": sigma, "identity": identity, "crop_size": rigger.crop_size, "photometric": rigger.photometric}
+             for k in range(-(-kept // cf))]
+    if map_fn is None and workers > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_fit_worker) as pool:
+            done = list(pool.map(_fit_video_chunk, tasks))
+    else:
+        done = list((map_fn or map)(_fit_video_chunk, tasks))
+    results, skipped = [], []
+    for k, fits, skip, error in sorted(done, key=lambda d: d[0]):
+        if error is not None:
+            raise InputError(path, f"the fit of frames {k * cf * stride}..{((k + 1) * cf - 1) * stride} failed ({error})")
+        results += fits
+        skipped += skip
+    if not results:
+        raise InputError(path, "no face found in any frame")
+    return results, skipped
+
+
+__all__ = ["Capture", "FitResult", "Rigger", "VideoChunk", "kept_frame_count", "fit_video_parallel", "VIDEO_CHUNK",
+           "IDENTITY_SAMPLE"]

@@ -230,3 +230,9 @@ def test_diffusion_renderer_reenacts_each_target_frame_by_inversion(model, tmp_p
     assert np.abs(got[inside].astype(int) - ref[inside].astype(int)).mean() > 2
     outside = (slice(None), slice(0, 4), slice(None))               # above the crop: the target's frame
     assert np.abs(got[outside].astype(int) - ref[outside].astype(int)).mean() < 3   # (H.264 blocks bleed a little)
+
+
+def test_reenact_settings_are_checked():
+    for bad in (dict(workers=0), dict(diffusion_steps=0), dict(renderer="gan")):
+        with pytest.raises(ValueError):
+            ReenactConfig(**bad).validate()

@@ -51,6 +51,7 @@ class ReenactConfig:
     background: str = field(default="loop", metadata=_h(
         "driver longer than the target video: loop its frames or hold the last", choices=("loop", "hold")))
     max_frames: int | None = field(default=None, metadata=_h("use at most this many driver frames"))
+    workers: int = field(default=1, metadata=_h("processes fitting a driver video (in chunks, one torch thread each)"))
     feather: float = field(default=0.08, metadata=_h("paste-back edge softness, share of the crop side"))
     target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
@@ -74,6 +75,8 @@ class ReenactConfig:
             raise ValueError("feather must be in [0, 0.5) and crf in 0..51")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be at least 1")
+        if not 1 <= self.workers <= 256:
+            raise ValueError(f"workers must be in 1..256, got {self.workers}")
         if self.renderer not in ("video", "diffusion"):
             raise ValueError(f"renderer must be video or diffusion, got {self.renderer!r}")
         if self.renderer == "diffusion" and not self.diffusion_model:
@@ -130,10 +133,12 @@ def _fixed(fits) -> RigParams:
     return RigParams.cat([params_to_crop(f.params.to("cpu", torch.float32), f.crop, crop) for f in fits])
 
 
-def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None = None, say=print) -> Driver:
+def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None = None, say=print,
+                workers: int = 1) -> Driver:
     """Fit the driver: a video, a folder of photos, one photo, or a RigParams sequence file
     (``.safetensors`` / ``.npz``; played at the ``fps`` its metadata names, else at ``fps``).
-    Photos play at ``fps``, one per frame."""
+    Photos play at ``fps``, one per frame. ``workers`` > 1: a video is fitted in that many
+    processes (:func:`portraitrig.pipeline.fit_video_parallel`)."""
     from portraitrig.io.images import IMAGE_EXTENSIONS, is_video, read_image
     from portraitrig.retarget import hold_missing
 
@@ -149,7 +154,12 @@ def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None =
         from portraitrig.io.video import iter_video_frames, video_info
 
         info = video_info(p)
-        fits = rigger.fit_video(p, max_frames=max_frames)  # InputError when no frame has a face
+        if workers > 1:
+            from portraitrig.pipeline import fit_video_parallel
+
+            fits, _ = fit_video_parallel(p, workers, rigger, max_frames=max_frames)
+        else:
+            fits = rigger.fit_video(p, max_frames=max_frames)  # InputError when no frame has a face
         by_frame = {int(f.source.rsplit("#frame=", 1)[1]): k for k, f in enumerate(fits)}
         thumbs = [_thumb(fr.image) for fr in iter_video_frames(p, max_frames=max_frames)]
         if not thumbs:
@@ -344,7 +354,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             from portraitrig.pipeline import Rigger
 
             rigger = Rigger(crop_size=256)
-        drv = load_driver(driver, fps, rigger, config.max_frames, say=say)
+        drv = load_driver(driver, fps, rigger, config.max_frames, say=say, workers=config.workers)
         idx = resample_indices(len(drv.params), drv.fps, fps)
         if len(drv.params) == 1:
             idx = [0] * N
