@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Table, default_data_dir, describe_machine, load_average, machine_info, write_json  # noqa: E402
+from common import default_data_dir, describe_machine, load_average, machine_info, workers_table, write_json  # noqa: E402
 
 from portraitrig.apps.fitjob import FitJobConfig, run_fit  # noqa: E402
 
@@ -51,20 +50,12 @@ def main() -> None:
                 s = run_fit([str(v) for v in videos], out, FitJobConfig(workers=w, max_frames=args.max_frames),
                             progress=False)
                 wall = time.perf_counter() - t
-                runs[w].append({"wall_s": wall, "ok": s.ok, "errors": s.errors, "load_before": load})
+                runs[w].append({"wall_s": wall, "frames": s.ok, "errors": s.errors, "load_before": load})
                 print(f"workers={w} run {rep + 1}: {wall:.1f} s, {s.ok} frames fitted, {s.errors} failed", flush=True)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
-    base = statistics.median(r["wall_s"] for r in runs[args.workers[0]])
-    table = Table("workers", "wall s", "frames", "frames / s", "speed-up",
-                  title=f"portraitrig fit, {len(videos)} clips, max_frames={args.max_frames} - {describe_machine()}")
-    rows = []
-    for w, rs in runs.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
-        frames = rs[0]["ok"]
-        table.add(w, wall, frames, frames / wall, base / wall)
-        rows.append({"workers": w, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall,
-                     "speedup": base / wall, "runs": rs})
+    table, rows = workers_table(runs, f"portraitrig fit, {len(videos)} clips, max_frames={args.max_frames} - "
+                                      f"{describe_machine()}")
     table.print()
     write_json(args.out, {"machine": machine_info(), "videos": [v.name for v in videos],
                           "max_frames": args.max_frames, "rows": rows})

@@ -12,13 +12,12 @@ Usage: python bench/bench_fit_video.py VIDEO [--workers 1 2] [--max-frames 250] 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Table, describe_machine, load_average, machine_info, write_json  # noqa: E402
+from common import describe_machine, load_average, machine_info, workers_table, write_json  # noqa: E402
 
 from portraitrig.pipeline import Rigger, fit_video_parallel  # noqa: E402
 
@@ -46,15 +45,8 @@ def main() -> None:
             wall = time.perf_counter() - t
             runs[w].append({"wall_s": wall, "frames": len(fits), "load_before": load})
             print(f"workers={w} run {rep + 1}: {wall:.1f} s, {len(fits)} frames fitted", flush=True)
-    base = statistics.median(r["wall_s"] for r in runs[args.workers[0]])
-    table = Table("workers", "wall s", "frames", "frames / s", "speed-up",
-                  title=f"one video ({args.video.name}, <= {args.max_frames} frames) - {describe_machine()}")
-    rows = []
-    for w, rs in runs.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
-        table.add(w, wall, rs[0]["frames"], rs[0]["frames"] / wall, base / wall)
-        rows.append({"workers": w, "wall_s": wall, "frames": rs[0]["frames"], "frames_per_s": rs[0]["frames"] / wall,
-                     "speedup": base / wall, "runs": rs})
+    table, rows = workers_table(runs, f"one video ({args.video.name}, <= {args.max_frames} frames) - "
+                                      f"{describe_machine()}")
     table.print()
     write_json(args.out, {"machine": machine_info(), "video": args.video.name, "max_frames": args.max_frames,
                           "rows": rows})

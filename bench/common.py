@@ -145,6 +145,24 @@ class Table:
         return [dict(zip(self.columns, r)) for r in self.rows]
 
 
+def workers_table(runs: dict[int, list[dict]], title: str) -> tuple["Table", list[dict]]:
+    """Median wall time per worker count of runs {workers: [{"wall_s", "frames", ...}, ...]},
+    frames / s and the speed-up over the first count: (table, rows for the JSON)."""
+    import statistics
+
+    first = next(iter(runs))
+    base = statistics.median(r["wall_s"] for r in runs[first])
+    table = Table("workers", "wall s", "frames", "frames / s", "speed-up", title=title)
+    rows = []
+    for w, rs in runs.items():
+        wall = statistics.median(r["wall_s"] for r in rs)
+        frames = rs[0]["frames"]
+        table.add(w, wall, frames, frames / wall, base / wall)
+        rows.append({"workers": w, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall,
+                     "speedup": base / wall, "runs": rs})
+    return table, rows
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
     return _write_json(path, obj)
