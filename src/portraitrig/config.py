@@ -109,6 +109,18 @@ def from_dict(cls: type[T], data: dict, path: str | Path | None = None) -> T:
     return cfg
 
 
+class DictConfig:
+    """Mixin for a model config dataclass: ``to_dict`` (``dataclasses.asdict``) and the strict
+    ``from_dict`` of this module (``path`` names the file in errors)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict, path: str | Path | None = None) -> T:
+        return from_dict(cls, d, path)
+
+
 def validate(cfg) -> None:
     """Run ``validate()`` of the config and of every nested config (ValueError on a bad value)."""
     for f in dataclasses.fields(cfg):

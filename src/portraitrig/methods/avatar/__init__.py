@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from portraitrig.methods.avatar.config import DEFAULT_PRESET, PRESETS, Config  # noqa: F401  (registry interface)
+from portraitrig.methods.lazy import lazy_classes
 
 DATA = "a one-person video (~10-60 s; fitted and segmented first) or an avatar frames file (.safetensors)"
 
@@ -25,16 +26,7 @@ def tiny_data(directory: str | Path, n: int = 8) -> Path:
     return path
 
 
-def __getattr__(name: str):
-    if name == "Method":
-        from portraitrig.methods.avatar.method import AvatarMethod
-
-        return AvatarMethod
-    if name == "Renderer":
-        from portraitrig.methods.avatar.renderer import AvatarRenderer
-
-        return AvatarRenderer
-    raise AttributeError(name)
+__getattr__ = lazy_classes(__name__, Method="method:AvatarMethod", Renderer="renderer:AvatarRenderer")
 
 
 __all__ = ["Config", "PRESETS", "DEFAULT_PRESET", "DATA", "tiny_data", "Method", "Renderer"]

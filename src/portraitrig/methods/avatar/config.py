@@ -8,14 +8,14 @@ field covers the cube ``[-bound, bound]^3`` of it; camera depths are in NDC unit
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
+from portraitrig.config import DictConfig
 from portraitrig.training.config import TrainConfig
 
 
 @dataclass
-class AvatarConfig:
+class AvatarConfig(DictConfig):
     image_size: int = 256
     n_frames: int = 1                # per-frame deformation codes (training frames)
     cond_dim: int = 68               # expression coefficients + gaze (4); set from the face model
@@ -42,15 +42,6 @@ class AvatarConfig:
     deform_alpha: float = 8.0        # annealing position the renderer uses (set at export)
     trusted_yaw: float = 30.0        # head turns (degrees) the training video covers (set at creation)
     trusted_pitch: float = 15.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, path=None) -> "AvatarConfig":
-        from portraitrig.config import from_dict
-
-        return from_dict(cls, d, path)
 
     def validate(self) -> None:
         if not 16 <= self.image_size <= 2048:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from portraitrig.methods.diffusionrig.config import PRESETS, Config
 from portraitrig.methods.diffusionrig.config import DEFAULT_PRESET  # noqa: F401  (registry interface)
+from portraitrig.methods.lazy import lazy_classes
 
 DATA = "a training cache from `portraitrig prepare` (.safetensors)"
 
@@ -33,16 +34,7 @@ def tiny_data(directory: str | Path, n: int = 6) -> Path:
     return path
 
 
-def __getattr__(name: str):  # the network code (diffusers) loads only when used
-    if name == "Method":
-        from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
-
-        return DiffusionRigMethod
-    if name == "Renderer":
-        from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
-
-        return DiffusionRenderer
-    raise AttributeError(name)
+__getattr__ = lazy_classes(__name__, Method="method:DiffusionRigMethod", Renderer="renderer:DiffusionRenderer")
 
 
 __all__ = ["Config", "PRESETS", "DEFAULT_PRESET", "DATA", "tiny_data", "Method", "Renderer"]

@@ -8,10 +8,10 @@ size), ``512``. Run presets: ``stage1-<size>`` (the generic prior on many people
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from portraitrig.render import spec
+from portraitrig.config import DictConfig
 from portraitrig.training.config import TrainConfig
 
 
@@ -38,7 +38,7 @@ class EncoderConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(DictConfig):
     image_size: int = 256
     buffers: tuple[str, ...] = ("normal", "albedo", "shaded", "regions")  # regions: skin, eyes, iris, mouth
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -58,15 +58,6 @@ class DiffusionConfig:
     @property
     def in_channels(self) -> int:
         return 3 + self.buffer_channels
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, path=None) -> "DiffusionConfig":
-        from portraitrig.config import from_dict
-
-        return from_dict(cls, d, path)
 
     def validate(self) -> None:
         spec.check_names(self.buffers)

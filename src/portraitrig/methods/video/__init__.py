@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from portraitrig.methods.video.config import DEFAULT_PRESET, PRESETS, Config  # noqa: F401  (registry interface)
+from portraitrig.methods.lazy import lazy_classes
 
 DATA = "the target's portrait video (fitted and cached into RUN/data/), or a video cache (.safetensors)"
 
@@ -59,16 +60,7 @@ def tiny_data(directory: str | Path, n: int = 8) -> Path:
     return from_frames(crops, params, masks, fps=25.0).save(Path(directory) / "tiny_video.safetensors")
 
 
-def __getattr__(name: str):
-    if name == "Method":
-        from portraitrig.methods.video.method import VideoMethod
-
-        return VideoMethod
-    if name == "Renderer":
-        from portraitrig.methods.video.renderer import VideoRenderer
-
-        return VideoRenderer
-    raise AttributeError(name)
+__getattr__ = lazy_classes(__name__, Method="method:VideoMethod", Renderer="renderer:VideoRenderer")
 
 
 __all__ = ["Config", "PRESETS", "DEFAULT_PRESET", "DATA", "tiny_data", "synthetic_frames", "Method", "Renderer"]

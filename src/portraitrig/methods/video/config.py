@@ -3,10 +3,10 @@
 tests, 32 px), ``256`` and ``512``."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from portraitrig.render import spec
+from portraitrig.config import DictConfig
 from portraitrig.training.config import TrainConfig
 
 MAX_IMAGE_SIZE = 1024
@@ -14,7 +14,7 @@ MAX_CHANNELS = 1024
 
 
 @dataclass
-class VideoNetConfig:
+class VideoNetConfig(DictConfig):
     """U-Net from rig buffers to RGB. Input per pixel: the face buffers ``buffers`` of the
     frames t-window+1..t, the whole-portrait shading (3) and the person mask (1) of frame t,
     and (``reference``) the target's median training frame (3, kept in the model): the static
@@ -34,15 +34,6 @@ class VideoNetConfig:
     @property
     def in_channels(self) -> int:
         return self.window * self.buffer_channels + 4
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, path=None) -> "VideoNetConfig":
-        from portraitrig.config import from_dict
-
-        return from_dict(cls, d, path)
 
     def validate(self) -> None:
         spec.check_names(self.buffers)
