@@ -1,15 +1,22 @@
-"""Avatar benchmark: train on a clip's first 80 % (a prepared frames file), then on the held-out
-20 %: PSNR / SSIM (whole crop and masked to the person), render speed at 256² and 512² (with and
-without the occupancy grid), a turntable picture (+-30 deg yaw, +-15 deg pitch), and the spatial
-prior's ablation (a second run without it): how much the background and the face change when
-only the expression changes. Prints a table, writes ``avatar.json`` and pictures to --out.
+"""Avatar benchmark (``--method avatar``: the radiance field; ``splat``: the Gaussians): train on
+a clip's first 80 % (a prepared frames file), then on the held-out 20 %: PSNR / SSIM (whole crop
+and masked to the person), render speed at 256² and 512², a turntable picture (+-30 deg yaw,
++-15 deg pitch), and the spatial prior's ablation (a second run without it): how much the
+background and the face change when only the expression changes. Prints a table, writes
+``avatar.json``, pictures and ``renders.tar`` (held-out renders, turntable views and, with
+``--driver PARAMS``, frames driven by another clip's fitted rig, each with its requested rig) to
+--out. ``--score OUT`` then re-fits those renders where mediapipe and dlib are installed (head
+pose of the views against the requested, expression of the driven frames against the real-frame
+floor, identity against the same-person level) and adds ``score.json``.
 
     python bench/bench_avatar.py --frames .devdata/avatar_d10_256.safetensors --out OUT \
         --minutes 3.5 --ablation-minutes 3.5 --device cuda
+    python bench/bench_avatar.py --method splat --frames FRAMES --driver DRIVER_PARAMS --out OUT --minutes 5
+    python bench/bench_avatar.py --score OUT --frames FRAMES
 
 Make the frames file where mediapipe is installed (fit + segmentation), e.g.
 ``load_frames(VIDEO, 256, stride=2, max_frames=200, cache=FILE)`` of
-:mod:`portraitrig.methods.avatar.data`.
+:mod:`portraitrig.neural.frames`.
 """
 from __future__ import annotations
 
@@ -26,27 +33,53 @@ import torch.nn.functional as F
 
 from portraitrig.config import to_dict
 from portraitrig.io.atomic import write_image, write_json
-from portraitrig.methods.avatar.config import PRESETS
-from portraitrig.methods.avatar.data import Frames
-from portraitrig.methods.avatar.method import AvatarMethod
-from portraitrig.methods.avatar.renderer import AvatarRenderer
+from portraitrig.methods import METHODS, load_renderer
+from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
 
+def steps_per_second(method, cfg, n: int = 30) -> float:
+    """Training steps per second of ``method`` (after 5 warm-up steps), for a schedule that
+    fits the time budget."""
+    from portraitrig.training.loop import Trainer
+
+    tr = Trainer(method, cfg.train)
+    sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
+    for k in range(5):
+        tr.step(k)
+    sync()
+    t = time.perf_counter()
+    for k in range(n):
+        tr.step(5 + k)
+    sync()
+    return n / (time.perf_counter() - t)
+
+
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
-        preset: str = "256") -> tuple[Path, dict]:
-    cfg = PRESETS[preset]()
+        preset: str = "256", method: str = "avatar") -> tuple[Path, dict]:
+    mod = METHODS[method].module()
+    cfg = mod.PRESETS[preset]()
     cfg.model = dataclasses.replace(cfg.model, use_prior=use_prior)
-    cfg.train = dataclasses.replace(cfg.train, steps=200_000, time_limit=minutes, schedule="constant",
-                                    sample_every=1000, ckpt_every=100_000)
-    cfg.anneal_steps = min(cfg.anneal_steps, 1500)
     t = time.time()
-    m = AvatarMethod.create(cfg, frames, device)
+    extra = {}
+    if method == "splat":  # a cosine schedule sized to the time budget (Gaussians need the decay)
+        m = mod.Method.create(cfg, frames, device)
+        rate = steps_per_second(m, cfg)
+        steps = max(100, int(rate * minutes * 60 * 0.97))
+        cfg.train = dataclasses.replace(cfg.train, steps=steps, time_limit=minutes * 1.05, sample_every=2000,
+                                        ckpt_every=100_000)
+        extra = {"steps_per_s": round(rate, 1), "schedule_steps": steps}
+        m = mod.Method.create(cfg, frames, device)
+    else:
+        cfg.train = dataclasses.replace(cfg.train, steps=200_000, time_limit=minutes, schedule="constant",
+                                        sample_every=1000, ckpt_every=100_000)
+        cfg.anneal_steps = min(cfg.anneal_steps, 1500)
+        m = mod.Method.create(cfg, frames, device)
     model = train(m, cfg.train, out / name, config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / name / "log.jsonl").read_text().splitlines()]
     steps = max((r.get("step", 0) for r in log), default=0)
-    last = [r for r in log if "photo" in r][-5:]
-    return model, {"train_s": round(time.time() - t, 1), "steps": steps,
+    last = [r for r in log if "psnr" in r][-5:]
+    return model, {**extra, "train_s": round(time.time() - t, 1), "steps": steps,
                    "final_train_psnr": round(float(np.mean([r["psnr"] for r in last])), 2) if last else None}
 
 
@@ -54,7 +87,7 @@ def u8(img: torch.Tensor) -> np.ndarray:
     return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def heldout_metrics(r: AvatarRenderer, held: Frames, out: Path, n_max: int = 40) -> dict:
+def heldout_metrics(r, held: Frames, out: Path, n_max: int = 40, keep: list | None = None) -> dict:
     try:
         from portraitrig.eval.image import image_metrics
     except ImportError as exc:  # scikit-image missing on the machine
@@ -63,6 +96,8 @@ def heldout_metrics(r: AvatarRenderer, held: Frames, out: Path, n_max: int = 40)
     rows, mets = [], []
     for k, i in enumerate(idx):
         gen = u8(r.render(held.params[i:i + 1])[0])
+        if keep is not None:
+            keep.append(gen)
         ref = held.images[i].numpy()
         mask = held.masks[i].numpy().astype(np.float64) / 255
         mets.append(image_metrics(gen, ref, mask))
@@ -73,27 +108,69 @@ def heldout_metrics(r: AvatarRenderer, held: Frames, out: Path, n_max: int = 40)
     return {"n": len(idx), **{k: round(float(np.mean([m[k] for m in mets])), 4) for k in keys}}
 
 
-def fps(r: AvatarRenderer, params, size: int, occupancy: bool, n: int = 5) -> float:
+def fps(r, params, size: int, n: int = 5, **options) -> float:
     sync = torch.cuda.synchronize if r.device.type == "cuda" else (lambda: None)
-    r.render(params, size=size, occupancy=occupancy)
+    for _ in range(3):
+        r.render(params, size=size, **options)
     sync()
     t = time.perf_counter()
     for _ in range(n):
-        r.render(params, size=size, occupancy=occupancy)
+        r.render(params, size=size, **options)
     sync()
     return round(n / (time.perf_counter() - t), 2)
 
 
-def turntable(r: AvatarRenderer, params, out: Path) -> list:
-    from portraitrig.apps.avatarjob import orbit_views
+VIEWS = [(0.0, 0.0), (-30.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0), (-30.0, -15.0), (30.0, 15.0),
+         (-15.0, 0.0), (15.0, 0.0)]
 
-    views = [(0.0, 0.0), (-30.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0)] + orbit_views(8, 30, 15)[1:4]
-    imgs, notes = r.render_views(params, views)
-    write_image(out / "turntable.png", np.concatenate([u8(x) for x in imgs], 1))
+
+def turntable(r, params, out: Path, renders: dict | None = None) -> list:
+    from portraitrig.face.params import RigParams
+
+    imgs, notes = r.render_views(params, VIEWS)
+    write_image(out / "turntable.png", np.concatenate([u8(x) for x in imgs[:7]], 1))
+    if renders is not None:
+        renders["views"] = ([u8(x) for x in imgs], RigParams.cat([r.view_params(params, y, p)[0] for y, p in VIEWS]))
     return notes
 
 
-def expression_change(r: AvatarRenderer, params, out: Path, name: str) -> dict:
+def driven(r, driver_params, out: Path, renders: dict, n_max: int = 100) -> dict:
+    """Frames driven by another clip's fitted rig (relative to its first frame, from the
+    avatar's reference rig), kept for the re-fit scores."""
+    from portraitrig.apps.avatarjob import drive
+    from portraitrig.face.params import RigParams
+
+    drv = RigParams.load(driver_params)[:n_max].to(r.device)
+    req = drive(r.reference, drv, relative=True)
+    imgs = torch.cat([r.render(req[a:a + 8]) for a in range(0, len(req), 8)])
+    renders["driven"] = ([u8(x) for x in imgs], req.to("cpu"))
+    write_image(out / "driven.png", np.concatenate([u8(x) for x in imgs[:6]], 1))
+    return {"frames": len(req)}
+
+
+def write_renders(out: Path, renders: dict) -> None:
+    """renders.tar: NAME/NNNNNN.jpg (quality 95) and NAME/params.safetensors per group."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(out / "renders.tar", "w") as tar:
+        for name, (imgs, params) in renders.items():
+            for i, im in enumerate(imgs):
+                buf = io.BytesIO()
+                Image.fromarray(im).save(buf, format="JPEG", quality=95)
+                info = tarfile.TarInfo(f"{name}/{i:06d}.jpg")
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+            if params is not None:
+                params.save(out / f"_{name}.safetensors")
+                tar.add(out / f"_{name}.safetensors", f"{name}/params.safetensors")
+                (out / f"_{name}.safetensors").unlink()
+
+
+def expression_change(r, params, out: Path, name: str) -> dict:
     """Mean absolute pixel change (0..255) outside / inside the face (its mesh mask dilated by
     5 % of the crop) when only the expression changes (smile 1, jaw open 0.6)."""
     from portraitrig.edits import set_expression
@@ -113,45 +190,141 @@ def expression_change(r: AvatarRenderer, params, out: Path, name: str) -> dict:
             "background_pixels_changed_gt2": round(float((diff[~face] > 2).float().mean()), 4)}
 
 
+def score(out: Path, frames: Frames, size: int) -> dict:
+    """Re-fit what ``renders.tar`` holds (needs mediapipe and dlib): see the module docstring."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from common import embed_crops, fit_crops
+    from portraitrig.eval.identity import IdentityEncoder, identity_distance
+    from portraitrig.eval.rig import expression_error, pose_error, summarize
+    from portraitrig.face.params import RigParams
+    from portraitrig.pipeline import Rigger
+
+    groups: dict = {}
+    with tarfile.open(out / "renders.tar") as tar:
+        for m in tar.getmembers():
+            name, leaf = m.name.split("/", 1)
+            data = tar.extractfile(m).read()
+            g = groups.setdefault(name, {"images": {}, "params": None})
+            if leaf.endswith(".jpg"):
+                g["images"][leaf] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            else:
+                (out / "_p.safetensors").write_bytes(data)
+                g["params"] = RigParams.load(out / "_p.safetensors")
+                (out / "_p.safetensors").unlink()
+    rigger = Rigger(crop_size=size)
+    enc = IdentityEncoder(fallback="aligned")
+
+    def fit_all(images):
+        return fit_crops(rigger, images, "render")
+
+    def embed(images):
+        return embed_crops(enc, images)
+
+    def refit(requested: RigParams, fits) -> dict:
+        ok = [i for i, f in enumerate(fits) if f is not None]
+        if not ok:
+            return {"fit_failures": len(fits)}
+        got = RigParams.cat([fits[i].params for i in ok])
+        e = expression_error(requested[ok], got, rigger.model)
+        return {"fit_failures": len(fits) - len(ok), **{k: round(float(v["mean"]), 4) for k, v in summarize(e).items()},
+                "pose_error_deg": [round(float(x), 2) for x in pose_error(requested[ok], got)]}
+
+    tr_idx, held_idx = frames.split(0.2)
+    held = frames.subset(held_idx)
+    real_held = held.images.numpy()
+    e_held = embed(real_held[::2])
+    e_train = embed(frames.subset(tr_idx).images.numpy()[::max(1, len(tr_idx) // 16)])
+    res: dict = {"identity_same_person": round(float(np.mean(identity_distance(e_held[:, None], e_train[None]))), 4)}
+    floor = refit(held.params, fit_all(real_held))
+    floor.pop("pose_error_deg")
+    res["floor"] = floor
+    for name, g in groups.items():
+        imgs = [g["images"][k] for k in sorted(g["images"])]
+        r: dict = {"n": len(imgs)}
+        if g["params"] is not None:
+            r.update(refit(g["params"][:len(imgs)], fit_all(imgs)))
+        r["identity_distance"] = round(float(np.mean(identity_distance(embed(imgs)[:, None], e_train[None]))), 4)
+        res[name] = r
+    if "views" in res and "pose_error_deg" in res["views"]:
+        res["views"]["requested"] = VIEWS
+    write_json(out / "score.json", res)
+    print(json.dumps(res, indent=1))
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--score", default=None, metavar="OUT", help="re-fit the renders a device run wrote to OUT")
+    ap.add_argument("--method", default="avatar", choices=("avatar", "splat"))
+    ap.add_argument("--driver", default=None, help="fitted rig (.safetensors) of another clip to drive the avatar")
     ap.add_argument("--minutes", type=float, default=3.5)
     ap.add_argument("--ablation-minutes", type=float, default=3.5, help="0: no ablation run")
     ap.add_argument("--fps-sizes", default="256,512", help="render sizes timed (comma-separated)")
     ap.add_argument("--heldout-max", type=int, default=40, help="held-out frames evaluated")
-    ap.add_argument("--preset", default="256", help="tiny: a smoke test of this script on the CPU")
+    ap.add_argument("--preset", default=None, help="default: the frames' size (256 or 512); tiny: a smoke test")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     frames = Frames.load(a.frames)
+    if a.score:
+        score(Path(a.score), frames, frames.size)
+        return
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = a.preset or ("512" if frames.size >= 512 else "256")
     tr, held_idx = frames.split(0.2)
     held = frames.subset(held_idx)
     res = {"machine": platform.node(), "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
-           "torch": torch.__version__, "frames": len(frames), "train_frames": len(tr), "held_out": len(held),
-           "source": frames.source}
-    model, res["train"] = run(frames, out / "runs", a.minutes, a.device, True, "prior", a.preset)
-    r = AvatarRenderer.from_pretrained(model, device=a.device)
+           "torch": torch.__version__, "method": a.method, "preset": preset, "frames": len(frames),
+           "train_frames": len(tr), "held_out": len(held), "source": frames.source, "size": frames.size}
+    model, res["train"] = run(frames, out / "runs", a.minutes, a.device, True, "prior", preset, a.method)
+    r = load_renderer(model, device=a.device)
     res["trusted_view_deg"] = {"yaw": r.config.trusted_yaw, "pitch": r.config.trusted_pitch}
-    res["occupied_share"] = round(float(r.model.occupancy.float().mean()), 4)
-    res["heldout"] = heldout_metrics(r, held, out, a.heldout_max)
+    renders: dict = {}
+    kept: list = []
+    res["heldout"] = heldout_metrics(r, held, out, a.heldout_max, keep=kept)
+    renders["heldout"] = (kept, None)
     p = held.params[0:1]
     sizes = [int(v) for v in a.fps_sizes.split(",")]
-    res["fps"] = {str(s): fps(r, p, s, True) for s in sizes}
-    res["fps"][f"{sizes[0]}_dense"] = fps(r, p, sizes[0], False, 2)
-    fast, dense = r.render(p), r.render(p, occupancy=False)
-    res["occupancy_vs_dense_mean_abs_255"] = round(float((fast - dense).abs().mean() * 255), 4)
-    res["fps_note"] = "one 1-item render call per frame, batch 1, samples per ray: " + str(r.config.samples)
-    res["turntable_notes"] = turntable(r, p, out)
+    if a.method == "avatar":
+        res["occupied_share"] = round(float(r.model.occupancy.float().mean()), 4)
+        res["fps"] = {str(s): fps(r, p, s, occupancy=True) for s in sizes}
+        res["fps"][f"{sizes[0]}_dense"] = fps(r, p, sizes[0], 2, occupancy=False)
+        fast, dense = r.render(p), r.render(p, occupancy=False)
+        res["occupancy_vs_dense_mean_abs_255"] = round(float((fast - dense).abs().mean() * 255), 4)
+        res["fps_note"] = "one 1-item render call per frame, batch 1, samples per ray: " + str(r.config.samples)
+    else:
+        res["gaussians"] = {"mesh": r.model.n_mesh, "free": r.model.n_free,
+                            "model_mb": round(sum(t.numel() * t.element_size() for t in r.model.state_dict().values())
+                                              / 2 ** 20, 1)}
+        res["fps"] = {str(s): fps(r, p, s, 100) for s in sizes}
+        res["fps_batch8_512"] = round(8 * fps(r, held.params[:8], 512, 20), 1)
+        if a.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            r.render(p, size=512)
+            res["render_peak_mem_mb_512"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+            r.backend = "torch"
+            ref = r.render(p, size=128)
+            r.backend = "auto"
+            res["gsplat_vs_reference_mean_abs_255_at_128"] = round(float((r.render(p, size=128) - ref).abs().mean() * 255), 4)
+        res["fps_note"] = "one render call per frame (pose the Gaussians + rasterize + composite), batch 1"
+    res["turntable_notes"] = turntable(r, p, out, renders)
+    if a.driver:
+        res["driven"] = driven(r, a.driver, out, renders)
     res["ablation"] = {"prior": expression_change(r, p, out, "prior")}
     if a.ablation_minutes > 0:
-        model2, res["train_no_prior"] = run(frames, out / "runs", a.ablation_minutes, a.device, False, "no_prior", a.preset)
-        r2 = AvatarRenderer.from_pretrained(model2, device=a.device)
+        model2, res["train_no_prior"] = run(frames, out / "runs", a.ablation_minutes, a.device, False, "no_prior",
+                                            preset, a.method)
+        r2 = load_renderer(model2, device=a.device)
         res["ablation"]["no_prior"] = expression_change(r2, p, out, "no_prior")
         res["heldout_no_prior"] = heldout_metrics(r2, held, out / "no_prior", a.heldout_max)
+    write_renders(out, renders)
     write_json(out / "avatar.json", res)
     print(json.dumps(res, indent=1))
     for k in ("runs/prior/samples", "runs/no_prior/samples"):

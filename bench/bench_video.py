@@ -68,7 +68,7 @@ def metrics_fn():
 
         return "portraitrig.eval.image", image_metrics
     except ImportError:
-        from portraitrig.methods.video.method import ssim_torch
+        from portraitrig.neural.losses import ssim_torch
 
         def fallback(a, b, mask=None):
             ta = torch.from_numpy(a).float().permute(2, 0, 1)[None] / 255
@@ -330,7 +330,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
     the real-frame floor, landmark jitter and background flicker against the real target
     video's, relit frames' re-fitted light against the floor, and the seam measure."""
-    from portraitrig.errors import InputError
+    from common import embed_crops, fit_crops
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, light_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
@@ -348,13 +348,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     enc = IdentityEncoder(fallback="aligned")
 
     def fit_all(images):
-        fits = []
-        for i, im in enumerate(images):
-            try:
-                fits.append(rigger.fit_crop(np.ascontiguousarray(im), f"frame {i}"))
-            except InputError:
-                fits.append(None)
-        return fits
+        return fit_crops(rigger, images, "frame")
 
     def expr(requested: RigParams, fits) -> dict:
         ok = [i for i, f in enumerate(fits) if f is not None]
@@ -364,7 +358,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         return {"fit_failures": len(fits) - len(ok), **{k: v["mean"] for k, v in summarize(e).items()}}
 
     def embed(images):
-        return np.stack([enc.embed(np.ascontiguousarray(x)) for x in images])
+        return embed_crops(enc, images)
 
     res: dict = {"frames_heldout": N - n0}
     held = data.params[n0:]

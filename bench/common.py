@@ -163,6 +163,29 @@ def workers_table(runs: dict[int, list[dict]], title: str) -> tuple["Table", lis
     return table, rows
 
 
+def fit_crops(rigger, images, label: str = "image") -> list:
+    """Fit each aligned crop (H, W, 3) uint8 with ``rigger`` (:class:`portraitrig.pipeline.Rigger`):
+    a list of fits, None where no face was found (benchmarks' re-fit scores)."""
+    import numpy as np
+
+    from portraitrig.errors import InputError
+
+    fits = []
+    for i, im in enumerate(images):
+        try:
+            fits.append(rigger.fit_crop(np.ascontiguousarray(im), f"{label} {i}"))
+        except InputError:
+            fits.append(None)
+    return fits
+
+
+def embed_crops(encoder, images):
+    """(N, 128) identity embeddings of crops with ``encoder`` (:class:`portraitrig.eval.identity.IdentityEncoder`)."""
+    import numpy as np
+
+    return np.stack([encoder.embed(np.ascontiguousarray(x)) for x in images])
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
     return _write_json(path, obj)

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_reenact)
 
     a = sub.add_parser("avatar", help="render an avatar: new views, expressions, a driver's performance")
-    a.add_argument("model", help="model folder of `train avatar` (RUN/model)")
+    a.add_argument("model", help="model folder of `train avatar` or `train splat` (RUN/model)")
     a.add_argument("-o", "--out", required=True, help="output folder (PNGs or an mp4, manifest)")
     a.add_argument("--driver", default=None, help="a video whose expressions (relative) drive the avatar")
     add_edit_arguments(a)

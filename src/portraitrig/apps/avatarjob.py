@@ -106,19 +106,34 @@ def drive(reference, driver, relative: bool = True):
                        sources=list(driver.sources))
 
 
+AVATAR_METHODS = ("avatar", "splat")
+
+
+def load_avatar(model_dir, device="cpu"):
+    """The renderer of an avatar model folder: a radiance field (``train avatar``) or Gaussians
+    (``train splat``); another method's folder is refused by name."""
+    from portraitrig.methods import load_renderer
+    from portraitrig.neural.modelio import read_model_config
+
+    method, _, _ = read_model_config(model_dir)
+    if method not in AVATAR_METHODS:
+        raise InputError(model_dir, f"a {method!r} model folder, not an avatar (train one with "
+                                    f"`portraitrig train avatar` or `train splat`)")
+    return load_renderer(model_dir, device=device)
+
+
 def run_avatar(model_dir, out_dir, config: AvatarJobConfig | None = None, driver=None, spec=None,
                say=print) -> AvatarJobSummary:
     """Render an avatar model folder into ``out_dir`` (see the module docstring); ``spec`` an
     EditSpec (or its text)."""
     from portraitrig.io.atomic import write_image, write_json
-    from portraitrig.methods.avatar.renderer import AvatarRenderer
     from portraitrig.neural.contract import resize_images, to_uint8
 
     cfg = config or AvatarJobConfig()
     cfg.validate()
     out = Path(out_dir)
     summary = AvatarJobSummary(out)
-    r = AvatarRenderer.from_pretrained(model_dir, device=cfg.device)
+    r = load_avatar(model_dir, cfg.device)
     if isinstance(spec, str):
         from portraitrig.editspec import parse
 

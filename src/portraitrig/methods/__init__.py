@@ -40,6 +40,9 @@ METHODS: dict[str, MethodSpec] = {
     "avatar": MethodSpec("avatar", "portraitrig.methods.avatar",
                          "avatar: a deformable, expression-controlled radiance field of one person's head from a "
                          "short video (novel views and expressions)"),
+    "splat": MethodSpec("splat", "portraitrig.methods.splat",
+                        "Gaussian avatar: 3D Gaussians rigged to the face mesh, from a short video; real-time "
+                        "novel views and expressions (portraitrig avatar renders it)"),
 }
 
 

@@ -11,7 +11,7 @@ from portraitrig.apps.avatarjob import AvatarJobConfig, drive, orbit_views, run_
 from portraitrig.config import to_dict
 from portraitrig.errors import InputError
 from portraitrig.methods import avatar
-from portraitrig.methods.avatar.data import Frames, synthetic_frames
+from portraitrig.neural.frames import Frames, synthetic_frames
 from portraitrig.methods.avatar.method import AvatarMethod
 from portraitrig.methods.avatar.renderer import MAX_YAW, AvatarRenderer
 from portraitrig.training import checkpoint as ck

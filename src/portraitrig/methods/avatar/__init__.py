@@ -19,11 +19,9 @@ DATA = "a one-person video (~10-60 s; fitted and segmented first) or an avatar f
 
 def tiny_data(directory: str | Path, n: int = 8) -> Path:
     """A tiny synthetic frames file (32 px rendered head, changing expression) for tests."""
-    from portraitrig.methods.avatar.data import synthetic_frames
+    from portraitrig.neural.frames import tiny_frames_file
 
-    path = Path(directory) / "avatar_frames.safetensors"
-    synthetic_frames(n, 32).save(path)
-    return path
+    return tiny_frames_file(directory, n)
 
 
 __getattr__ = lazy_classes(__name__, Method="method:AvatarMethod", Renderer="renderer:AvatarRenderer")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from portraitrig.config import DictConfig
+from portraitrig.neural.frames import FramesOptions
 from portraitrig.training.config import TrainConfig
 
 
@@ -62,7 +63,7 @@ class AvatarConfig(DictConfig):
 
 
 @dataclass
-class Config:
+class Config(FramesOptions):
     """Everything ``portraitrig train avatar VIDEO`` takes."""
 
     model: AvatarConfig = field(default_factory=AvatarConfig, metadata={"cli": False})
@@ -73,24 +74,14 @@ class Config:
     mask_weight: float = field(default=0.1, metadata={"help": "weight of the opacity-vs-person-mask loss"})
     rigid_weight: float = field(default=1.0, metadata={"help": "weight of the penalty on moving the rigid head"})
     code_weight: float = field(default=1e-3, metadata={"help": "weight of the deformation codes' L2 prior"})
-    holdout: float = field(default=0.2, metadata={"help": "share of the video's last frames held out of training"})
-    stride: int = field(default=1, metadata={"help": "use every N-th video frame"})
-    max_frames: int | None = field(default=None, metadata={"help": "fit at most this many video frames"})
-    frames_cache: str | None = field(default=None, metadata={
-        "help": "file (.safetensors) keeping the video's fitted frames and masks; reused when it exists",
-        "metavar": "FILE"})
-    sample_count: int = field(default=2, metadata={"help": "held-out frames in each sample picture"})
 
     def validate(self) -> None:
         self.model.validate()
-        if self.rays_per_item < 1 or self.anneal_steps < 1 or self.stride < 1 or self.sample_count < 1:
-            raise ValueError("rays_per_item, anneal_steps, stride and sample_count must be positive")
-        if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout is a share of frames in [0, 1), got {self.holdout}")
+        self.validate_frames()
+        if self.rays_per_item < 1 or self.anneal_steps < 1:
+            raise ValueError("rays_per_item and anneal_steps must be positive")
         if min(self.mask_weight, self.rigid_weight, self.code_weight) < 0:
             raise ValueError("loss weights must not be negative")
-        if self.max_frames is not None and self.max_frames < 2:
-            raise ValueError("max_frames must be at least 2")
 
 
 def _tiny() -> Config:

@@ -18,14 +18,11 @@ import torch
 from portraitrig.errors import InputError
 from portraitrig.face.model import load_default_model
 from portraitrig.methods.avatar.config import Config
-from portraitrig.methods.avatar.data import Frames, load_frames, pose_spread
 from portraitrig.methods.avatar.field import AvatarModel, frame_inputs
 from portraitrig.methods.avatar.rays import RigFrames, ortho_rays, pixel_ndc
 from portraitrig.methods.avatar.render import composite, sample_along
+from portraitrig.neural.frames import Frames, frames_for_training, split_for_training
 from portraitrig.training.method import TrainingMethod
-
-TRUST_MARGIN = 10.0  # degrees of head turn beyond the training video's spread a view is trusted
-
 
 def anneal_alpha(config: Config, step: int) -> float:
     """Coarse-to-fine position after ``step`` steps (0 .. deform_freqs)."""
@@ -37,28 +34,16 @@ class AvatarMethod(TrainingMethod):
 
     def __init__(self, config: Config, frames: Frames, device, say=print):
         self.config, self.device = config, torch.device(device)
-        train_idx, held_idx = frames.split(config.holdout)
         self.frames_all = frames
-        self.train_frames, self.held = frames.subset(train_idx), frames.subset(held_idx)
         self.face_model = load_default_model().to(self.device)
-        if frames.params.model != self.face_model.id:
-            raise InputError(frames.source, f"frames fitted with face model {frames.params.model}, "
-                                            f"not {self.face_model.id}")
-        yaw, pitch = pose_spread(self.train_frames.params)
+        split = split_for_training(frames, config.holdout, self.face_model, "avatar", say)
+        self.train_frames, self.held = split.train, split.held
         n = len(self.train_frames)
         mc = dataclasses.replace(config.model, n_frames=n, image_size=frames.size,
                                  cond_dim=self.face_model.n_expr + 4,
-                                 trusted_yaw=round(yaw / 2 + TRUST_MARGIN, 1),
-                                 trusted_pitch=round(pitch / 2 + TRUST_MARGIN, 1))
+                                 trusted_yaw=split.trusted_yaw, trusted_pitch=split.trusted_pitch)
         mc.validate()
         self.mc = mc
-        if say:
-            say(f"avatar: {n} training frames, {len(self.held)} held out"
-                + (f", {frames.skipped} without a face skipped" if frames.skipped else "")
-                + f"; head turns seen: yaw {yaw:.1f} deg, pitch {pitch:.1f} deg -> novel views trusted to "
-                  f"about +-{mc.trusted_yaw:.0f} deg yaw, +-{mc.trusted_pitch:.0f} deg pitch")
-            if n < 30 or max(yaw, pitch) < 5:
-                say("avatar: warning: short video or little head motion; expect artefacts in turned views")
         self.model = AvatarModel(mc).to(self.device)
         self.images = self.train_frames.images.to(self.device)
         self.masks = self.train_frames.masks.to(self.device)
@@ -74,10 +59,7 @@ class AvatarMethod(TrainingMethod):
         config.validate()
         if init is not None:
             raise InputError(init, "the avatar trains from scratch (no --init)")
-        cache = config.frames_cache or (str(Path(work_dir) / "frames.safetensors") if work_dir is not None else None)
-        frames = data if isinstance(data, Frames) else load_frames(
-            data, config.model.image_size, config.stride, config.max_frames, cache, say)
-        return cls(config, frames, device, say=say)
+        return cls(config, frames_for_training(config, data, config.model.image_size, work_dir, say), device, say=say)
 
     def num_items(self) -> int:
         return len(self.train_frames)

@@ -14,25 +14,23 @@ first training frame's parameters, what named controls and drivers start from).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
-from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 from portraitrig.methods.avatar.config import AvatarConfig
 from portraitrig.methods.avatar.field import AvatarModel, frame_inputs
 from portraitrig.methods.avatar.rays import RigFrames, ortho_rays, pixel_ndc
 from portraitrig.methods.avatar.render import render_rays
 from portraitrig.neural.contract import NeuralRenderer
-
-MAX_YAW, MAX_PITCH = 60.0, 40.0      # degrees: view requests are clamped to these
-REF_FIELDS = ("scale", "rotation", "translation", "identity", "expression", "gaze")
+from portraitrig.neural.views import MAX_PITCH, MAX_YAW, HeadAvatar  # noqa: F401  (re-exported)
 
 
-class AvatarRenderer(NeuralRenderer):
+
+class AvatarRenderer(HeadAvatar, NeuralRenderer):
     method = "avatar"
+    kind = "an avatar"
     version = 1
     buffers: tuple[str, ...] = ()
 
@@ -42,47 +40,12 @@ class AvatarRenderer(NeuralRenderer):
         self.size = config.image_size
         self.reference = reference.to(self.device, torch.float32)[0:1]
 
-    # ---------------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        from portraitrig.neural.modelio import write_model_folder
-
-        ref = self.reference.to("cpu")
-        data = {"model": self.config.to_dict(), "face_model": ref.model,
-                "reference": {k: getattr(ref, k)[0].tolist() for k in REF_FIELDS}}
-        return write_model_folder(directory, self.method, self.version, data, self.model)
-
     @classmethod
     def from_pretrained(cls, directory: str | Path, device="cpu", **options) -> "AvatarRenderer":
-        from portraitrig.face.model import load_default_model
-        from portraitrig.neural.modelio import CONFIG, WEIGHTS, load_module, read_model_config
-
-        d = Path(directory)
-        method, version, data = read_model_config(d)
-        if method != cls.method:
-            raise InputError(d, f"a {method!r} model folder, not an avatar (use that method's command)")
-        if version != cls.version:
-            raise InputError(d / CONFIG, f"avatar model version {version}, this portraitrig reads {cls.version}")
-        try:
-            mc = AvatarConfig.from_dict(data["model"], d / CONFIG)
-            mc.validate()
-            fm = load_default_model()
-            if data.get("face_model") != fm.id:
-                raise ValueError(f"made for face model {data.get('face_model')!r}, not {fm.id}")
-            ref = RigParams.neutral(fm, 1)
-            ref = ref.replace(**{k: torch.tensor(data["reference"][k], dtype=torch.float32).reshape(
-                getattr(ref, k).shape) for k in REF_FIELDS})
-        except InputError:
-            raise
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise InputError(d / CONFIG, f"bad avatar config ({exc})") from None
-        model = load_module(lambda: AvatarModel(mc), d / WEIGHTS, device)
-        return cls(model, mc, fm.to(device), device, ref)
+        model, mc, fm, ref = cls.read_folder(directory, AvatarConfig, lambda mc, fm: AvatarModel(mc), device)
+        return cls(model, mc, fm, device, ref)
 
     # ---------------------------------------------------------------- rendering
-    def appearance(self, crops: Sequence[np.ndarray], params: RigParams, **options) -> Any:
-        """A person-specific renderer keeps nothing of other photos: None."""
-        return None
-
     @torch.no_grad()
     def render(self, params: RigParams, appearance: Any = None, *, background: str | torch.Tensor = "learned",
                rgba: bool = False, occupancy: bool = True, frames: torch.Tensor | None = None,
@@ -143,41 +106,6 @@ class AvatarRenderer(NeuralRenderer):
 
         res = render_rays(query, origins, dirs, near, far, mc.samples, occupied=occupied if occupancy else None)
         return res["rgb"], res["opacity"], res["depth"]
-
-    # ---------------------------------------------------------------- views
-    def clamp_view(self, yaw: float, pitch: float) -> tuple[float, float, list[str]]:
-        """(yaw, pitch) clamped to MAX_YAW / MAX_PITCH degrees, with notes on what was clamped
-        and on views beyond what the training video covered."""
-        notes = []
-        y = float(np.clip(yaw, -MAX_YAW, MAX_YAW))
-        p = float(np.clip(pitch, -MAX_PITCH, MAX_PITCH))
-        if (y, p) != (yaw, pitch):
-            notes.append(f"view yaw {yaw:g}, pitch {pitch:g} clamped to {y:g}, {p:g} "
-                         f"(limits +-{MAX_YAW:g}, +-{MAX_PITCH:g} degrees)")
-        if abs(y) > self.config.trusted_yaw or abs(p) > self.config.trusted_pitch:
-            notes.append(f"view yaw {y:g}, pitch {p:g} is beyond what the training video covered "
-                         f"(+-{self.config.trusted_yaw:g} yaw, +-{self.config.trusted_pitch:g} pitch): expect artefacts")
-        return y, p, notes
-
-    def view_params(self, params: RigParams, yaw: float = 0.0, pitch: float = 0.0) -> tuple[RigParams, list[str]]:
-        """``params`` with the head turned by (yaw, pitch) degrees about its own centre (clamped)."""
-        from portraitrig.edits import rotate_head
-
-        y, p, notes = self.clamp_view(yaw, pitch)
-        if y == 0 and p == 0:
-            return params, notes
-        return rotate_head(params, y, p, model=self.face_model.to(params.device)), notes
-
-    def render_views(self, params: RigParams, views: Sequence[tuple[float, float]], **options):
-        """Each item of ``params`` from each (yaw, pitch) view -> (images (B * V, C, S, S),
-        item-major, notes)."""
-        batch, notes = [], []
-        for i in range(len(params)):
-            for yaw, pitch in views:
-                p, n = self.view_params(params[i:i + 1], yaw, pitch)
-                batch.append(p)
-                notes += [x for x in n if x not in notes]
-        return self.render(RigParams.cat(batch), **options), notes
 
 
 __all__ = ["AvatarRenderer", "MAX_YAW", "MAX_PITCH"]

@@ -13,7 +13,6 @@ crops and known RigParams (synthetic data, tests).
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from portraitrig.capture.types import Crop
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams, axis_angle_to_matrix, matrix_to_axis_angle
+from portraitrig.io.imagepack import pack_images, unpack_images
 from portraitrig.neural.cache import FaceCache, build_cache
 
 FORMAT = "portraitrig.VideoData"
@@ -113,38 +113,14 @@ class VideoData:
 def encode_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 1, S, S) uint8 masks -> PNG files back to back (uint8) and their offsets (N + 1,): a
     person mask compresses ~20x (raw masks were most of a video cache's size)."""
-    from PIL import Image
-
-    blobs = []
-    for m in masks.to(torch.uint8).cpu().numpy():
-        buf = io.BytesIO()
-        Image.fromarray(m[0]).save(buf, format="PNG", compress_level=6)
-        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
-    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-    data = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
-    return torch.from_numpy(data.copy()), torch.from_numpy(offsets)
+    return pack_images(masks.to(torch.uint8)[:, 0], "PNG")
 
 
 def decode_masks(data: torch.Tensor, offsets: torch.Tensor, n: int, size: int, path) -> torch.Tensor:
     """The inverse of :func:`encode_masks`; every file must be an 8-bit grey PNG of size x size
     (checked from its header before it is decoded)."""
-    from PIL import Image
-
-    if (data.dtype != torch.uint8 or data.ndim != 1 or offsets.dtype != torch.int64 or offsets.shape != (n + 1,)
-            or int(offsets[0]) != 0 or int(offsets[-1]) != data.numel() or bool((offsets[1:] < offsets[:-1]).any())):
-        raise InputError(path, f"damaged video data: mask offsets must be {n + 1} increasing positions in the PNG bytes")
-    raw = data.numpy().tobytes()
-    out = np.empty((n, 1, size, size), np.uint8)
-    for i in range(n):
-        try:
-            im = Image.open(io.BytesIO(raw[int(offsets[i]):int(offsets[i + 1])]))
-            if im.format != "PNG" or im.mode != "L" or im.size != (size, size):
-                raise ValueError(f"a {im.format} {im.mode} image of {im.size[0]}x{im.size[1]}")
-            out[i, 0] = np.asarray(im)
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"damaged video data: person mask {i} is not an 8-bit grey "
-                                   f"{size}x{size} PNG ({exc})") from None
-    return torch.from_numpy(out)
+    out = unpack_images(data, offsets, n, (size, size), 1, path, "video data: person mask", fmt="PNG")
+    return torch.from_numpy(out)[:, None]
 
 
 # ---------------------------------------------------------------------- crops and parameters

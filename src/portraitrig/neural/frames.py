@@ -1,15 +1,18 @@
-"""Training frames of one person: aligned crops, person masks and RigParams.
+"""Training frames of one person, the avatars' data (methods ``avatar`` and ``splat``): aligned
+crops, person masks and RigParams.
 
 From a video: every ``stride``-th frame fitted with :meth:`portraitrig.pipeline.Rigger.fit_video`
 (frames without a face are skipped and counted), person masks from
 :class:`~portraitrig.capture.segment.PersonSegmenter`. Kept in one ``.safetensors`` file (a
-RigParams file whose extras are ``images`` (N, S, S, 3) uint8 and ``masks`` (N, S, S) uint8),
-so a resumed run does not fit again. The last ``holdout`` share of frames is held out.
+RigParams file whose extras are the crops and masks packed as PNG, or the crops as JPEG:
+:mod:`portraitrig.io.imagepack`; older files hold raw uint8 ``images`` (N, S, S, 3) and
+``masks`` (N, S, S)), so a resumed run does not fit again. The last ``holdout`` share of frames
+is held out.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +50,41 @@ class Frames:
         i = torch.as_tensor(list(idx), dtype=torch.long)
         return Frames(self.images[i], self.masks[i], self.params[i.tolist()], self.source, self.skipped)
 
-    def save(self, path: str | Path) -> Path:
-        return self.params.save(path, extras={"images": self.images, "masks": self.masks},
-                                meta={"kind": FRAMES_KIND, "source": self.source, "skipped": self.skipped})
+    def save(self, path: str | Path, jpeg_quality: int | None = None) -> Path:
+        """Write the frames file; masks are packed as PNG, images too, or as JPEG at
+        ``jpeg_quality`` (about 10x smaller than raw; lossy)."""
+        from portraitrig.io.imagepack import pack_images
+
+        img, img_off = pack_images(self.images, "JPEG" if jpeg_quality else "PNG", jpeg_quality or 95)
+        msk, msk_off = pack_images(self.masks, "PNG")
+        return self.params.save(path, extras={"images_packed": img, "images_offsets": img_off,
+                                              "masks_packed": msk, "masks_offsets": msk_off},
+                                meta={"kind": FRAMES_KIND, "source": self.source, "skipped": self.skipped,
+                                      "size": self.size})
 
     @classmethod
     def load(cls, path: str | Path) -> "Frames":
+        """Read a frames file: packed images and masks (:meth:`save`), or raw uint8 ``images``
+        (N, S, S, 3) and ``masks`` (N, S, S) (older files)."""
+        from portraitrig.io.imagepack import unpack_images
+
         params, extras, meta = RigParams.load(path, with_extras=True)
         if not isinstance(meta, dict) or meta.get("kind") != FRAMES_KIND:
             raise InputError(path, "not an avatar frames file (a RigParams file with images and masks)")
-        images, masks = extras.get("images"), extras.get("masks")
         n = len(params)
+        if "images_packed" in extras:
+            try:
+                size = int(meta["size"])
+                if not 1 <= size <= 8192:
+                    raise ValueError(size)
+                images = torch.from_numpy(unpack_images(extras["images_packed"], extras["images_offsets"], n,
+                                                        (size, size), 3, path, "frame image"))
+                masks = torch.from_numpy(unpack_images(extras["masks_packed"], extras["masks_offsets"], n,
+                                                       (size, size), 1, path, "person mask", fmt="PNG"))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise InputError(path, f"frames file has malformed packed images ({exc})") from None
+        else:
+            images, masks = extras.get("images"), extras.get("masks")
         if (images is None or masks is None or images.dtype != torch.uint8 or masks.dtype != torch.uint8
                 or images.ndim != 4 or images.shape[0] != n or images.shape[3] != 3
                 or tuple(masks.shape) != tuple(images.shape[:3]) or images.shape[1] != images.shape[2]):
@@ -148,4 +175,78 @@ def synthetic_frames(n: int = 8, size: int = 32, seed: int = 0) -> Frames:
     return Frames(images, masks, p, "synthetic", 0)
 
 
-__all__ = ["Frames", "load_frames", "frames_from_video", "synthetic_frames", "pose_spread", "FRAMES_KIND"]
+TRUST_MARGIN = 10.0  # degrees of head turn beyond the training video's spread a view is trusted
+
+
+@dataclass
+class FramesOptions:
+    """The run options of a method trained on frames (a base of the avatars' ``Config``)."""
+
+    holdout: float = field(default=0.2, metadata={"help": "share of the video's last frames held out of training"})
+    stride: int = field(default=1, metadata={"help": "use every N-th video frame"})
+    max_frames: int | None = field(default=None, metadata={"help": "fit at most this many video frames"})
+    frames_cache: str | None = field(default=None, metadata={
+        "help": "file (.safetensors) keeping the video's fitted frames and masks; reused when it exists",
+        "metavar": "FILE"})
+    sample_count: int = field(default=2, metadata={"help": "held-out frames in each sample picture"})
+
+    def validate_frames(self) -> None:
+        if self.stride < 1 or self.sample_count < 1:
+            raise ValueError("stride and sample_count must be positive")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout is a share of frames in [0, 1), got {self.holdout}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError("max_frames must be at least 2")
+
+
+def frames_for_training(options: FramesOptions, data, size: int, work_dir=None, say=print) -> "Frames":
+    """The frames a run trains on: ``data`` itself (Frames), a frames file, or a video (fitted and
+    kept in ``options.frames_cache``, default ``work_dir/frames.safetensors``, so a resumed run
+    does not fit again)."""
+    if isinstance(data, Frames):
+        return data
+    cache = options.frames_cache or (str(Path(work_dir) / "frames.safetensors") if work_dir is not None else None)
+    return load_frames(data, size, options.stride, options.max_frames, cache, say)
+
+
+@dataclass
+class TrainingSplit:
+    """Frames split for training (:func:`split_for_training`), with the head turns the training
+    frames cover and the views they let a renderer trust (half the spread + ``TRUST_MARGIN``)."""
+
+    train: "Frames"
+    held: "Frames"
+    trusted_yaw: float
+    trusted_pitch: float
+
+
+def split_for_training(frames: "Frames", holdout: float, face_model, name: str, say=print) -> TrainingSplit:
+    """Hold out the last ``holdout`` share, check the frames were fitted with ``face_model``,
+    and say (prefixed by ``name``) what was held out and how far novel views can be trusted,
+    with a warning for short videos or little head motion."""
+    if frames.params.model != face_model.id:
+        raise InputError(frames.source, f"frames fitted with face model {frames.params.model}, not {face_model.id}")
+    train_idx, held_idx = frames.split(holdout)
+    train, held = frames.subset(train_idx), frames.subset(held_idx)
+    yaw, pitch = pose_spread(train.params)
+    out = TrainingSplit(train, held, round(yaw / 2 + TRUST_MARGIN, 1), round(pitch / 2 + TRUST_MARGIN, 1))
+    if say:
+        say(f"{name}: {len(train)} training frames, {len(held)} held out"
+            + (f", {frames.skipped} without a face skipped" if frames.skipped else "")
+            + f"; head turns seen: yaw {yaw:.1f} deg, pitch {pitch:.1f} deg -> novel views trusted to "
+              f"about +-{out.trusted_yaw:.0f} deg yaw, +-{out.trusted_pitch:.0f} deg pitch")
+        if len(train) < 30 or max(yaw, pitch) < 5:
+            say(f"{name}: warning: short video or little head motion; expect artefacts in turned views")
+    return out
+
+
+def tiny_frames_file(directory: str | Path, n: int = 8) -> Path:
+    """A tiny synthetic frames file (32 px rendered head, changing expression) for tests."""
+    path = Path(directory) / "avatar_frames.safetensors"
+    synthetic_frames(n, 32).save(path)
+    return path
+
+
+__all__ = ["Frames", "load_frames", "frames_from_video", "synthetic_frames", "pose_spread", "FRAMES_KIND",
+           "FramesOptions", "frames_for_training", "TrainingSplit", "split_for_training", "tiny_frames_file",
+           "TRUST_MARGIN"]

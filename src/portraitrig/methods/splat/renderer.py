@@ -1,0 +1,76 @@
+"""The trained Gaussian avatar as a :class:`~portraitrig.neural.contract.NeuralRenderer`.
+
+``render(params)`` poses the Gaussians with each item's rig (the mesh Gaussians follow its
+expression and gaze, everything moves with its head pose) and rasterizes them over the learned
+background, transparent (``background="none"``; ``rgba=True`` adds the opacity as a 4th
+channel), or given images; at any ``size`` (the Gaussians are continuous). Novel views turn the
+head relative to the camera (:class:`~portraitrig.neural.views.HeadAvatar`, shared with
+the radiance-field avatar). ``backend``: "auto" (gsplat's CUDA kernels when on CUDA with gsplat
+installed), "gsplat", or "torch" (the plain reference, any device).
+
+The model folder (:mod:`portraitrig.neural.modelio`): ``model.safetensors`` (Gaussians, the
+expression MLP, background) and ``config.json`` (config and the reference rig: the first
+training frame's parameters, what named controls and drivers start from).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from portraitrig.face.params import RigParams
+from portraitrig.methods.splat.config import SplatConfig
+from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs
+from portraitrig.neural.contract import NeuralRenderer
+from portraitrig.neural.views import HeadAvatar
+
+class SplatRenderer(HeadAvatar, NeuralRenderer):
+    method = "splat"
+    kind = "a Gaussian avatar"
+    version = 1
+    buffers: tuple[str, ...] = ()
+
+    def __init__(self, model: SplatModel, config: SplatConfig, face_model, device, reference: RigParams,
+                 backend: str = "auto"):
+        if backend not in ("auto", "torch", "gsplat"):
+            raise ValueError(f"backend must be auto, torch or gsplat, got {backend!r}")
+        self.model, self.config, self.face_model = model, config, face_model
+        self.device = torch.device(device)
+        self.size = config.image_size
+        self.backend = backend
+        self.reference = reference.to(self.device, torch.float32)[0:1]
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device="cpu", backend: str = "auto",
+                        **options) -> "SplatRenderer":
+        model, mc, fm, ref = cls.read_folder(directory, SplatConfig, lambda mc, fm: SplatModel(mc, fm.faces.cpu()),
+                                             device)
+        return cls(model, mc, fm, device, ref, backend=backend)
+
+    # ---------------------------------------------------------------- rendering
+    @torch.no_grad()
+    def render(self, params: RigParams, appearance: Any = None, *, background: str | torch.Tensor = "learned",
+               rgba: bool = False, size: int | None = None, batch: int = 8, **options) -> torch.Tensor:
+        """Images (B, 3, S, S) in [0, 1] (B, 4 with ``rgba``: straight colour + opacity) of
+        ``params``. ``background``: "learned", "none" (black, i.e. premultiplied) or images
+        (B, 3, S, S); ``size``: render at another resolution (default the model's)."""
+        S = size or self.size
+        params = params.to(self.device, torch.float32)
+        rig = rig_inputs(params, self.face_model)
+        outs = []
+        for a in range(0, len(params), batch):
+            sl = slice(a, a + batch)
+            part = {k: v[sl] for k, v in rig.items()}
+            bg = background[sl].to(self.device, torch.float32) if isinstance(background, torch.Tensor) else background
+            r = render(self.model, part, S, self.backend, background=bg)
+            img = r["image"]
+            if rgba:
+                rgb, acc = r["rgb"], r["alpha"]
+                straight = torch.where(acc > 1e-4, rgb / acc.clamp_min(1e-4), torch.zeros_like(rgb))
+                img = torch.cat([straight if isinstance(background, str) and background == "none" else img, acc], 1)
+            outs.append(img.float().clamp(0, 1))
+        return torch.cat(outs)
+
+
+__all__ = ["SplatRenderer"]

@@ -1,0 +1,268 @@
+"""The Gaussian avatar: projection and rasterization against analytic cases, the mesh binding,
+the spatial prior, training on a synthetic rendered head, the avatar job on its model folder,
+and (on a CUDA machine with gsplat) the fast rasterizer against the reference."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from portraitrig.apps.avatarjob import AvatarJobConfig, run_avatar
+from portraitrig.errors import InputError
+from portraitrig.face.model import load_default_model
+from portraitrig.neural.frames import synthetic_frames
+from portraitrig.methods.splat.config import PRESETS, SplatConfig
+from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs, triangle_frames
+from portraitrig.methods.splat.method import SplatMethod
+from portraitrig.methods.splat.raster import (ALPHA_MIN, BLUR, EXTENT, gsplat_available, project, quat_to_matrix,
+                                              rasterize_gsplat, rasterize_reference)
+
+
+def one_gaussian(sigma=0.05, size=64, opacity=0.8, color=(0.2, 0.5, 0.9), cam_scale=1.0, xyz=(0.0, 0.0, 0.0)):
+    means = torch.tensor([[list(xyz)]])
+    rot = torch.eye(3)[None, None]
+    scales = torch.full((1, 1, 3), sigma)
+    pr = project(means, rot, scales, torch.tensor([[cam_scale]]), torch.eye(3)[None], torch.zeros(1, 2), size)
+    return pr, torch.tensor([[list(color)]]), torch.tensor([[opacity]])
+
+
+def test_quaternions_give_rotations():
+    q = torch.randn(10, 4)
+    R = quat_to_matrix(q)
+    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3).expand(10, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(10), atol=1e-5)
+    assert torch.allclose(quat_to_matrix(torch.tensor([2.0, 0, 0, 0])), torch.eye(3))
+
+
+def test_projection_of_an_isotropic_gaussian():
+    pr, _, _ = one_gaussian(sigma=0.05, size=64, cam_scale=2.0, xyz=(0.25, -0.5, 0.3))
+    # NDC (0.5, -1.0) -> pixels ((0.5 + 1) * 32, 0)
+    assert torch.allclose(pr["means2d"][0, 0], torch.tensor([48.0, 0.0]))
+    var = (2.0 * 0.05 * 32) ** 2 + BLUR
+    assert torch.allclose(pr["conics"][0, 0], torch.tensor([1 / var, 0.0, 1 / var]), rtol=1e-5)
+    assert pr["radii"][0, 0].tolist() == [math.ceil(EXTENT * math.sqrt(var))] * 2
+    assert float(pr["depths"][0, 0]) == pytest.approx(0.6)
+
+
+def test_projection_turns_an_elongated_gaussian_with_the_camera():
+    means, scales = torch.zeros(1, 1, 3), torch.tensor([[[0.2, 0.01, 0.01]]])
+    a = math.pi / 2  # camera rotation of 90 degrees about z: the long x axis becomes y
+    Rz = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+    pr = project(means, torch.eye(3)[None, None], scales, torch.ones(1, 1), Rz[None], torch.zeros(1, 2), 32)
+    a_, b_, c_ = pr["conics"][0, 0].tolist()
+    assert c_ < a_ / 20 and abs(b_) < 1e-4          # long along y: small y precision
+
+
+def test_off_image_gaussians_are_culled():
+    pr, col, op = one_gaussian(xyz=(5.0, 0.0, 0.0))
+    assert pr["radii"].sum() == 0
+    rgb, alpha = rasterize_reference(pr["means2d"], pr["conics"], col, op, pr["depths"], pr["radii"], 64)
+    assert float(alpha.abs().max()) == 0.0 and float(rgb.abs().max()) == 0.0
+
+
+def test_reference_rasterizer_matches_the_analytic_gaussian():
+    size = 64
+    pr, col, op = one_gaussian(sigma=0.05, size=size, opacity=0.8)
+    rgb, alpha = rasterize_reference(pr["means2d"], pr["conics"], col, op, pr["depths"], pr["radii"], size)
+    a = float(pr["conics"][0, 0, 0])
+    for j in (32, 34, 37, 40):          # pixel centres j + 0.5 at distance d from the mean at 32
+        d = j + 0.5 - 32.0
+        expect = 0.8 * math.exp(-0.5 * a * (d * d + 0.25))
+        expect = expect if expect >= ALPHA_MIN else 0.0
+        assert float(alpha[0, 31, j, 0]) == pytest.approx(expect, rel=1e-4, abs=1e-7)
+        assert torch.allclose(rgb[0, 31, j], torch.tensor([0.2, 0.5, 0.9]) * expect, atol=1e-6)
+    assert float(alpha[0, 31, 63, 0]) == 0.0   # far away: below 1/255
+
+
+def test_front_gaussian_occludes_whatever_the_input_order():
+    size = 16
+    means = torch.tensor([[[0.0, 0.0, 0.5], [0.0, 0.0, -0.5]]])      # second is nearer (smaller z)
+    scales = torch.full((1, 2, 3), 0.3)
+    pr = project(means, torch.eye(3)[None, None].expand(1, 2, 3, 3), scales, torch.ones(1, 1), torch.eye(3)[None],
+                 torch.zeros(1, 2), size)
+    cols = torch.tensor([[[1.0, 0, 0], [0, 0, 1.0]]])
+    ops = torch.tensor([[0.6, 0.7]])
+    rgb, alpha = rasterize_reference(pr["means2d"], pr["conics"], cols, ops, pr["depths"], pr["radii"], size)
+    g = [0.6 * math.exp(-0.5 * float(pr["conics"][0, 0, 0]) * 0.5), 0.7 * math.exp(-0.5 * float(pr["conics"][0, 1, 0]) * 0.5)]
+    # pixel (7, 7): centre (7.5, 7.5), 0.5 px from the means at 8 in x and y
+    assert float(rgb[0, 7, 7, 2]) == pytest.approx(g[1], rel=1e-4)
+    assert float(rgb[0, 7, 7, 0]) == pytest.approx(g[0] * (1 - g[1]), rel=1e-4)
+    assert float(alpha[0, 7, 7, 0]) == pytest.approx(1 - (1 - g[0]) * (1 - g[1]), rel=1e-4)
+    flip = [1, 0]
+    rgb2, _ = rasterize_reference(pr["means2d"][:, flip], pr["conics"][:, flip], cols[:, flip], ops[:, flip],
+                                  pr["depths"][:, flip], pr["radii"][:, flip], size)
+    assert torch.allclose(rgb, rgb2, atol=1e-6)
+
+
+def test_a_pixel_stops_when_it_is_opaque():
+    size, n = 8, 30
+    means = torch.zeros(1, n, 3)
+    means[0, :, 2] = torch.linspace(-1, 1, n)
+    pr = project(means, torch.eye(3)[None, None].expand(1, n, 3, 3), torch.full((1, n, 3), 2.0), torch.ones(1, 1),
+                 torch.eye(3)[None], torch.zeros(1, 2), size)
+    cols = torch.rand(1, n, 3, generator=torch.Generator().manual_seed(0))
+    rgb, alpha = rasterize_reference(pr["means2d"], pr["conics"], cols, torch.full((1, n), 0.95),
+                                     pr["depths"], pr["radii"], size)
+    # pixel (4, 4) is 0.5 px from every mean in x and y; T after k Gaussians is (1 - a)^k: 0.05^3 > 1e-4,
+    # 0.05^4 < 1e-4, so exactly three are composited
+    q = 0.5 * float(pr["conics"][0, 0, 0]) * 0.5
+    a = 0.95 * math.exp(-q)
+    assert float(alpha[0, 4, 4, 0]) == pytest.approx(1 - (1 - a) ** 3, abs=1e-6)
+    expect = sum(cols[0, k] * a * (1 - a) ** k for k in range(3))
+    assert torch.allclose(rgb[0, 4, 4], expect, atol=1e-5)
+    assert not torch.allclose(rgb[0, 4, 4], expect + cols[0, 3] * a * (1 - a) ** 3, atol=1e-5)
+
+
+def test_triangle_frames_are_orthonormal_and_sized():
+    verts = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0], [0, 1.0, 0]]])
+    R, k = triangle_frames(verts, torch.tensor([[0, 1, 2]]))
+    assert torch.allclose(R[0, 0], torch.eye(3), atol=1e-6)
+    assert float(k[0, 0]) == pytest.approx(1.0)  # area 1
+
+
+@pytest.fixture(scope="module")
+def model_and_rig():
+    fm = load_default_model()
+    cfg = SplatConfig(image_size=32, per_face=2, free=64, feature_dim=4, hidden=8, layers=1, cond_dim=fm.n_expr + 4)
+    fr = synthetic_frames(3, 32)
+    return fm, cfg, rig_inputs(fr.params, fm)
+
+
+def test_mesh_gaussians_follow_the_mesh(model_and_rig):
+    fm, cfg, rig = model_and_rig
+    m = SplatModel(cfg, fm.faces)
+    g = m.gaussians(rig["verts"], rig["cond"])
+    n = m.n_mesh
+    anchor = (rig["verts"][:, m.faces[m.face_index]] * m.bary[None, :, :, None]).sum(2)
+    assert torch.allclose(g["means"][:, :n], anchor, atol=1e-6)     # zero offsets: on the triangles
+    shift = torch.tensor([0.3, -0.2, 0.1])
+    g2 = m.gaussians(rig["verts"] + shift, rig["cond"])
+    assert torch.allclose(g2["means"][:, :n], g["means"][:, :n] + shift, atol=1e-5)
+    assert torch.allclose(g2["means"][:, n:], g["means"][:, n:])  # free Gaussians stay
+    # a rotated mesh turns its Gaussians
+    a = 0.4
+    Rz = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+    g3 = m.gaussians(rig["verts"] @ Rz.T, rig["cond"])
+    assert torch.allclose(g3["rot"][:, :n], Rz @ g["rot"][:, :n], atol=1e-4)
+    assert torch.allclose(g3["scales"][:, :n], g["scales"][:, :n], atol=1e-5)
+
+
+def _scramble(mlp):
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+
+
+@pytest.mark.parametrize("use_prior", [True, False])
+def test_spatial_prior_only_mesh_gaussians_see_the_expression(model_and_rig, use_prior):
+    fm, cfg, rig = model_and_rig
+    m = SplatModel(SplatConfig(**{**cfg.to_dict(), "use_prior": use_prior}), fm.faces)
+    _scramble(m.expr_mlp)
+    if not use_prior:
+        _scramble(m.free_mlp)
+    verts = rig["verts"][:1]
+    a = m.gaussians(verts, torch.zeros_like(rig["cond"][:1]))
+    b = m.gaussians(verts, torch.ones_like(rig["cond"][:1]))
+    n = m.n_mesh
+    assert not torch.allclose(a["means"][:, :n], b["means"][:, :n])
+    assert not torch.allclose(a["colors"][:, :n], b["colors"][:, :n])
+    free_same = torch.equal(a["means"][:, n:], b["means"][:, n:]) and torch.equal(a["colors"][:, n:], b["colors"][:, n:])
+    assert free_same == use_prior
+
+
+def test_mesh_offsets_are_bounded(model_and_rig):
+    fm, cfg, rig = model_and_rig
+    m = SplatModel(cfg, fm.faces)
+    with torch.no_grad():
+        m.mesh_offset.fill_(100.0)
+    g = m.gaussians(rig["verts"], rig["cond"])
+    assert float(g["mesh_offset"].detach().abs().max()) <= cfg.max_offset + 1e-5
+
+
+def test_initialisation_puts_free_gaussians_on_the_person_beside_the_face():
+    import torch.nn.functional as F
+
+    fr = synthetic_frames(6, 32)
+    face = fr.masks.clone()
+    fr.masks = (F.max_pool2d(fr.masks[:, None].float(), 9, 1, 4)[:, 0]).to(torch.uint8)  # a person around the face
+    cfg = PRESETS["tiny"]()
+    m = SplatMethod(cfg, fr, "cpu", say=None)
+    px = m._pixels(m.model.free_xyz.detach(), {k: v[:1] for k, v in m.rig.items()})
+    ij = px.round().long().clamp(0, 31)
+    assert float((m.masks[0, 0][ij[:, 1], ij[:, 0]] > 127).float().mean()) > 0.95
+    assert float((face[0][ij[:, 1], ij[:, 0]] > 127).float().mean()) < 0.1
+    # colours start from the first frame: the first render is already close to it
+    with torch.no_grad():
+        out = render(m.model, {k: v[:1] for k, v in m.rig.items()}, 32, "torch")
+    err = (out["image"][0] - m.images[0].float() / 255).abs().mean()
+    assert float(err) < 0.08
+
+
+def test_training_reduces_the_loss():
+    fr = synthetic_frames(6, 32)
+    m = SplatMethod(PRESETS["tiny"](), fr, "cpu", say=None)
+    opt = torch.optim.Adam([{"params": g["params"], "lr": 2e-3 * g["lr_scale"]} for g in m.parameter_groups()])
+    gen = torch.Generator().manual_seed(0)
+    first = last = None
+    for i in range(30):
+        loss, parts = m.loss(m.model, torch.tensor([i % 4, (i + 1) % 4]), i, gen)
+        if i < 2:
+            first = float(parts["l1"]) if first is None else (first + float(parts["l1"])) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        last = float(parts["l1"])
+    assert last < 0.8 * first
+
+
+@pytest.fixture(scope="module")
+def splat_model(tmp_path_factory):
+    from portraitrig.apps.trainjob import method_config, run_train
+    from portraitrig.methods import splat
+
+    tmp = tmp_path_factory.mktemp("splat")
+    data = splat.tiny_data(tmp)
+    return run_train("splat", data, tmp / "run", method_config("splat", "tiny"), device="cpu", progress=False)
+
+
+def test_avatar_job_renders_a_gaussian_avatar(splat_model, tmp_path):
+    s = run_avatar(splat_model, tmp_path / "o", AvatarJobConfig(orbit=3, size=48, rgba=True), spec="smile=0.5",
+                   say=None)
+    assert s.exit_code == 0 and len(s.written) == 3
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    img = np.asarray(Image.open(tmp_path / "o" / man["items"][1]["generated"]))
+    assert img.shape == (48, 48, 4)
+
+
+def test_avatar_job_refuses_a_video_model_folder(tmp_path):
+    from portraitrig.neural.modelio import write_model_folder
+
+    other = write_model_folder(tmp_path / "other", "video", 1, {}, torch.nn.Linear(2, 2))
+    with pytest.raises(InputError, match="not an avatar"):
+        run_avatar(other, tmp_path / "o", say=None)
+
+
+@pytest.mark.skipif(not gsplat_available(), reason="needs CUDA and gsplat")
+def test_gsplat_matches_the_reference():
+    torch.manual_seed(0)
+    size, n = 64, 300
+    means = (torch.rand(2, n, 3) * 2 - 1) * torch.tensor([0.8, 0.8, 0.5])
+    rot = quat_to_matrix(torch.randn(n, 4))
+    scales = torch.rand(n, 3) * 0.08 + 0.01
+    pr = project(means, rot, scales, torch.tensor([[1.0], [0.8]]), quat_to_matrix(torch.randn(2, 4) * 0.1 +
+                 torch.tensor([1.0, 0, 0, 0])), torch.tensor([[0.05, -0.02], [0.0, 0.1]]), size)
+    cols, ops = torch.rand(2, n, 3), torch.rand(2, n) * 0.9
+    ins = [pr["means2d"], pr["conics"], cols, ops, pr["depths"]]
+    ref_in = [x.clone().requires_grad_(True) for x in ins[:4]]
+    gpu_in = [x.cuda().clone().requires_grad_(True) for x in ins[:4]]
+    rgb_r, a_r = rasterize_reference(*ref_in, pr["depths"], pr["radii"], size)
+    rgb_g, a_g = rasterize_gsplat(*gpu_in, pr["depths"].cuda(), pr["radii"].cuda(), size)
+    assert torch.allclose(rgb_g.cpu(), rgb_r, atol=2e-3) and torch.allclose(a_g.cpu(), a_r, atol=2e-3)
+    w = torch.rand_like(rgb_r)
+    (rgb_r * w).sum().backward()
+    (rgb_g * w.cuda()).sum().backward()
+    for r, g in zip(ref_in, gpu_in):
+        rel = (g.grad.cpu() - r.grad).norm() / r.grad.norm().clamp_min(1e-8)
+        assert float(rel) < 0.02
