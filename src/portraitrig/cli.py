@@ -8,6 +8,7 @@
     portraitrig edit MODEL PHOTO... -o OUT      edit photos with a trained renderer
     portraitrig reenact MODEL DRIVER -o OUT     a video portrait performs a driver, relit
     portraitrig avatar MODEL -o OUT             free-viewpoint renders of an animated head
+    portraitrig serve                           a local web app (rig, edit, video, avatar tabs)
     portraitrig eval RESULTS -o OUT             metrics and an HTML report
     portraitrig heldout generate|score|sheet    a renderer on one person's held-out frames
 """
@@ -139,6 +140,26 @@ def _cmd_avatar(args) -> int:
     summary = run_avatar(args.model, args.out, cfg, driver=args.driver, spec=spec)
     print(summary.text())
     return summary.exit_code
+
+
+def _cmd_serve(args) -> int:
+    from portraitrig.apps.web import WebConfig, serve
+    from portraitrig.config import apply_arguments
+
+    try:
+        cfg = apply_arguments(WebConfig(), args)
+        cfg.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UsageError("the web app needs gradio: pip install -e .[web] (scripts/install.sh installs it)") from None
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {cfg.host}: anyone who can reach this machine can use the app", file=sys.stderr)
+    print(f"portraitrig web app on http://{cfg.host}:{cfg.port} (outputs in {cfg.out}); Ctrl+C stops it")
+    serve(cfg)
+    return 0
 
 
 # ---------------------------------------------------------------------------- parser
@@ -287,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(a, AvatarJobConfig, defaults=AvatarJobConfig(), title="views",
                          skip=("yaw", "pitch", "roll"))
     a.set_defaults(func=_cmd_avatar)
+
+    from portraitrig.apps.web import WebConfig
+
+    w = sub.add_parser("serve", help="a local web app: rig, edit, video and avatar tabs in the browser")
+    add_config_arguments(w, WebConfig, defaults=WebConfig(), title="server")
+    w.set_defaults(func=_cmd_serve)
 
     from portraitrig.eval import heldout
     from portraitrig.eval.cli import register as register_eval

@@ -53,11 +53,22 @@ def synthetic_frames(n: int = 8, size: int = 32, seed: int = 0):
 
 def tiny_data(directory: str | Path, n: int = 8) -> Path:
     """Tiny synthetic video data (32 px, n frames; :func:`synthetic_frames`) for tests of the
-    tiny preset; returns the cache path (its sidecar beside it)."""
+    tiny preset, with its target video (the crops in 64 x 48 frames, ``tiny_target.mp4``) so a
+    tiny model can reenact; returns the cache path (its sidecar beside it)."""
+    import numpy as np
+
+    from portraitrig.capture.types import Crop
+    from portraitrig.io.media import VideoWriter
     from portraitrig.methods.video.data import from_frames
 
+    d = Path(directory)
     crops, params, masks = synthetic_frames(n, 32)
-    return from_frames(crops, params, masks, fps=25.0).save(Path(directory) / "tiny_video.safetensors")
+    video = d / "tiny_target.mp4"
+    with VideoWriter(video, 25.0, crf=10) as w:
+        for c in crops:
+            w.write(np.pad(c, ((8, 8), (16, 16), (0, 0)), mode="edge"))
+    crop = Crop(np.array([[1.0, 0.0, -16.0], [0.0, 1.0, -8.0]]), 32, (64, 48))
+    return from_frames(crops, params, masks, fps=25.0, crop=crop, video=str(video)).save(d / "tiny_video.safetensors")
 
 
 __getattr__ = lazy_classes(__name__, Method="method:VideoMethod", Renderer="renderer:VideoRenderer")

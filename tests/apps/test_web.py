@@ -1,0 +1,188 @@
+"""The web app (``portraitrig serve``): its logic without a browser, and the page driven in a real
+Chromium by Playwright (Debian's ``chromium``; scripts/install.sh --test installs it). Tiny
+models of each method (trained here on the CPU) back the Edit, Video and Avatar tabs."""
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from portraitrig.apps.trainjob import method_config, run_train
+from portraitrig.apps.web import WebConfig, check_upload, find_models, load_photo, spec_text
+from portraitrig.errors import InputError
+from portraitrig.methods import METHODS
+
+
+def test_spec_text_from_the_controls():
+    assert spec_text() == ""
+    assert spec_text("direction", -60, 20, 0.5) == "light=-60,20 strength=0.5"
+    assert spec_text("left", controls={"smile": 0.8, "pucker": 0.0}, yaw=15, gaze_yaw=10) == \
+        "light=left smile=0.8 yaw=15 gaze=10,0"
+    assert spec_text("environment map", env_map="/x/sky.hdr") == "light=env:/x/sky.hdr"
+    from portraitrig.editspec import parse
+
+    s = parse(spec_text("direction", 30, 10, 0.7, controls={"smile": 0.5}, pitch=-5, gaze_pitch=3))
+    assert s.light == "30,10" and s.strength == 0.7 and s.controls == {"smile": 0.5} and s.pitch == -5
+
+
+def test_uploads_are_checked(tmp_path):
+    cfg = WebConfig(max_upload_mb=1, max_side=64)
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image at all")
+    with pytest.raises(InputError, match="fake.jpg.*not an image"):
+        load_photo(fake, cfg)
+    exe = tmp_path / "x.exe"
+    exe.write_text("MZ")
+    with pytest.raises(InputError, match="allowed photo type"):
+        check_upload(exe, (".jpg",), "photo", cfg)
+    big = tmp_path / "big.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((80, 70, 3), np.uint8)).save(big)
+    with pytest.raises(InputError, match="70x80 pixels"):
+        load_photo(big, cfg)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * 1_100_000)
+    with pytest.raises(InputError, match="1 MB upload limit"):
+        load_photo(huge, cfg)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A runs folder with a tiny model of each method (diffusion, video, splat)."""
+    root = tmp_path_factory.mktemp("web")
+    for name in ("diffusion", "video", "splat"):
+        d = root / f"{name}_data"
+        d.mkdir()
+        data = METHODS[name].module().tiny_data(d)
+        run_train(name, data, root / "runs" / name, method_config(name, "tiny"), device="cpu", progress=False)
+    return root
+
+
+def test_models_are_found_by_method_and_others_refused(runs):
+    cfg = WebConfig(runs=str(runs / "runs"), out=str(runs / "out"))
+    assert [m.split("/")[-2] for m in find_models(cfg, ("video",))] == ["video"]
+    assert len(find_models(cfg, ("avatar", "splat"))) == 1
+    from portraitrig.apps.web import avatar_view
+
+    with pytest.raises(InputError, match="not a avatar model this server offers"):
+        avatar_view(str(runs / "runs" / "video" / "model"), cfg)
+
+
+def _browser():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import gradio  # noqa: F401
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        exe = None
+    return exe
+
+
+BROWSER = _browser()
+needs_browser = pytest.mark.skipif(BROWSER is None, reason="needs gradio, playwright and Debian's chromium "
+                                                           "(scripts/install.sh --test installs them)")
+
+
+@pytest.fixture(scope="module")
+def page(runs):
+    from playwright.sync_api import sync_playwright
+
+    from portraitrig.apps.web import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = WebConfig(port=port, runs=str(runs / "runs"), out=str(runs / "out"), edit_steps=2, device="cpu")
+    app = serve(cfg, block=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        pg = browser.new_page()
+        t = time.perf_counter()
+        pg.goto(f"http://127.0.0.1:{port}/")
+        pg.wait_for_selector("#builtin")
+        pg.load_seconds = time.perf_counter() - t
+        yield pg
+        browser.close()
+    app.close()
+
+
+def _src(pg, sel):
+    return pg.evaluate(f"() => {{ const e = document.querySelector('{sel}'); return e ? e.src : null; }}")
+
+
+def _wait_src(pg, sel, old=None, timeout=120_000):
+    pg.wait_for_function(f"o => {{ const e = document.querySelector('{sel}'); return e && e.src && e.src !== o; }}",
+                         arg=old, timeout=timeout)
+    return _src(pg, sel)
+
+
+def _set_number(pg, elem_id, value):
+    box = pg.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+@needs_browser
+def test_rig_tab_fits_the_builtin_portrait_and_the_preview_follows_a_slider(page):
+    assert page.title() == "portraitrig"
+    page.click("#builtin")
+    _wait_src(page, "#crop img")
+    assert "Fitted" in page.locator("#rig-status").inner_text()
+    before = _wait_src(page, "#preview img")
+    _set_number(page, "ctrl-smile", 0.8)
+    after = _wait_src(page, "#preview img", before, timeout=20_000)
+    assert after != before
+    assert page.locator("#spec textarea").input_value() == "smile=0.8"
+    _set_number(page, "yaw", 20)
+    _wait_src(page, "#preview img", after, timeout=20_000)
+    assert page.locator("#spec textarea").input_value() == "smile=0.8 yaw=20"
+
+
+@needs_browser
+def test_a_text_file_named_jpg_shows_an_error(page, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is text, not a photo")
+    page.locator("#photo input[type=file]").set_input_files(str(fake))
+    page.wait_for_function("() => document.querySelector('#rig-status').innerText.includes('not an image')",
+                           timeout=30_000)
+    assert "holiday.jpg" in page.locator("#rig-status").inner_text()
+
+
+@needs_browser
+def test_edit_tab_edits_the_fitted_photo(page):
+    page.click("#builtin")
+    page.wait_for_function("() => document.querySelector('#rig-status').innerText.includes('Fitted')")
+    _set_number(page, "ctrl-jaw_open", 0.6)
+    page.get_by_role("tab", name="Edit").click()
+    _set_number(page, "edit-sweep", 3)
+    page.click("#edit-run")
+    _wait_src(page, "#edit-after img", timeout=180_000)
+    assert "Edited" in page.locator("#edit-status").inner_text()
+    assert _src(page, "#edit-before img")
+    assert page.locator("#edit-sweep-gallery img").count() == 3
+
+
+@needs_browser
+def test_video_tab_relights_the_target_under_an_orbiting_light(page, runs):
+    page.get_by_role("tab", name="Video").click()
+    _set_number(page, "video-orbit", 1)
+    page.click("#video-run")
+    page.wait_for_selector("#video-result video", timeout=180_000)
+    assert "frames written" in page.locator("#video-status").inner_text()
+    assert list((runs / "out").glob("video-*/result.mp4")) and list((runs / "out").glob("video-*/manifest.json"))
+
+
+@needs_browser
+def test_avatar_tab_turns_the_view_and_makes_a_turntable(page, runs):
+    page.get_by_role("tab", name="Avatar").click()
+    page.click("#avatar-run")
+    first = _wait_src(page, "#avatar-view img", timeout=60_000)
+    _set_number(page, "avatar-yaw", 25)
+    page.click("#avatar-run")
+    _wait_src(page, "#avatar-view img", first, timeout=60_000)
+    _set_number(page, "avatar-orbit", 4)
+    page.click("#avatar-video-run")
+    page.wait_for_selector("#avatar-video video", timeout=180_000)
+    assert list((runs / "out").glob("avatar-*/avatar.mp4"))
