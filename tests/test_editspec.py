@@ -23,7 +23,8 @@ def test_text_round_trip():
     assert parse(s.text()) == s and parse("") == EditSpec() and not EditSpec().changes_rig
 
 
-@pytest.mark.parametrize("bad", ["smile", "smile=x", "gaze=1", "turbo=1", "yaw=nan", "strength=0.5"])
+@pytest.mark.parametrize("bad", ["smile", "smile=x", "gaze=1", "turbo=1", "yaw=nan", "strength=0.5", "colour=1,1,1",
+                                 "light=left colour=1,1", "light=left colour=1,-1,1", "light=left colour=9,1,1"])
 def test_bad_specs_say_what_is_wrong(bad):
     with pytest.raises(ValueError):
         parse(bad)
@@ -57,3 +58,14 @@ def test_params_fn_applies_the_edits(model, tmp_path):
         parse("control:bogus=1").params_fn(model)
     with pytest.raises(InputError, match="no such environment map"):
         parse(f"light=env:{tmp_path}/missing.png").params_fn(model)
+
+
+def test_light_colour_tints_the_new_light(model):
+    p = RigParams.neutral(model, 1)
+    s = parse("light=left colour=1,0.8,0.6 absolute=1")
+    assert parse(s.text()) == s and s.colour == (1.0, 0.8, 0.6)
+    q = s.params_fn(model)(p)
+    assert torch.allclose(q.light[0], sh.preset("left") * torch.tensor([1.0, 0.8, 0.6]))
+    ap = argparse.ArgumentParser()
+    add_edit_arguments(ap)
+    assert from_args(ap.parse_args(["--light", "left", "--light-colour", "1,0.8,0.6", "--absolute-light"])) == s

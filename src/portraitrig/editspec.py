@@ -8,6 +8,7 @@ An edit spec is a list of ``key=value`` words (separated by spaces or ``;``)::
     light=other.jpg                         copy another photo's (or fit file's) light
     absolute=1                              the light as given (default: keep the photo's exposure
                                             and colour balance, only the direction changes)
+    colour=1,0.8,0.6                        tint the new light (R, G, B multipliers; warm here)
     smile=0.8 jaw_open=0.3                  named expression controls (``face.controls``)
     expression=other.jpg                    copy another photo's expression
     yaw=15 pitch=-5 roll=0                  head turn in degrees (head space)
@@ -39,6 +40,8 @@ class EditSpec:
                 "or a photo / fit file to copy the light from"})
     strength: float = field(default=1.0, metadata={"help": "blend from the photo's own light (0) to the new one (1)",
                                                    "flag": "light-strength"})
+    colour: tuple[float, float, float] | None = field(default=None, metadata={
+        "help": "tint the new light: R,G,B multipliers in 0..4 (e.g. 1,0.8,0.6 warm)", "flag": "light-colour"})
     absolute: bool = field(default=False, metadata={
         "help": "use the light as given; default: keep the photo's exposure (and, for white light, its colour "
                 "balance): relative relighting, only where the light comes from changes", "flag": "absolute-light"})
@@ -62,8 +65,11 @@ class EditSpec:
                 raise ValueError(f"control {k} must be a finite number, got {v!r}")
         if self.gaze is not None and (len(self.gaze) != 2 or not all(map(math.isfinite, self.gaze))):
             raise ValueError(f"gaze wants YAW,PITCH in degrees, got {self.gaze!r}")
-        if (self.strength != 1.0 or self.absolute) and self.light is None:
-            raise ValueError("strength / absolute light need a light")
+        if self.colour is not None and (len(self.colour) != 3 or not all(
+                math.isfinite(c) and 0 <= c <= 4 for c in self.colour)):
+            raise ValueError(f"colour wants R,G,B multipliers in 0..4, got {self.colour!r}")
+        if (self.strength != 1.0 or self.absolute or self.colour is not None) and self.light is None:
+            raise ValueError("strength / absolute / colour of a light need a light")
 
     @property
     def changes_rig(self) -> bool:
@@ -77,6 +83,8 @@ class EditSpec:
             words.append(f"light={self.light}")
             if self.strength != 1.0:
                 words.append(f"strength={self.strength:g}")
+            if self.colour is not None:
+                words.append("colour=" + ",".join(f"{c:g}" for c in self.colour))
             if self.absolute:
                 words.append("absolute=1")
         words += [f"{k}={v:g}" for k, v in self.controls.items()]
@@ -98,6 +106,11 @@ class EditSpec:
         fns = []
         if self.light is not None:
             light = self._light_source(load_params)
+            if self.colour is not None:
+                import torch
+
+                tint = torch.tensor(self.colour, dtype=torch.float32)
+                light = edits.resolve_light(light, 1) * tint
             how = {"keep_exposure": not self.absolute, "strength": self.strength}
             fns.append(lambda p: edits.relight(p, light, **how))
         if self.expression:
@@ -172,7 +185,8 @@ def _floats(text: str, n: int) -> tuple[float, ...] | None:
     return vals if all(math.isfinite(v) for v in vals) else None
 
 
-_ALIASES = {"light-strength": "strength", "absolute-light": "absolute", "expression-from": "expression",
+_ALIASES = {"light-strength": "strength", "absolute-light": "absolute", "light-colour": "colour", "color": "colour",
+            "light-color": "colour", "expression-from": "expression",
             "appearance-from": "appearance", "latent-from": "appearance"}
 
 
@@ -183,6 +197,11 @@ def _apply(kw: dict, key: str, value: str) -> None:
         kw[key] = value
     elif key == "absolute":
         kw[key] = value.lower() in ("1", "true", "yes", "on")
+    elif key == "colour":
+        c = _floats(value, 3)
+        if c is None:
+            raise ValueError(f"colour wants R,G,B multipliers, got {value!r}")
+        kw[key] = c
     elif key == "gaze":
         g = _floats(value, 2)
         if g is None:
@@ -197,7 +216,7 @@ def _apply(kw: dict, key: str, value: str) -> None:
         else:
             kw.setdefault("controls", {})[key.split(":", 1)[-1]] = v[0]
     else:
-        raise ValueError(f"unknown edit {key!r} (light, strength, absolute, {', '.join(CONTROLS)}, "
+        raise ValueError(f"unknown edit {key!r} (light, strength, colour, absolute, {', '.join(CONTROLS)}, "
                          "control:NAME, expression, yaw, pitch, roll, gaze, appearance)")
 
 
@@ -226,7 +245,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f"edit:{f.name}", action="store_true", default=None, help=f.metadata["help"])
         else:
             g.add_argument(flag, dest=f"edit:{f.name}", default=None, help=f.metadata["help"],
-                           metavar="YAW,PITCH" if f.name == "gaze" else f.name.upper())
+                           metavar={"gaze": "YAW,PITCH", "colour": "R,G,B"}.get(f.name, f.name.upper()))
     g.add_argument("--light-env", dest="edit:light_env", default=None, help="environment map of any image type")
     g.add_argument("--gaze-yaw", dest="edit:gaze_yaw", default=None, metavar="DEG", help="gaze yaw alone (pitch 0)")
     g.add_argument("--gaze-pitch", dest="edit:gaze_pitch", default=None, metavar="DEG", help="gaze pitch alone (yaw 0)")

@@ -20,10 +20,14 @@ def test_spec_text_from_the_controls():
     assert spec_text("left", controls={"smile": 0.8, "pucker": 0.0}, yaw=15, gaze_yaw=10) == \
         "light=left smile=0.8 yaw=15 gaze=10,0"
     assert spec_text("environment map", env_map="/x/sky.hdr") == "light=env:/x/sky.hdr"
+    assert spec_text("left", colour="#ffcc99") == "light=left colour=1,0.8,0.6"
+    assert spec_text("left", colour="rgb(255, 255, 255)") == "light=left"      # white: no tint
+    assert spec_text("photo", colour="#ff0000") == ""                           # no new light: nothing to tint
     from portraitrig.editspec import parse
 
-    s = parse(spec_text("direction", 30, 10, 0.7, controls={"smile": 0.5}, pitch=-5, gaze_pitch=3))
+    s = parse(spec_text("direction", 30, 10, 0.7, controls={"smile": 0.5}, pitch=-5, gaze_pitch=3, colour="#ff8000"))
     assert s.light == "30,10" and s.strength == 0.7 and s.controls == {"smile": 0.5} and s.pitch == -5
+    assert s.colour == (1.0, 0.502, 0.0)
 
 
 def test_uploads_are_checked(tmp_path):

@@ -63,10 +63,34 @@ class WebConfig:
 
 
 # ------------------------------------------------------------------ the edit spec from the controls
+def colour_multipliers(colour: str | None) -> tuple[float, float, float] | None:
+    """A colour picker's value ("#rrggbb" or "rgb(r, g, b)" / "rgba(...)") as light R,G,B
+    multipliers with the largest at 1 (None for white, black or nothing)."""
+    import re
+
+    if not colour:
+        return None
+    c = colour.strip()
+    if c.startswith("#") and len(c) in (4, 7):
+        h = c[1:] if len(c) == 7 else "".join(ch * 2 for ch in c[1:])
+        rgb = [int(h[i:i + 2], 16) for i in (0, 2, 4)]
+    else:
+        m = re.match(r"rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)", c)
+        if m is None:
+            raise ValueError(f"not a colour: {colour!r}")
+        rgb = [float(v) for v in m.groups()]
+    top = max(rgb)
+    if top <= 0 or min(rgb) == top:
+        return None
+    return tuple(round(v / top, 3) for v in rgb)
+
+
 def spec_text(light: str = "photo", azimuth: float = 0.0, elevation: float = 0.0, strength: float = 1.0,
               env_map: str | None = None, controls: dict[str, float] | None = None, yaw: float = 0.0,
-              pitch: float = 0.0, roll: float = 0.0, gaze_yaw: float = 0.0, gaze_pitch: float = 0.0) -> str:
-    """The edit-spec words (:mod:`portraitrig.editspec`) the page's controls mean."""
+              pitch: float = 0.0, roll: float = 0.0, gaze_yaw: float = 0.0, gaze_pitch: float = 0.0,
+              colour: str | None = None) -> str:
+    """The edit-spec words (:mod:`portraitrig.editspec`) the page's controls mean (``colour``: the
+    light's tint from a colour picker)."""
     words = []
     if light == "direction":
         words.append(f"light={azimuth:g},{elevation:g}")
@@ -77,6 +101,9 @@ def spec_text(light: str = "photo", azimuth: float = 0.0, elevation: float = 0.0
         words.append(f"light={light}")
     if len(words) and strength != 1.0:
         words.append(f"strength={strength:g}")
+    tint = colour_multipliers(colour) if words else None
+    if tint is not None:
+        words.append("colour=" + ",".join(f"{v:g}" for v in tint))
     words += [f"{k}={v:g}" for k, v in (controls or {}).items() if v]
     words += [f"{k}={v:g}" for k, v in (("yaw", yaw), ("pitch", pitch), ("roll", roll)) if v]
     if gaze_yaw or gaze_pitch:
@@ -362,7 +389,9 @@ def build_app(cfg: WebConfig):
                         with gr.Row():
                             az = gr.Slider(-180, 180, 0, step=1, label="azimuth (deg)", elem_id="azimuth")
                             el = gr.Slider(-90, 90, 0, step=1, label="elevation (deg)", elem_id="elevation")
-                        strength = gr.Slider(0, 1, 1, step=0.05, label="strength", elem_id="strength")
+                        with gr.Row():
+                            strength = gr.Slider(0, 1, 1, step=0.05, label="strength", elem_id="strength")
+                            tint = gr.ColorPicker("#ffffff", label="colour", elem_id="light-colour")
                         env = gr.File(label="environment map (HDR / LDR)", file_types=list(ENV_TYPES),
                                       type="filepath", height=80)
                     with gr.Accordion("expression", open=True):
@@ -382,12 +411,12 @@ def build_app(cfg: WebConfig):
                     live = gr.Image(label="live preview: shaded | normals | albedo", type="numpy", elem_id="preview")
                     spec_box = gr.Textbox(label="edit spec (the CLI's --spec words for these controls)",
                                           interactive=False, elem_id="spec")
-        controls_in = [light, az, el, strength, env, *ctrl, yaw, pitch, roll, gy, gp]
+        controls_in = [light, az, el, strength, tint, env, *ctrl, yaw, pitch, roll, gy, gp]
 
-        def spec_of(light_, az_, el_, s_, env_, *rest):
+        def spec_of(light_, az_, el_, s_, tint_, env_, *rest):
             vals = rest[:len(names)]
             y_, p_, r_, gy_, gp_ = rest[len(names):]
-            return spec_text(light_, az_, el_, s_, env_, dict(zip(names, vals)), y_, p_, r_, gy_, gp_)
+            return spec_text(light_, az_, el_, s_, env_, dict(zip(names, vals)), y_, p_, r_, gy_, gp_, tint_)
 
         def do_fit(path):
             t = time.perf_counter()
