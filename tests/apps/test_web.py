@@ -74,6 +74,42 @@ def test_models_are_found_by_method_and_others_refused(runs):
         avatar_view(str(runs / "runs" / "video" / "model"), cfg)
 
 
+def _zip(path, files: dict):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_uploaded_model_folders_are_checked_and_offered(runs, tmp_path):
+    from portraitrig.apps.web import import_model_zip
+
+    cfg = WebConfig(out=str(tmp_path / "out"))
+    model = runs / "runs" / "splat" / "model"
+    files = {f"model/{p.name}": p.read_bytes() for p in model.iterdir()}
+    d = import_model_zip(_zip(tmp_path / "gs.zip", files), cfg, ("avatar", "splat"), "avatar")
+    assert d in find_models(cfg, ("splat",)) and (tmp_path / "out" / "models").is_dir()
+    assert import_model_zip(tmp_path / "gs.zip", cfg, ("avatar", "splat"), "avatar") == d   # the same upload again
+    with pytest.raises(InputError, match="not a video model"):
+        import_model_zip(tmp_path / "gs.zip", cfg, ("video",), "video")
+    with pytest.raises(InputError, match="not a file of a model folder"):
+        import_model_zip(_zip(tmp_path / "a.zip", {**files, "../../evil.json": b"{}"}), cfg, ("splat",), "avatar")
+    with pytest.raises(InputError, match="not a file of a model folder"):
+        import_model_zip(_zip(tmp_path / "b.zip", {**files, "model/run.py": b"print(1)"}), cfg, ("splat",), "avatar")
+    with pytest.raises(InputError, match="unpacks too large"):
+        import_model_zip(_zip(tmp_path / "c.zip", {"config.json": b"{" + b" " * 5_000_000 + b"}"}), cfg,
+                         ("splat",), "avatar")
+    bad = tmp_path / "d.zip"
+    bad.write_text("not a zip")
+    with pytest.raises(InputError, match="d.zip.*not a zip"):
+        import_model_zip(bad, cfg, ("splat",), "avatar")
+    with pytest.raises(InputError, match="not a model folder"):
+        import_model_zip(_zip(tmp_path / "e.zip", {"config.json": b"{}"}), cfg, ("splat",), "avatar")
+    assert not list((tmp_path / "out" / "models").glob("*.part"))
+
+
 def _browser():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -152,6 +188,13 @@ def test_a_text_file_named_jpg_shows_an_error(page, tmp_path):
     page.wait_for_function("() => document.querySelector('#rig-status').innerText.includes('not an image')",
                            timeout=30_000)
     assert "holiday.jpg" in page.locator("#rig-status").inner_text()
+    from PIL import Image
+
+    Image.fromarray(np.full((200, 160, 3), 128, np.uint8)).save(tmp_path / "wall.png")
+    page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "wall.png"))
+    page.wait_for_function("() => document.querySelector('#rig-status').innerText.includes('no face')",
+                           timeout=30_000)
+    assert "wall.png" in page.locator("#rig-status").inner_text()
 
 
 @needs_browser
@@ -190,3 +233,19 @@ def test_avatar_tab_turns_the_view_and_makes_a_turntable(page, runs):
     page.click("#avatar-video-run")
     page.wait_for_selector("#avatar-video video", timeout=180_000)
     assert list((runs / "out").glob("avatar-*/avatar.mp4"))
+
+
+@needs_browser
+def test_a_model_folder_uploaded_as_a_zip_is_offered(page, runs, tmp_path):
+    model = runs / "runs" / "splat" / "model"
+    z = _zip(tmp_path / "my_avatar.zip", {f"model/{p.name}": p.read_bytes() for p in model.iterdir()})
+    page.get_by_role("tab", name="Avatar").click()
+    page.locator("#avatar-zip input[type=file]").set_input_files(str(z))
+    page.wait_for_function("() => document.querySelector('#avatar-status').innerText.includes('unpacked')",
+                           timeout=60_000)
+    assert "models" in page.locator("#avatar-model input").input_value()
+    bad = tmp_path / "notes.zip"
+    bad.write_text("plain text")
+    page.locator("#avatar-zip input[type=file]").set_input_files(str(bad))
+    page.wait_for_function("() => document.querySelector('#avatar-status').innerText.includes('not a zip')",
+                           timeout=60_000)

@@ -15,7 +15,9 @@ Every job writes into its own folder under ``out`` with the CLI's manifest. Limi
 needs: upload size (``max_upload_mb``), image and video sides (``max_side``), video length
 (``max_video_s``), allowed file types; uploads are decoded by portraitrig's readers (nothing is
 unpickled or executed); Gradio's upload cache is cleaned hourly. Model folders are picked from
-those found under ``runs`` (and ``model``), never typed in. Long jobs run one at a time in
+those found under ``runs`` (and ``model``), never typed in, or uploaded as a .zip of a model
+folder (:func:`import_model_zip`: only a model folder's own files, size-checked, unpacked under
+``out/models``). Long jobs run one at a time in
 Gradio's queue. The server binds to 127.0.0.1 unless ``host`` says otherwise.
 
 The functions below the config (``fit_photo``, ``preview``, ``edit_photo``, ``reenact``,
@@ -234,8 +236,9 @@ def find_models(cfg: WebConfig, methods: tuple[str, ...]) -> list[str]:
 
     found = set()
     candidates = [Path(cfg.model)] if cfg.model else []
-    if cfg.runs and Path(cfg.runs).is_dir():
-        candidates += [p.parent for p in sorted(Path(cfg.runs).glob("**/config.json"))][:500]
+    for root in (Path(cfg.runs) if cfg.runs else None, Path(cfg.out) / MODELS_DIR):
+        if root is not None and root.is_dir():
+            candidates += [p.parent for p in sorted(root.glob("**/config.json"))][:500]
     for d in candidates:
         try:
             method, _, _ = read_model_config(d)
@@ -244,6 +247,65 @@ def find_models(cfg: WebConfig, methods: tuple[str, ...]) -> list[str]:
         if method in methods:
             found.add(str(d))
     return sorted(found)
+
+
+MODELS_DIR = "models"                               # uploaded model folders, under out/
+MODEL_FILES = ("config.json", "model.safetensors", "target.safetensors")
+MAX_MODEL_BYTES = 4 << 30                            # uncompressed size of an uploaded model folder
+
+
+def import_model_zip(path: str | Path | None, cfg: WebConfig, methods: tuple[str, ...], what: str) -> str:
+    """An uploaded model folder (a .zip of RUN/model) unpacked under ``out/models/`` and checked:
+    only a model folder's own files (config.json, model.safetensors, target.safetensors) at the
+    top or in one folder, no links, at most ``MAX_MODEL_BYTES`` unpacked and at most 200x
+    compression; the folder must be a model of ``methods``. Returns its path (offered from then
+    on). The weights are safetensors and the config JSON: nothing is unpickled or run."""
+    import hashlib
+    import shutil
+    import stat
+    import zipfile
+
+    from portraitrig.neural.modelio import read_model_config
+
+    p = check_upload(path, (".zip",), "model folder (.zip)", cfg)
+    try:
+        zf = zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError):
+        raise InputError(p.name, "not a zip file") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        tops = {Path(m.filename).parts[0] for m in members if len(Path(m.filename).parts) > 1}
+        total = 0
+        for m in members:
+            parts = Path(m.filename).parts
+            if (m.filename.startswith(("/", "\\")) or ".." in parts or len(parts) > 2
+                    or (len(parts) == 2 and len(tops) != 1) or parts[-1] not in MODEL_FILES):
+                raise InputError(p.name, f"{m.filename!r} is not a file of a model folder "
+                                         f"({', '.join(MODEL_FILES)}, at the top or in one folder)")
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise InputError(p.name, f"{m.filename!r} is a link")
+            total += m.file_size
+            if m.file_size > 200 * max(m.compress_size, 1) or total > MAX_MODEL_BYTES:
+                raise InputError(p.name, "unpacks too large (a model folder is at most "
+                                         f"{MAX_MODEL_BYTES >> 30} GB, compressed at most 200x)")
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        dest = Path(cfg.out) / MODELS_DIR / digest
+        if not dest.is_dir():
+            tmp = dest.with_name(dest.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for m in members:
+                with zf.open(m) as src, open(tmp / Path(m.filename).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.rename(dest)
+    try:
+        method, _, _ = read_model_config(dest)
+    except InputError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InputError(p.name, f"not a model folder ({exc})") from None
+    if method not in methods:
+        raise InputError(p.name, f"a {method!r} model, not a {what} model")
+    return str(dest)
 
 
 def _allowed_model(model_dir: str | None, cfg: WebConfig, methods: tuple[str, ...], what: str) -> str:
@@ -286,9 +348,10 @@ def edit_photo(fit: Fit, spec: str, model_dir: str | None, cfg: WebConfig,
 
 def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: str = "photo",
             azimuth: float = 0.0, elevation: float = 0.0, orbit_s: float = 0.0, max_frames: int | None = None,
-            env_map: str | None = None) -> tuple[Path, Path, str]:
+            env_map: str | None = None, target_video: str | None = None) -> tuple[Path, Path, str]:
     """A video renderer's target driven by ``driver`` (None: by itself, to relight it): paths of
-    result.mp4 and compare.mp4, and the job's summary text."""
+    result.mp4 and compare.mp4, and the job's summary text. ``target_video``: the target's video
+    when it is not where the model says (an uploaded model)."""
     from portraitrig.apps.reenactjob import ReenactConfig, run_reenact
 
     model_dir = _allowed_model(model_dir, cfg, ("video",), "video")
@@ -300,8 +363,9 @@ def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: st
         light_spec = str(check_upload(env_map, ENV_TYPES, "environment map", cfg))
     elif light not in ("photo", "environment map"):
         light_spec = light
+    tv = None if target_video is None else str(check_video(target_video, cfg))
     rc = ReenactConfig(light=light_spec, light_orbit=orbit_s or None, self_drive=drv is None, device=cfg.device,
-                       max_frames=max_frames)
+                       max_frames=max_frames, target_video=tv)
     out = job_dir(cfg, "video")
     summary = run_reenact(model_dir, drv, out, rc, progress=True, say=None)
     return out / "result.mp4", out / "compare.mp4", summary.text()
@@ -450,6 +514,8 @@ def build_app(cfg: WebConfig):
             with gr.Row():
                 edit_model = gr.Dropdown(find_models(cfg, ("diffusion",)), label="DiffusionRig model",
                                          elem_id="edit-model")
+                edit_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                                   type="filepath", height=80, elem_id="edit-zip")
                 sweep_n = gr.Number(0, label="light sweep: directions (0: none)", minimum=0, maximum=16,
                                     precision=0, elem_id="edit-sweep")
                 edit_btn = gr.Button("edit the photo", variant="primary", elem_id="edit-run")
@@ -481,6 +547,11 @@ def build_app(cfg: WebConfig):
             with gr.Row():
                 with gr.Column():
                     vid_model = gr.Dropdown(find_models(cfg, ("video",)), label="video model", elem_id="video-model")
+                    vid_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                                      type="filepath", height=80, elem_id="video-zip")
+                    vid_target = gr.File(label="the target's video (for an uploaded model)",
+                                         file_types=list(VIDEO_TYPES), type="filepath", height=80,
+                                         elem_id="video-target")
                     driver = gr.File(label="driver video (empty: the target drives itself)",
                                      file_types=list(VIDEO_TYPES), type="filepath", elem_id="video-driver")
                     v_light = gr.Dropdown(list(LIGHTS), value="photo", label="light", elem_id="video-light")
@@ -495,14 +566,15 @@ def build_app(cfg: WebConfig):
                     v_result = gr.Video(label="result", elem_id="video-result")
                     v_compare = gr.Video(label="driver | target | result", elem_id="video-compare")
 
-        def do_reenact(model_dir, drv, light_, az_, el_, env_, orbit_, progress=gr.Progress(track_tqdm=True)):
+        def do_reenact(model_dir, drv, target_, light_, az_, el_, env_, orbit_, progress=gr.Progress(track_tqdm=True)):
             try:
-                res, comp, text = reenact(model_dir, drv, cfg, light_, az_, el_, float(orbit_ or 0), env_map=env_)
+                res, comp, text = reenact(model_dir, drv, cfg, light_, az_, el_, float(orbit_ or 0), env_map=env_,
+                                          target_video=target_)
             except (InputError, ValueError) as exc:
                 return None, None, _message(exc)
             return str(res), str(comp), f"```\n{text}\n```"
 
-        v_btn.click(do_reenact, [vid_model, driver, v_light, v_az, v_el, v_env, v_orbit],
+        v_btn.click(do_reenact, [vid_model, driver, vid_target, v_light, v_az, v_el, v_env, v_orbit],
                     [v_result, v_compare, v_status])
 
         with gr.Tab("Avatar", id="avatar"):
@@ -510,6 +582,8 @@ def build_app(cfg: WebConfig):
                 with gr.Column():
                     av_model = gr.Dropdown(find_models(cfg, AVATAR_METHODS), label="avatar model",
                                            elem_id="avatar-model")
+                    av_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                                     type="filepath", height=80, elem_id="avatar-zip")
                     av_yaw = gr.Slider(-60, 60, 0, step=1, label="view yaw (deg)", elem_id="avatar-yaw")
                     av_pitch = gr.Slider(-40, 40, 0, step=1, label="view pitch (deg)", elem_id="avatar-pitch")
                     av_ctrl = [gr.Slider(-1, 1, 0, step=0.05, label=n, elem_id=f"avatar-{n}") for n in names]
@@ -543,6 +617,19 @@ def build_app(cfg: WebConfig):
         for c in (av_yaw, av_pitch, *av_ctrl):
             c.release(do_view, av_inputs, [av_img, av_status], show_progress="hidden", trigger_mode="always_last")
         av_video_btn.click(do_av_video, [av_model, av_orbit, av_driver, *av_ctrl], [av_video, av_status])
+        def importer(methods, what):
+            def run(path):
+                try:
+                    d = import_model_zip(path, cfg, methods, what)
+                except InputError as exc:
+                    return gr.update(), _message(exc), None
+                return (gr.update(choices=find_models(cfg, methods), value=d), f"Model unpacked into `{d}`.",
+                        None)  # the upload box empties, ready for another
+            return run
+
+        edit_zip.upload(importer(("diffusion",), "DiffusionRig"), edit_zip, [edit_model, edit_status, edit_zip])
+        vid_zip.upload(importer(("video",), "video"), vid_zip, [vid_model, v_status, vid_zip])
+        av_zip.upload(importer(AVATAR_METHODS, "avatar"), av_zip, [av_model, av_status, av_zip])
     app.queue(default_concurrency_limit=1)
     app.portraitrig_theme = theme
     return app
