@@ -11,23 +11,22 @@ Rasterization composites the Gaussians front to back per pixel: ``alpha = min(0.
 opacity * exp(-q))`` with ``q = d^T conic d / 2``, ignored below 1/255; a pixel stops before the
 Gaussian that would bring its transmittance to 1e-4 or below. :func:`rasterize_reference`
 evaluates every Gaussian at every pixel (CPU, tests, the reference);
-:func:`rasterize_gsplat` is the fast path (gsplat's tiled CUDA kernels, forward and backward),
-taken on CUDA when gsplat is installed. Each Gaussian's pixel radius is 3.33 sigma per axis
+:func:`portraitrig.accel.splat.rasterize_gsplat` is the fast path (gsplat's tiled CUDA kernels,
+forward and backward), taken on CUDA when gsplat is installed (``pip install -e .[gaussians]``). Each Gaussian's pixel radius is 3.33 sigma per axis
 (where ``exp(-q)`` reaches 1/255), so the tiles a Gaussian is drawn in hold every pixel the
 reference would change.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from portraitrig.accel.splat import gsplat_available, rasterize_gsplat  # noqa: F401  (re-exported)
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 T_MIN = 1e-4
 EXTENT = 3.33          # radius in sigmas: exp(-EXTENT^2 / 2) ~ 1/255
 BLUR = 0.3             # px^2 added to every 2D covariance
-TILE = 16
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -109,34 +108,6 @@ def rasterize_reference(means2d: torch.Tensor, conics: torch.Tensor, colors: tor
         out_c.append(torch.cat(cs).reshape(size, size, C))
         out_a.append(torch.cat(alphas).reshape(size, size, 1))
     return torch.stack(out_c), torch.stack(out_a)
-
-
-def gsplat_available() -> bool:
-    """Whether the fast path can run: CUDA and the gsplat package (its kernels build on first use)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def rasterize_gsplat(means2d: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-                     opacities: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, size: int,
-                     tile: int = TILE) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`rasterize_reference` on gsplat's tiled CUDA kernels (same arguments and results)."""
-    from gsplat.cuda._wrapper import isect_offset_encode, isect_tiles, rasterize_to_pixels
-
-    B = means2d.shape[0]
-    tiles = math.ceil(size / tile)
-    # gsplat sorts by the depth's float bits: keep the keys positive, order unchanged
-    key = (depths - depths.amin(1, keepdim=True) + 1.0).detach().float().contiguous()
-    _, isect_ids, flatten_ids = isect_tiles(means2d.detach().float().contiguous(), radii.contiguous(), key,
-                                            tile, tiles, tiles)
-    offsets = isect_offset_encode(isect_ids, B, tiles, tiles)
-    return rasterize_to_pixels(means2d.float(), conics.float(), colors.float(), opacities.float(), size, size,
-                               tile, offsets, flatten_ids)
 
 
 def rasterize(means2d, conics, colors, opacities, depths, radii, size: int, backend: str = "auto"):
