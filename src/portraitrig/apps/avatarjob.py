@@ -83,8 +83,9 @@ class AvatarJobSummary:
 
 def orbit_views(n: int, yaw: float, pitch: float) -> list[tuple[float, float]]:
     """n (yaw, pitch) degrees on a figure of eight through the frontal view: yaw = Y sin(th),
-    pitch = P sin(2 th), th = 2 pi k / n."""
-    return [(yaw * math.sin(2 * math.pi * k / n), pitch * math.sin(4 * math.pi * k / n)) for k in range(n)]
+    pitch = P sin(2 th), th = 2 pi k / n (rounded to 1e-6 degrees, so exact zeros read as 0)."""
+    return [(round(yaw * math.sin(2 * math.pi * k / n), 6) + 0.0, round(pitch * math.sin(4 * math.pi * k / n), 6) + 0.0)
+            for k in range(n)]
 
 
 def drive(reference, driver, relative: bool = True):
