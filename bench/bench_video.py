@@ -433,6 +433,28 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def end_to_end(model: Path, driver: Path, out: Path, workers: list[int], max_frames: int | None,
+               device: str) -> dict:
+    """The issue's end-to-end reenactment: a driver VIDEO (fitted in ``workers`` processes, MediaPipe
+    on the CPU) through render, paste-back and H.264 with audio, timed as one call of
+    :func:`portraitrig.apps.reenactjob.run_reenact` per worker count (the first run also loads
+    the model and warms the GPU: it is run once more untimed first)."""
+    from portraitrig.apps.reenactjob import ReenactConfig, run_reenact
+    from portraitrig.io.video import video_info
+
+    info = video_info(driver)
+    res: dict = {"driver": str(driver), "driver_seconds": round(info.duration_s, 2), "driver_size": [info.width, info.height],
+                 "driver_fps": info.fps, "runs": {}}
+    run_reenact(model, driver, out / "e2e_warm", ReenactConfig(max_frames=8, device=device), progress=False, say=None)
+    for w in workers:
+        t = time.perf_counter()
+        summary = run_reenact(model, driver, out / f"e2e_w{w}", ReenactConfig(workers=w, max_frames=max_frames,
+                                                                              device=device), progress=False, say=None)
+        res["runs"][str(w)] = {"seconds": round(time.perf_counter() - t, 2), "frames": summary.frames,
+                               "driver_frames": summary.driver_frames, "held_frames": summary.held_frames}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -460,6 +482,13 @@ def main() -> None:
     f.add_argument("--size", type=int, default=256)
     f.add_argument("--fps-frames", type=int, default=100)
     f.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    e = sub.add_parser("e2e", help="a driver video reenacted end to end (fits in N processes) with OUT/run/model; "
+                                   "adds to OUT/video.json (needs mediapipe and PyAV)")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--driver", type=Path, required=True, help="a driver video (the issue: 10 s, 25 fps, 512²)")
+    e.add_argument("--workers", default="1,8", help="fitting processes, comma-separated")
+    e.add_argument("--max-frames", type=int)
+    e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     c = sub.add_parser("score", help="CPU side: re-fits, identity, stability, relighting of a run's OUT")
     c.add_argument("--dir", type=Path, default=Path(".devdata/video"))
     c.add_argument("--out", type=Path, required=True)
@@ -489,6 +518,14 @@ def main() -> None:
                          a.fps_frames))
         write_json(a.out / "video.json", res)
         print(table(res))
+        return
+    if a.cmd == "e2e":
+        path = a.out / "video.json"
+        res = json.loads(path.read_text()) if path.is_file() else {}
+        res["end_to_end"] = end_to_end(a.out / "run" / "model", a.driver, a.out, [int(w) for w in a.workers.split(",")],
+                                       a.max_frames, a.device)
+        write_json(path, res)
+        print(json.dumps(res["end_to_end"], indent=1))
         return
     if a.cmd == "score":
         res = score(a.dir, a.out, a.size, a.max_frames)

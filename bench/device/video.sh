@@ -14,11 +14,16 @@
 # reenact.tar (the reenactment videos + parameters), logs.tar; then, here, after untarring
 # reenact.tar into the same folder: `python bench/bench_video.py score --out FILES_AT` (re-fits,
 # identity, stability, relighting). ~9 min with the defaults; FRAMES=N driver frames (250).
+# With E2E_DRIVER=VIDEO (carry it) and .whlx/site.tar.xz (PyAV + mediapipe: bench/device/pack_site.sh)
+# also the end-to-end reenactment of that driver video, fits included, in E2E_WORKERS processes
+# (default 1,8), after the speed figures.
 #   bash bench/device/video.sh [DIR] [MIN] [STAGE1_CACHE] [S1] [S2]
 set -o pipefail
 DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safetensors}; S1=${4:-3.5}; S2=${5:-2}
 . bench/device/setup.sh || exit 1
-if ls .whlav/*.whl >/dev/null 2>&1; then
+if [ -f .whlx/site.tar.xz ]; then
+  tar -C /tmp/site -xJf .whlx/site.tar.xz || exit 1
+elif ls .whlav/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlav/*.whl || exit 1
 fi
 QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$'
@@ -32,6 +37,11 @@ CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py run --dir "$DIR" --out "$OUT
 wait   # the speed figures after the baseline is done: no other process on the host
 CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py fps --dir "$DIR" --out "$OUT" 2>&1 | grep -v -E "$QUIET" | tail -12
 grep -v -E "$QUIET" "$OUT/baseline.log" 2>/dev/null | tail -3
+if [ -n "${E2E_DRIVER:-}" ]; then
+  CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py e2e --out "$OUT" --driver "$E2E_DRIVER" \
+    --workers "${E2E_WORKERS:-1,8}" 2>&1 | grep -v -E "$QUIET" | tail -25
+  rm -rf "$OUT"/e2e_*
+fi
 # what comes back: at most 8 files, so the videos and logs travel as two tar files
 (cd "$OUT" && tar -cf reenact.tar reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 \
    reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null; \

@@ -52,6 +52,25 @@ def test_uploads_are_checked(tmp_path):
         load_photo(huge, cfg)
 
 
+def test_driver_videos_are_checked(tmp_path):
+    from portraitrig.apps.web import check_video
+    from portraitrig.io.media import VideoWriter
+
+    path = tmp_path / "drv.mp4"
+    with VideoWriter(path, 25.0) as w:
+        for _ in range(50):                      # 2 s of 96 x 64
+            w.write(np.zeros((64, 96, 3), np.uint8))
+    assert check_video(path, WebConfig()) == path
+    with pytest.raises(InputError, match="drv.mp4.*longer than the 1-second limit"):
+        check_video(path, WebConfig(max_video_s=1))
+    with pytest.raises(InputError, match="96x64 video: larger than the 64-pixel limit"):
+        check_video(path, WebConfig(max_side=64))
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("no video here")
+    with pytest.raises(InputError, match="clip.mp4"):
+        check_video(bad, WebConfig())
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A runs folder with a tiny model of each method (diffusion, video, splat)."""

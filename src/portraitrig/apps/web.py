@@ -154,8 +154,8 @@ def check_video(path: str | Path, cfg: WebConfig) -> Path:
     info = video_info(p)
     if max(info.width, info.height) > cfg.max_side:
         raise InputError(p.name, f"{info.width}x{info.height} video: larger than the {cfg.max_side}-pixel limit")
-    if info.duration and info.duration > cfg.max_video_s:
-        raise InputError(p.name, f"{info.duration:.0f} s long: longer than the {cfg.max_video_s:g}-second limit")
+    if info.duration_s and info.duration_s > cfg.max_video_s:
+        raise InputError(p.name, f"{info.duration_s:.0f} s long: longer than the {cfg.max_video_s:g}-second limit")
     return p
 
 
