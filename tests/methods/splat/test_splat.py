@@ -236,6 +236,22 @@ def test_avatar_job_renders_a_gaussian_avatar(splat_model, tmp_path):
     assert img.shape == (48, 48, 4)
 
 
+def test_a_damaged_mesh_binding_is_refused(splat_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from portraitrig.methods.splat.renderer import SplatRenderer
+
+    bad = tmp_path / "bad"
+    shutil.copytree(splat_model, bad)
+    w = load_file(bad / "model.safetensors")
+    w["face_index"] = w["face_index"] + 10_000
+    save_file(w, bad / "model.safetensors")
+    with pytest.raises(InputError, match="model.safetensors.*mesh binding"):
+        SplatRenderer.from_pretrained(bad)
+
+
 def test_avatar_job_refuses_a_video_model_folder(tmp_path):
     from portraitrig.neural.modelio import write_model_folder
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 from portraitrig.methods.splat.config import SplatConfig
 from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs
@@ -46,6 +47,7 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
                         **options) -> "SplatRenderer":
         model, mc, fm, ref = cls.read_folder(directory, SplatConfig, lambda mc, fm: SplatModel(mc, fm.faces.cpu()),
                                              device)
+        check_binding(model, fm, Path(directory) / "model.safetensors")
         return cls(model, mc, fm, device, ref, backend=backend)
 
     # ---------------------------------------------------------------- rendering
@@ -73,4 +75,17 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
         return torch.cat(outs)
 
 
-__all__ = ["SplatRenderer"]
+def check_binding(model: SplatModel, face_model, path) -> None:
+    """The mesh binding a model folder stores must be the face model's: its triangles, parent
+    indices in range, barycentric weights in [0, 1] summing to 1 (else an InputError naming the
+    weights file: a damaged or hostile folder would otherwise fail deep inside rendering)."""
+    faces = face_model.faces.to(model.faces.device)
+    ok = (model.faces.shape == faces.shape and bool(torch.equal(model.faces, faces.long()))
+          and bool(((model.face_index >= 0) & (model.face_index < faces.shape[0])).all())
+          and bool(((model.bary >= -1e-6) & (model.bary <= 1 + 1e-6)).all())
+          and bool(((model.bary.sum(-1) - 1).abs() < 1e-4).all()))
+    if not ok:
+        raise InputError(path, "the Gaussians' mesh binding (faces, face_index, bary) does not fit the face model")
+
+
+__all__ = ["SplatRenderer", "check_binding"]
