@@ -30,6 +30,15 @@ def test_spec_text_from_the_controls():
     assert s.colour == (1.0, 0.502, 0.0)
 
 
+def test_serve_settings_are_checked(capsys):
+    from cli_run import error_line, run_cli
+
+    for args, problem in ((["--port", "70000"], "port"), (["--max-side", "10"], "max_side"),
+                          (["--max-upload-mb", "0"], "max_upload_mb")):
+        code, _, err = run_cli(["serve", *args], capsys)
+        assert code == 2 and problem in error_line(err)
+
+
 def test_uploads_are_checked(tmp_path):
     cfg = WebConfig(max_upload_mb=1, max_side=64)
     fake = tmp_path / "fake.jpg"
