@@ -175,3 +175,11 @@ def test_symlink_loops_are_input_errors(tmp_path):
         child(tmp_path, "loop", "x.png", source="manifest.json")
     with pytest.raises(InputError, match="manifest.json"):
         confined("loop/x.png", tmp_path, "manifest.json")
+
+
+def test_confined_refuses_names_the_file_system_would_not_take(tmp_path):
+    with pytest.raises(InputError, match="too long"):
+        confined("." * 300, tmp_path, tmp_path / "manifest.json")
+    with pytest.raises(InputError, match="too long"):
+        confined("/".join(["d" * 200] * 25), tmp_path, tmp_path / "manifest.json")
+    assert confined("a" * 255, tmp_path, tmp_path / "m.json") == (tmp_path / ("a" * 255)).resolve()

@@ -82,11 +82,15 @@ def child(out_dir: str | Path, *parts: object, source: str | Path | None = None)
     return path
 
 
+NAME_MAX, PATH_MAX = 255, 4096   # bytes: the longest file name / path Linux file systems take
+
+
 def confined(path_text: object, root: str | Path, what: str | Path) -> Path:
     """The file ``path_text`` (a relative path read from the file ``what``) inside ``root``,
     symlinks resolved. Absolute paths, drive or UNC names, NUL, and paths that lead outside
     ``root`` raise ``InputError(what, "... points outside the results folder ...")``; a path
-    that is not text or is empty raises InputError too. The file need not exist."""
+    that is not text, is empty or is longer than the file system allows raises InputError too.
+    The file need not exist."""
     if not isinstance(path_text, str) or not path_text.strip():
         raise InputError(what, f"file name {path_text!r} is not a relative path")
     shown = _shown(path_text)
@@ -99,6 +103,9 @@ def confined(path_text: object, root: str | Path, what: str | Path) -> Path:
     real = _resolve(base / path_text, what)
     if real == base or not real.is_relative_to(base):
         raise InputError(what, f"{shown} points outside the results folder {root}")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in real.parts) or len(os.fsencode(str(real))) > PATH_MAX:
+        # the file system would refuse it (ENAMETOOLONG), even in Path.is_file()
+        raise InputError(what, f"file name {shown} is too long")
     return real
 
 
