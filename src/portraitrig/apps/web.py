@@ -27,12 +27,14 @@ wires them to the page.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from portraitrig.apps.avatarjob import AVATAR_METHODS
 from portraitrig.errors import InputError
 
 PHOTO_TYPES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -194,21 +196,29 @@ class Fit:
     size: int
 
 
+_RIGGERS: dict[int, object] = {}
+_RIGGER_LOCK = threading.Lock()
+
+
 def fit_photo(path: str | Path | None, cfg: WebConfig, size: int = 256) -> Fit:
     """Fit an uploaded photo (None: the built-in portrait)."""
     from portraitrig.capture.align import paste_back
     from portraitrig.pipeline import Rigger
     from portraitrig.render.buffers import overlay_mesh
 
-    if path is None:
+    from portraitrig.io.images import read_image
+
+    if path is None:  # our own file: no upload limits
         path = builtin_portrait(cfg)
-        image = load_photo(path, WebConfig(max_side=100_000, max_upload_mb=10_000))
+        image = read_image(path)
     else:
         image = load_photo(path, cfg)
-    with Rigger(crop_size=size) as rigger:
+    with _RIGGER_LOCK:
+        if size not in _RIGGERS:  # one rigger per crop size, kept: MediaPipe's graphs load once
+            _RIGGERS[size] = Rigger(crop_size=size)
+        rigger = _RIGGERS[size]
         fit = rigger.fit_image(image, Path(path).name)
-        model = rigger.model
-    over_crop = overlay_mesh(fit.crop_image, fit.params, model, size)
+    over_crop = overlay_mesh(fit.crop_image, fit.params, rigger.model, size)
     over = paste_back(image, over_crop, fit.crop, feather=0.02)
     return Fit(str(path), fit.params, fit.crop_image, over, size)
 
@@ -288,7 +298,8 @@ def import_model_zip(path: str | Path | None, cfg: WebConfig, methods: tuple[str
             if m.file_size > 200 * max(m.compress_size, 1) or total > MAX_MODEL_BYTES:
                 raise InputError(p.name, "unpacks too large (a model folder is at most "
                                          f"{MAX_MODEL_BYTES >> 30} GB, compressed at most 200x)")
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        with open(p, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
         dest = Path(cfg.out) / MODELS_DIR / digest
         if not dest.is_dir():
             tmp = dest.with_name(dest.name + ".part")
@@ -309,9 +320,20 @@ def import_model_zip(path: str | Path | None, cfg: WebConfig, methods: tuple[str
 
 
 def _allowed_model(model_dir: str | None, cfg: WebConfig, methods: tuple[str, ...], what: str) -> str:
+    """``model_dir`` if it is one the server offers (:func:`find_models`: ``model``, or a model
+    folder of ``methods`` under ``runs`` or the uploaded ones), checked without scanning them all."""
+    from portraitrig.neural.modelio import read_model_config
+
     if not model_dir:
         raise InputError(None, f"pick a {what} model (serve --runs DIR finds them)")
-    if model_dir not in find_models(cfg, methods):
+    d = Path(model_dir).resolve()
+    roots = [Path(r).resolve() for r in (cfg.runs, Path(cfg.out) / MODELS_DIR) if r]
+    offered = (cfg.model is not None and d == Path(cfg.model).resolve()) or any(d.is_relative_to(r) for r in roots)
+    try:
+        method = read_model_config(d)[0] if offered else None
+    except InputError:
+        method = None
+    if method not in methods:
         raise InputError(model_dir, f"not a {what} model this server offers")
     return model_dir
 
@@ -384,15 +406,13 @@ def _avatar(model_dir: str, cfg: WebConfig):
     return _avatars[model_dir]
 
 
-AVATAR_METHODS = ("avatar", "splat")
-
-
 def avatar_view(model_dir: str | None, cfg: WebConfig, yaw: float = 0.0, pitch: float = 0.0,
                 controls: dict[str, float] | None = None, size: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The avatar's reference rig with named ``controls``, seen from (yaw, pitch): (image, notes)."""
     import torch
 
     from portraitrig.editspec import parse
+    from portraitrig.neural.contract import to_uint8
 
     model_dir = _allowed_model(model_dir, cfg, AVATAR_METHODS, "avatar")
     r = _avatar(model_dir, cfg)
@@ -401,13 +421,14 @@ def avatar_view(model_dir: str | None, cfg: WebConfig, yaw: float = 0.0, pitch: 
     params = fn(r.reference) if fn is not None else r.reference
     with torch.no_grad():
         imgs, notes = r.render_views(params, [(yaw, pitch)], size=size)
-    return (imgs[0, :3].clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy(), notes
+    return to_uint8(imgs[:1, :3])[0], notes
 
 
 def avatar_video(model_dir: str | None, cfg: WebConfig, driver: str | None = None, orbit: int = 0,
                  controls: dict[str, float] | None = None) -> tuple[Path, str]:
     """A turntable (``orbit`` views) or a driver's performance as an mp4: (path, summary text)."""
     from portraitrig.apps.avatarjob import AvatarJobConfig, run_avatar
+    from portraitrig.training.loop import default_device
 
     model_dir = _allowed_model(model_dir, cfg, AVATAR_METHODS, "avatar")
     drv = None if driver is None else str(check_video(driver, cfg))
@@ -415,7 +436,7 @@ def avatar_video(model_dir: str | None, cfg: WebConfig, driver: str | None = Non
         raise InputError(None, "give a driver video or a turntable of at least 2 views")
     out = job_dir(cfg, "avatar")
     spec = spec_text(controls=controls) or None
-    s = run_avatar(model_dir, out, AvatarJobConfig(orbit=orbit, video=True, device=cfg.device or "cpu"),
+    s = run_avatar(model_dir, out, AvatarJobConfig(orbit=orbit, video=True, device=str(default_device(cfg.device))),
                    driver=drv, spec=spec, say=None)
     if s.exit_code != 0 or not s.written:
         raise InputError(model_dir, "; ".join(s.failed) or "nothing was rendered")

@@ -55,4 +55,12 @@ class TrainingMethod(ABC):
         return (self.model,)
 
 
-__all__ = ["TrainingMethod"]
+def unwrap(net: nn.Module) -> nn.Module:
+    """The model under the loop's DDP / torch.compile wrappers (for a method's own helpers that
+    are not the forward pass)."""
+    while hasattr(net, "module") or hasattr(net, "_orig_mod"):
+        net = getattr(net, "module", None) or net._orig_mod
+    return net
+
+
+__all__ = ["TrainingMethod", "unwrap"]

@@ -22,7 +22,7 @@ from portraitrig.methods.avatar.field import AvatarModel, frame_inputs
 from portraitrig.methods.avatar.rays import RigFrames, ortho_rays, pixel_ndc
 from portraitrig.methods.avatar.render import composite, sample_along
 from portraitrig.neural.frames import Frames, frames_for_training, split_for_training
-from portraitrig.training.method import TrainingMethod
+from portraitrig.training.method import TrainingMethod, unwrap
 
 def anneal_alpha(config: Config, step: int) -> float:
     """Coarse-to-fine position after ``step`` steps (0 .. deform_freqs)."""
@@ -93,7 +93,7 @@ class AvatarMethod(TrainingMethod):
         M = head.shape[0]
         res = composite(out["sigma"][:M].view(B * R, n), out["rgb"][:M].view(B * R, n, 3), t,
                         delta / rig.scale[item])                                       # head-space lengths
-        bg = _module(net).background(ndc.reshape(-1, 2))
+        bg = unwrap(net).background(ndc.reshape(-1, 2))
         rgb = res["rgb"] + (1 - res["opacity"][:, None]) * bg
         photo = ((rgb - gt.reshape(-1, 3)) ** 2).mean()
         occ = ((res["opacity"] - mask.reshape(-1)) ** 2).mean()
@@ -128,13 +128,6 @@ class AvatarMethod(TrainingMethod):
         pick = torch.linspace(0, len(self.train_frames) - 1, 8, device=self.device).long().unique()
         r.model.update_occupancy(self.rig.cond[pick], self.rig.verts[pick])
         return r.save_pretrained(directory)
-
-
-def _module(net):
-    """The model under DDP / compile wrappers."""
-    while hasattr(net, "module") or hasattr(net, "_orig_mod"):
-        net = getattr(net, "module", None) or net._orig_mod
-    return net
 
 
 __all__ = ["AvatarMethod", "anneal_alpha"]

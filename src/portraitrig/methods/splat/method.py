@@ -27,7 +27,7 @@ from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs, 
 from portraitrig.methods.splat.raster import project
 from portraitrig.neural.frames import Frames, frames_for_training, split_for_training
 from portraitrig.neural.losses import ssim_torch
-from portraitrig.training.method import TrainingMethod
+from portraitrig.training.method import TrainingMethod, unwrap
 
 class SplatMethod(TrainingMethod):
     name = "splat"
@@ -146,7 +146,7 @@ class SplatMethod(TrainingMethod):
     def loss(self, net, idx, step, generator):
         cfg = self.config
         rig = take(self.rig, idx)
-        out = render(_module(net), rig, self.size, cfg.backend, net=net)
+        out = render(unwrap(net), rig, self.size, cfg.backend, net=net)
         target = self.images[idx].float() / 255
         mask = self.masks[idx].float() / 255
         pred = out["image"].float()
@@ -161,7 +161,7 @@ class SplatMethod(TrainingMethod):
         occ = ((out["alpha"].float() - mask) ** 2).mean()
         off = (out["mesh_offset"] ** 2).sum(-1).mean()
         expr = (out["expr_offset"] ** 2).sum(-1).mean()
-        big = _module(net).scale_excess()
+        big = unwrap(net).scale_excess()
         total = (total + cfg.mask_weight * occ + cfg.offset_weight * off + cfg.expression_weight * expr
                  + cfg.scale_weight * big)
         parts.update(mask=occ.detach(), offset=off.detach())
@@ -186,13 +186,6 @@ class SplatMethod(TrainingMethod):
 
     def export(self, ema, directory: Path) -> Path:
         return self._renderer(ema).save_pretrained(directory)
-
-
-def _module(net):
-    """The model under DDP / compile wrappers."""
-    while hasattr(net, "module") or hasattr(net, "_orig_mod"):
-        net = getattr(net, "module", None) or net._orig_mod
-    return net
 
 
 __all__ = ["SplatMethod"]
