@@ -153,8 +153,9 @@ def _cmd_serve(args) -> int:
         raise UsageError(str(exc)) from None
     try:
         import gradio  # noqa: F401
-    except ImportError:
-        raise UsageError("the web app needs gradio: pip install -e .[web] (scripts/install.sh installs it)") from None
+    except ImportError as exc:
+        raise UsageError(f"the web app needs gradio ({exc}): pip install -e .[web] (scripts/install.sh "
+                         "installs it)") from None
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {cfg.host}: anyone who can reach this machine can use the app", file=sys.stderr)
     print(f"portraitrig web app on http://{cfg.host}:{cfg.port} (outputs in {cfg.out}); Ctrl+C stops it")

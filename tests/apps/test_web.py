@@ -102,6 +102,37 @@ def test_models_are_found_by_method_and_others_refused(runs):
         avatar_view(str(runs / "runs" / "video" / "model"), cfg)
 
 
+def test_edits_reuse_one_loaded_model_and_write_the_jobs_files(runs, tmp_path, monkeypatch):
+    import json
+
+    from portraitrig.apps import editjob, web
+
+    cfg = WebConfig(runs=str(runs / "runs"), out=str(tmp_path / "out"), device="cpu", edit_steps=2)
+    model = str(runs / "runs" / "diffusion" / "model")
+    loads = []
+    real = editjob.load_editor
+    monkeypatch.setattr(editjob, "load_editor", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(web, "_editors", {})
+    monkeypatch.setattr(web, "_edit_subjects", {})
+    assert web.warm_editor(str(runs / "runs" / "video" / "model"), cfg) is None   # not a DiffusionRig model
+    web.warm_editor(model, cfg, wait=True)                                        # loaded once, in the background
+    assert loads == [model] and model in web._editors
+    fit = web.fit_photo(None, cfg)
+    photos = []
+    for smile in (0.5, 0.9):
+        before, after, sweep, out = web.edit_photo(fit, spec_text(controls={"smile": smile}), model, cfg,
+                                                   light_sweep=2)
+        assert before == web.builtin_portrait(cfg) and after.is_file() and after.parent == out
+        assert len(sweep) == 2 and all(p.is_file() for p in sweep)
+        items = json.loads((out / "manifest.json").read_text())["items"]
+        assert [it["edit"] for it in items] == ["reconstruction", "edit", "light00", "light01"]
+        photos.append(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(after)))
+    assert loads == [model]                                  # no second load for the later edits
+    assert photos[0].shape == photos[1].shape and not np.array_equal(photos[0], photos[1])
+    with pytest.raises(InputError, match="no edit to make"):
+        web.edit_photo(fit, "", model, cfg)
+
+
 def _zip(path, files: dict):
     import zipfile
 

@@ -9,6 +9,7 @@ as an image, and the summary lists it.
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -84,16 +85,27 @@ def build_edits(spec: EditSpec, renderer, light_sweep: int = 0) -> list:
     return edits
 
 
-def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, spec: EditSpec,
-             config: EditJobConfig | None = None) -> EditJobSummary:
+def load_editor(model_dir: str | Path, config: EditJobConfig | None = None):
+    """The renderer ``run_edit`` uses for ``model_dir`` under ``config`` (device, batch, fast
+    path): load it once to run many edits (the web app keeps one)."""
     import torch
 
     from portraitrig.methods import load_renderer
-    from portraitrig.neural.contract import side_by_side
 
     cfg = config or EditJobConfig()
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    renderer = load_renderer(model_dir, device=device, max_batch=cfg.batch, fast=None if cfg.fast else False)
+    return load_renderer(model_dir, device=device, max_batch=cfg.batch, fast=None if cfg.fast else False)
+
+
+def run_edit(model_dir: str | Path, photos: Sequence, out_dir: str | Path, spec: EditSpec,
+             config: EditJobConfig | None = None, renderer=None) -> EditJobSummary:
+    """Edit ``photos`` (paths of photos or parameter files, or ``neural.contract.Subject``s
+    already fitted) into ``out_dir``. ``renderer``: one from ``load_editor(model_dir, config)``
+    (default: loaded here)."""
+    from portraitrig.neural.contract import Subject, side_by_side
+
+    cfg = config or EditJobConfig()
+    renderer = renderer if renderer is not None else load_editor(model_dir, cfg)
     try:
         edits = build_edits(spec, renderer, cfg.light_sweep)
     except ValueError as exc:  # an edit the face model does not have (--control bogus=1)
@@ -109,6 +121,9 @@ def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, 
         summary.failed.append(message)
 
     for photo in photos:  # a photo without a face is reported; the others are edited
+        if isinstance(photo, Subject):
+            subjects.append(photo)
+            continue
         try:
             if Path(photo).suffix in (".safetensors", ".npz"):  # made for this renderer's face model?
                 from portraitrig.face.params import RigParams
@@ -137,31 +152,41 @@ def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, 
                 fail(s.source, str(err) if isinstance(err, InputError) else
                      printable(f"{s.source}: {err.__class__.__name__}: {err}"))
     photos_out, items, used = [], [], set()
-    for res in results:
-        stem = safe_name(Path(res.source.split("#", 1)[0]).stem, "photo")
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        # the input crop and its own parameters: the reference and the floor for `portraitrig eval`
-        ref = write_image(out / f"{stem}.input.png", res.input_crop).name if res.input_crop is not None else None
-        ref_params = None
-        files = {}
-        first = len(items)
-        for name, crop, full, params in zip(res.names, res.crops, res.pasted, res.params):
-            files[name] = write_image(out / f"{stem}.{name}.png", crop).name
-            if full is not None:
-                write_image(out / f"{stem}.{name}.full.png", full)
-            pfile = params.save(out / f"{stem}.{name}.safetensors").name
-            if name == "reconstruction":
-                ref_params = pfile
-            items.append({"id": f"{stem}.{name}", "source": res.source, "edit": name, "generated": files[name],
-                          "reference": ref, "requested_params": pfile})
-        for it in items[first:]:
-            it["reference_params"] = ref_params
-        write_image(out / f"{stem}.sheet.png", side_by_side(res))
-        photos_out.append({"source": res.source, "stem": stem, "edits": files,
-                           "pasted": all(f is not None for f in res.pasted)})
-        summary.photos += 1
+    # the images are encoded in parallel (PIL lets go of the GIL): the manifest waits for them all
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        writes = []
+
+        def put(name: str, image) -> str:
+            writes.append(pool.submit(write_image, out / name, image))
+            return name
+
+        for res in results:
+            stem = safe_name(Path(res.source.split("#", 1)[0]).stem, "photo")
+            while stem in used:
+                stem += "_"
+            used.add(stem)
+            # the input crop and its own parameters: the reference and the floor for `portraitrig eval`
+            ref = put(f"{stem}.input.png", res.input_crop) if res.input_crop is not None else None
+            ref_params = None
+            files = {}
+            first = len(items)
+            for name, crop, full, params in zip(res.names, res.crops, res.pasted, res.params):
+                files[name] = put(f"{stem}.{name}.png", crop)
+                if full is not None:
+                    put(f"{stem}.{name}.full.png", full)
+                pfile = params.save(out / f"{stem}.{name}.safetensors").name
+                if name == "reconstruction":
+                    ref_params = pfile
+                items.append({"id": f"{stem}.{name}", "source": res.source, "edit": name, "generated": files[name],
+                              "reference": ref, "requested_params": pfile})
+            for it in items[first:]:
+                it["reference_params"] = ref_params
+            put(f"{stem}.sheet.png", side_by_side(res))
+            photos_out.append({"source": res.source, "stem": stem, "edits": files,
+                               "pasted": all(f is not None for f in res.pasted)})
+            summary.photos += 1
+        for w in writes:
+            w.result()
     # "items" follows portraitrig.eval's results layout: `portraitrig eval OUT --refit` scores it
     write_json(out / "manifest.json", {"tool": "portraitrig edit", "model": str(model_dir), "method": renderer.method,
                                        "edit": spec.text(), "steps": cfg.steps, "inversion": cfg.inversion,
@@ -169,4 +194,4 @@ def run_edit(model_dir: str | Path, photos: Sequence[str], out_dir: str | Path, 
     return summary
 
 
-__all__ = ["EditJobConfig", "EditJobSummary", "build_edits", "run_edit"]
+__all__ = ["EditJobConfig", "EditJobSummary", "build_edits", "load_editor", "run_edit"]

@@ -338,34 +338,90 @@ def _allowed_model(model_dir: str | None, cfg: WebConfig, methods: tuple[str, ..
     return model_dir
 
 
+_editors: dict[str, object] = {}
+_edit_subjects: dict[str, object] = {}
+_EDIT_LOCK = threading.Lock()   # one edit (or warm-up) at a time on the one loaded model
+MAX_EDIT_SUBJECTS = 16
+
+
+def _editor(model_dir: str, photo: str, job):
+    """The DiffusionRig renderer of ``model_dir`` (one in memory at a time: loaded, and on a GPU
+    compiled, once) and ``photo`` fitted for it (the last few photos kept). Call it holding
+    ``_EDIT_LOCK``."""
+    from portraitrig.apps.editjob import load_editor
+
+    if model_dir not in _editors:
+        _editors.clear()
+        _edit_subjects.clear()
+        _editors[model_dir] = load_editor(model_dir, job)
+    renderer = _editors[model_dir]
+    if photo not in _edit_subjects:
+        while len(_edit_subjects) >= MAX_EDIT_SUBJECTS:
+            _edit_subjects.pop(next(iter(_edit_subjects)))
+        _edit_subjects[photo] = renderer.subject(photo)
+    return renderer, _edit_subjects[photo]
+
+
+def warm_editor(model_dir: str | None, cfg: WebConfig, wait: bool = False) -> threading.Thread | None:
+    """Load ``model_dir`` and run one edit of the built-in portrait in a background thread, so
+    that a visitor's first edit does not wait for the load and (on a GPU) the compilation of the
+    fast path (about 1.5 minutes on an H200 for the 256 model). Edits wait for it. None when the
+    folder is not a DiffusionRig model this server offers."""
+    from portraitrig.apps.editjob import EditJobConfig
+
+    try:
+        model_dir = _allowed_model(model_dir, cfg, ("diffusion",), "DiffusionRig")
+    except InputError:
+        return None
+
+    def run():
+        from portraitrig.editspec import parse
+        from portraitrig.neural.contract import Edit
+
+        with _EDIT_LOCK:
+            try:
+                renderer, subject = _editor(model_dir, str(builtin_portrait(cfg)), EditJobConfig(device=cfg.device))
+                fn = parse("smile=0.1").params_fn(renderer.face_model)
+                renderer.edit([subject], [Edit("reconstruction"), Edit("edit", fn)], steps=cfg.edit_steps)
+            except Exception as exc:  # noqa: BLE001 - a warm-up failure shows again, clearly, at the first edit
+                print(f"portraitrig serve: warming up {model_dir} failed: {exc}")
+
+    thread = threading.Thread(target=run, name="portraitrig-warm-editor", daemon=True)
+    thread.start()
+    if wait:
+        thread.join()
+    return thread
+
+
 def edit_photo(fit: Fit, spec: str, model_dir: str | None, cfg: WebConfig,
-               light_sweep: int = 0) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray], Path]:
-    """The photo edited by a DiffusionRig model: (the photo, the edited photo pasted back (None
-    without an edit), the light sweep's photos (``light_sweep`` directions, left to right, with
-    the other edits), the job folder)."""
+               light_sweep: int = 0) -> tuple[Path, Path | None, list[Path], Path]:
+    """The photo edited by a DiffusionRig model, as the job's files: (the photo, the edited
+    photo pasted back (None without an edit), the light sweep's photos (``light_sweep``
+    directions, left to right, with the other edits), the job folder)."""
     import json
 
     from portraitrig.apps.editjob import EditJobConfig, run_edit
     from portraitrig.editspec import parse
-    from portraitrig.io.images import read_image
 
     model_dir = _allowed_model(model_dir, cfg, ("diffusion",), "DiffusionRig")
     if not spec and not light_sweep:
         raise InputError(None, "move a control or ask for a light sweep first: there is no edit to make")
     out = job_dir(cfg, "edit")
-    summary = run_edit(model_dir, [fit.photo], out, parse(spec),
-                       EditJobConfig(steps=cfg.edit_steps, light_sweep=light_sweep, device=cfg.device))
+    job = EditJobConfig(steps=cfg.edit_steps, light_sweep=light_sweep, device=cfg.device)
+    with _EDIT_LOCK:
+        renderer, subject = _editor(model_dir, fit.photo, job)
+        summary = run_edit(model_dir, [subject], out, parse(spec), job, renderer=renderer)
     if summary.failed:
         raise InputError(Path(fit.photo).name, summary.failed[0])
 
     def pasted(item):
         full = out / (item["generated"][:-len(".png")] + ".full.png")
-        return read_image(full if full.is_file() else out / item["generated"])
+        return full if full.is_file() else out / item["generated"]
 
     items = json.loads((out / "manifest.json").read_text())["items"]
     edited = [pasted(it) for it in items if it["edit"] == "edit"]
     sweep = [pasted(it) for it in items if it["edit"].startswith("light")]
-    return read_image(fit.photo), (edited[0] if edited else None), sweep, out
+    return Path(fit.photo), (edited[0] if edited else None), sweep, out
 
 
 def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: str = "photo",
@@ -524,7 +580,7 @@ def build_app(cfg: WebConfig):
         fit_outputs = [fit_state, overlay, crop, live, status]
         # the upload box empties again after each photo, ready for the next (the fit shows the photo)
         photo.upload(lambda path: (*do_fit(path), None), photo, [*fit_outputs, photo])
-        builtin.click(lambda: do_fit(None), None, fit_outputs)
+        builtin.click(lambda: do_fit(None), None, fit_outputs, api_name="fit_builtin")
         for c in controls_in:
             c.change(do_preview, [fit_state, *controls_in], [live, spec_box, status], show_progress="hidden",
                      trigger_mode="always_last", queue=False)
@@ -550,18 +606,17 @@ def build_app(cfg: WebConfig):
         def do_edit(f, model_dir, n_sweep, *vals, progress=gr.Progress(track_tqdm=True)):
             if f is None:
                 return None, None, None, None, _message(InputError(None, "fit a photo in the Rig tab first"))
+            t = time.perf_counter()
             try:
                 a, b, sweep, out = edit_photo(f, spec_of(*vals), model_dir, cfg, int(n_sweep or 0))
             except (InputError, ValueError) as exc:
                 return None, None, None, None, _message(exc)
-            from portraitrig.io.atomic import write_image
-
-            path = write_image(out / "edited.png", b) if b is not None else None
-            return (a, b, sweep or None, str(path) if path else None,
-                    f"Edited; outputs (with the CLI's manifest) in `{out}`.")
+            b = str(b) if b is not None else None  # the job's PNGs go to the page as they are
+            return (str(a), b, [str(p) for p in sweep] or None, b,
+                    f"Edited in {time.perf_counter() - t:.2f} s; outputs (with the CLI's manifest) in `{out}`.")
 
         edit_btn.click(do_edit, [fit_state, edit_model, sweep_n, *controls_in],
-                       [before, after, sweep_gallery, edit_file, edit_status])
+                       [before, after, sweep_gallery, edit_file, edit_status], api_name="edit")
 
         with gr.Tab("Video", id="video"):
             gr.Markdown("A video renderer's target performs a driver video, or (no driver) relights itself.")
@@ -649,6 +704,8 @@ def build_app(cfg: WebConfig):
             return run
 
         edit_zip.upload(importer(("diffusion",), "DiffusionRig"), edit_zip, [edit_model, edit_status, edit_zip])
+        # a picked model loads (and compiles) in the background while the visitor sets up the edit
+        edit_model.change(lambda m: warm_editor(m, cfg) and None, edit_model, None, queue=False)
         vid_zip.upload(importer(("video",), "video"), vid_zip, [vid_model, v_status, vid_zip])
         av_zip.upload(importer(AVATAR_METHODS, "avatar"), av_zip, [av_model, av_status, av_zip])
     app.queue(default_concurrency_limit=1)
@@ -664,6 +721,9 @@ def serve(cfg: WebConfig, block: bool = True):
     cfg.validate()
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     app = build_app(cfg)
+    models = find_models(cfg, ("diffusion",))
+    if models:  # the Edit tab's first choice
+        warm_editor(models[0], cfg)
     app.launch(server_name=cfg.host, server_port=cfg.port or None, max_file_size=f"{cfg.max_upload_mb}mb",
                allowed_paths=[str(Path(cfg.out).resolve())], prevent_thread_lock=not block, quiet=not block,
                show_error=True, theme=app.portraitrig_theme, footer_links=[], ssr_mode=False)
@@ -671,4 +731,4 @@ def serve(cfg: WebConfig, block: bool = True):
 
 
 __all__ = ["WebConfig", "spec_text", "check_upload", "load_photo", "check_video", "fit_photo", "preview",
-           "find_models", "edit_photo", "reenact", "avatar_view", "avatar_video", "build_app", "serve", "Fit"]
+           "find_models", "edit_photo", "warm_editor", "reenact", "avatar_view", "avatar_video", "build_app", "serve", "Fit"]

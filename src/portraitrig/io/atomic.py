@@ -153,6 +153,9 @@ def write_image(path: str | Path, image, quality: int = 95) -> Path:
         arr = arr[..., 0]
     path = Path(path)
     with atomic_path(path) as tmp:
-        kw = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+        # PNG at zlib level 1: 3x faster to write than PIL's default (6), ~10 % larger
+        suffix = path.suffix.lower()
+        kw = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else (
+            {"compress_level": 1} if suffix == ".png" else {})
         Image.fromarray(arr).save(tmp, **kw)
     return path
