@@ -7,7 +7,8 @@ background and the face change when only the expression changes. Prints a table,
 ``--driver PARAMS``, frames driven by another clip's fitted rig, each with its requested rig) to
 --out. ``--score OUT`` then re-fits those renders where mediapipe and dlib are installed (head
 pose of the views against the requested, expression of the driven frames against the real-frame
-floor, identity against the same-person level) and adds ``score.json``.
+floor, identity against the same-person level), breaks the held-out error down (inside the face
+mesh / the rest of the person; how much a global misplacement explains) and adds ``score.json``.
 
     python bench/bench_avatar.py --frames .devdata/avatar_d10_256.safetensors --out OUT \
         --minutes 3.5 --ablation-minutes 3.5 --device cuda
@@ -92,7 +93,7 @@ def heldout_metrics(r, held: Frames, out: Path, n_max: int = 40, keep: list | No
         from portraitrig.eval.image import image_metrics
     except ImportError as exc:  # scikit-image missing on the machine
         return {"error": f"portraitrig.eval.image unavailable: {exc}"}
-    idx = np.linspace(0, len(held) - 1, min(n_max, len(held))).round().astype(int).tolist()
+    idx = heldout_idx(len(held), n_max)
     rows, mets = [], []
     for k, i in enumerate(idx):
         gen = u8(r.render(held.params[i:i + 1])[0])
@@ -190,6 +191,62 @@ def expression_change(r, params, out: Path, name: str) -> dict:
             "background_pixels_changed_gt2": round(float((diff[~face] > 2).float().mean()), 4)}
 
 
+def heldout_idx(n: int, n_max: int = 40) -> list[int]:
+    """The held-out frames ``heldout_metrics`` renders (evenly spread, at most ``n_max``)."""
+    return np.linspace(0, n - 1, min(n_max, n)).round().astype(int).tolist()
+
+
+def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model) -> dict:
+    """Where the held-out error is: PSNR (pooled over the frames) inside the face mesh and on the
+    rest of the person, and how much of it a global misplacement explains: the masked PSNR after
+    the best similarity transform (scale 0.96..1.04, shifts up to 8 px, per frame) of each render,
+    with the mean scale and shift it took. A large gain means the rig's camera (pose, scale) of
+    those frames and the real head disagree, not the renderer's appearance."""
+    from portraitrig.render.buffers import render_buffers
+
+    S = held.size
+    with torch.no_grad():
+        face = render_buffers(held.params[idx], face_model, size=S, names=("mask",))["mask"][:, 0].numpy() > 0.5
+    se_face = se_rest = n_face = n_rest = 0.0
+    base, best, scales, shifts = [], [], [], []
+    for k, i in enumerate(idx):
+        g = torch.from_numpy(np.array(gen[k])).float().permute(2, 0, 1)[None] / 255
+        ref = held.images[i].float().permute(2, 0, 1)[None] / 255
+        m = held.masks[i].float()[None, None] / 255
+        err = ((g - ref) ** 2).mean(1)[0].numpy()
+        mk = m[0, 0].numpy()
+        se_face += float((err * mk * face[k]).sum())
+        n_face += float((mk * face[k]).sum())
+        se_rest += float((err * mk * ~face[k]).sum())
+        n_rest += float((mk * ~face[k]).sum())
+
+        def psnr(x):
+            return -10 * np.log10(max(float((((x - ref) ** 2).mean(1, keepdim=True) * m).sum() / m.sum()), 1e-10))
+
+        b, arg = psnr(g), (1.0, 0, 0)
+        top = b
+        for sc in np.linspace(0.96, 1.04, 9):
+            for dx in range(-8, 9, 2):
+                for dy in range(-8, 9, 2):
+                    th = torch.tensor([[[1 / sc, 0, -2 * dx / S], [0, 1 / sc, -2 * dy / S]]], dtype=torch.float32)
+                    warped = F.grid_sample(g, F.affine_grid(th, list(g.shape), align_corners=False),
+                                           padding_mode="border", align_corners=False)
+                    v = psnr(warped)
+                    if v > top:
+                        top, arg = v, (float(sc), dx, dy)
+        base.append(b)
+        best.append(top)
+        scales.append(arg[0])
+        shifts.append(float(np.hypot(arg[1], arg[2])))
+    return {"psnr_face_mesh": round(float(-10 * np.log10(se_face / max(n_face, 1))), 2),
+            "psnr_person_outside_face_mesh": round(float(-10 * np.log10(se_rest / max(n_rest, 1))), 2),
+            "person_share_in_face_mesh": round(n_face / max(n_face + n_rest, 1), 3),
+            "psnr_masked": round(float(np.mean(base)), 2),
+            "psnr_masked_best_similarity": round(float(np.mean(best)), 2),
+            "best_similarity_mean_scale": round(float(np.mean(scales)), 3),
+            "best_similarity_mean_shift_px": round(float(np.mean(shifts)), 2)}
+
+
 def score(out: Path, frames: Frames, size: int) -> dict:
     """Re-fit what ``renders.tar`` holds (needs mediapipe and dlib): see the module docstring."""
     import io
@@ -251,6 +308,9 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         res[name] = r
     if "views" in res and "pose_error_deg" in res["views"]:
         res["views"]["requested"] = VIEWS
+    if "heldout" in groups:
+        imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
+        res["heldout_breakdown"] = heldout_breakdown(imgs, held, heldout_idx(len(held))[:len(imgs)], rigger.model)
     write_json(out / "score.json", res)
     print(json.dumps(res, indent=1))
     return res
