@@ -117,6 +117,7 @@ def test_edits_reuse_one_loaded_model_and_write_the_jobs_files(runs, tmp_path, m
     assert web.warm_editor(str(runs / "runs" / "video" / "model"), cfg) is None   # not a DiffusionRig model
     web.warm_editor(model, cfg, wait=True)                                        # loaded once, in the background
     assert loads == [model] and model in web._editors
+    assert web.warm_editor(model, cfg) is None                                    # already loaded: nothing to do
     fit = web.fit_photo(None, cfg)
     photos = []
     for smile in (0.5, 0.9):

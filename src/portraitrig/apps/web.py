@@ -365,13 +365,16 @@ def _editor(model_dir: str, photo: str, job):
 def warm_editor(model_dir: str | None, cfg: WebConfig, wait: bool = False) -> threading.Thread | None:
     """Load ``model_dir`` and run one edit of the built-in portrait in a background thread, so
     that a visitor's first edit does not wait for the load and (on a GPU) the compilation of the
-    fast path (about 1.5 minutes on an H200 for the 256 model). Edits wait for it. None when the
-    folder is not a DiffusionRig model this server offers."""
+    fast path (about 2 minutes cold on an H200 for the 256 model). Edits wait for it. None when
+    there is nothing to warm: the folder is not a DiffusionRig model this server offers, or it is
+    the one loaded."""
     from portraitrig.apps.editjob import EditJobConfig
 
     try:
         model_dir = _allowed_model(model_dir, cfg, ("diffusion",), "DiffusionRig")
     except InputError:
+        return None
+    if model_dir in _editors:
         return None
 
     def run():
