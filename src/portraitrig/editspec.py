@@ -142,19 +142,28 @@ class EditSpec:
 
     def _light_source(self, load_params):
         """What :func:`portraitrig.edits.relight` takes for ``self.light``."""
-        from portraitrig.light import sh
+        return light_source(self.light, load_params)
 
-        spec = self.light
-        if spec in sh.PRESETS:
-            return spec
-        az_el = _floats(spec, 2)
-        if az_el is not None:
-            return az_el
-        if spec.startswith("env:"):
-            return _existing(spec[4:], "environment map")
-        if Path(spec).suffix.lower() in ENV_SUFFIXES:
-            return _existing(spec, "environment map")
-        return _need(load_params, spec)(spec)  # a photo or fit file to copy the light from
+
+def light_source(spec: str, load_params: Callable[[str], object] | None = None):
+    """A light word (the edit spec's ``light=``, ``reenact --light``) as what
+    :func:`portraitrig.edits.resolve_light` takes: a preset name, ``AZ,EL`` degrees, an
+    environment map (.hdr/.exr/.pic, or ``env:IMAGE`` for an LDR one), else a photo or fit file
+    whose light is copied (``load_params(path)`` fits it)."""
+    from portraitrig.light import sh
+
+    if spec in sh.PRESETS:
+        return spec
+    az_el = _floats(spec, 2)
+    if az_el is not None:
+        return az_el
+    if "," in spec and not Path(spec).exists():
+        raise InputError(None, f"light {spec!r}: AZ,EL must be two numbers in degrees")
+    if spec.startswith("env:"):
+        return _existing(spec[4:], "environment map")
+    if Path(spec).suffix.lower() in ENV_SUFFIXES:
+        return _existing(spec, "environment map")
+    return _need(load_params, spec)(spec)  # a photo or fit file to copy the light from
 
 
 def _existing(path: str, what: str) -> str:
@@ -284,4 +293,4 @@ def from_args(args: argparse.Namespace) -> EditSpec:
     return EditSpec(**kw)
 
 
-__all__ = ["EditSpec", "parse", "add_edit_arguments", "from_args", "CONTROLS"]
+__all__ = ["EditSpec", "parse", "add_edit_arguments", "from_args", "light_source", "CONTROLS"]

@@ -152,6 +152,32 @@ def test_self_drive_relights_over_time(model, tmp_path):
     assert item["reference"].endswith("target.mp4") and plain.frames == N
 
 
+def test_self_drive_follows_another_videos_light(model, tmp_path):
+    from portraitrig.light import sh
+
+    n = 6
+    lp = driver_params(n, seed=5)
+    lp = lp.replace(light=torch.stack([sh.light_from_direction(torch.tensor([a, 10.0])) for a in
+                                       np.linspace(-80, 80, n)]).to(lp.light))
+    frames, crop = place(video.synthetic_frames(n, 32, seed=5)[0])
+    frames[3] = np.zeros_like(frames[3])                                 # no face: its light is held
+    path = write_video(tmp_path / "light.mp4", frames)
+
+    class Tracker:
+        def fit_video(self, p, max_frames=None):
+            return [SimpleNamespace(source=f"{p}#frame={i}", crop=crop, params=lp[i]) for i in range(n) if i != 3]
+
+    s = run_reenact(model.folder, None, tmp_path / "out", ReenactConfig(self_drive=True, light=str(path),
+                    absolute_light=True), rigger=Tracker(), progress=False, say=None)
+    assert s.frames == N and s.exit_code == 0
+    assert any("light.mp4: 6 frames at 25 fps" in m and "final 4 frame(s)" in m for m in s.notes)
+    assert any("1 frame(s) without a face" in m for m in s.notes)
+    got = RigParams.load(tmp_path / "out" / "params.safetensors").light
+    want = lp.light[[0, 1, 2, 2, 4, 5, 5, 5, 5, 5]]                      # frame 3 held, then the last held
+    torch.testing.assert_close(got, want.to(got), atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "out" / "result.mp4").is_file()
+
+
 def test_light_path():
     base = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 8).light
     assert light_path(base, ReenactConfig(), 4) is base
@@ -161,6 +187,45 @@ def test_light_path():
     torch.testing.assert_close(half, base)
     with pytest.raises(InputError, match="AZ,EL"):
         light_path(base, ReenactConfig(light="a,b"), 4)
+
+
+def test_light_turns_at_the_asked_rate_and_follows_a_light_video(tmp_path):
+    from portraitrig.light import sh
+
+    base = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 12).light
+    orbit = light_path(base, ReenactConfig(light="left", light_orbit=2.0, absolute_light=True), 6)
+    turn = light_path(base, ReenactConfig(light="left", env_rotate=180.0, absolute_light=True), 6)
+    torch.testing.assert_close(orbit, turn)                       # one turn per 2 s = 180 degrees per second
+    back = light_path(base, ReenactConfig(light="left", env_rotate=-180.0, absolute_light=True), 6)
+    torch.testing.assert_close(back[6], turn[6], atol=1e-5, rtol=0)   # half a turn either way: the same
+    assert not torch.allclose(back[3], turn[3], atol=1e-3)           # a quarter: mirror images
+    torch.testing.assert_close(turn[0], sh.preset("left").to(turn))
+    with pytest.raises(ValueError, match="not both"):
+        ReenactConfig(light_orbit=2.0, env_rotate=10.0).validate()
+    # a light video of 5 frames at 2.5 fps (2 s), played against 18 output frames at 6 fps (3 s): then held
+    base = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 18).light
+    lights = torch.stack([sh.light_from_direction(torch.tensor([az, 0.0])) for az in (-60, -30, 0, 30, 60)])
+    seq = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 5)
+    seq = seq.replace(light=lights.to(seq.light))
+    asked = []
+    notes = []
+    got = light_path(base, ReenactConfig(light=str(tmp_path / "lights.mp4"), absolute_light=True), 6,
+                     load_light=lambda p: asked.append(p) or (seq, 2.5), notes=notes)
+    assert asked == [str(tmp_path / "lights.mp4")]
+    from portraitrig.io.media import resample_indices
+
+    idx = resample_indices(5, 2.5, 6)
+    assert len(idx) == 12
+    want = lights[torch.as_tensor((idx + [idx[-1]] * 6))]
+    torch.testing.assert_close(got, want.to(got))
+    assert "lights.mp4: 5 frames at 2.5 fps" in notes[0] and "held for the final 6 frame(s)" in notes[0]
+    one = light_path(base, ReenactConfig(light="photo.jpg", absolute_light=True), 6,
+                     load_light=lambda p: (seq[2:3], 6.0))
+    torch.testing.assert_close(one, lights[2:3].expand(18, 9, 3).to(one))     # a photo's light, held
+    with pytest.raises(InputError, match="needs a fitter"):
+        light_path(base, ReenactConfig(light="photo.jpg"), 6)
+    with pytest.raises(InputError, match="no such environment map"):
+        light_path(base, ReenactConfig(light="env:" + str(tmp_path / "none.png")), 6)
 
 
 def test_paste_back_round_trip(model):

@@ -35,10 +35,15 @@ def _h(text: str, **kw) -> dict:
 @dataclass
 class ReenactConfig:
     light: str | None = field(default=None, metadata=_h(
-        "light: a preset name, AZ,EL degrees, or an environment map (.hdr/.exr/.png/.jpg); default: the target's"))
+        "light: a preset name, AZ,EL degrees, an environment map (.hdr/.exr/.pic, or env:IMAGE for an LDR one), "
+        "a photo or parameter file to copy the light from, or a video (or folder of photos) whose light, frame by "
+        "frame, the result follows; default: the target's"))
     light_strength: float = field(default=1.0, metadata=_h("blend from the target's light (0) to the requested (1)"))
     light_orbit: float | None = field(default=None, metadata=_h(
         "rotate the light (or environment) once around the person every SECONDS", metavar="SECONDS"))
+    env_rotate: float | None = field(default=None, metadata=_h(
+        "turn the light (or environment) around the person at DEG_PER_S degrees per second (negative: the "
+        "other way)", metavar="DEG_PER_S"))
     absolute_light: bool = field(default=False, metadata=_h(
         "use the light's own brightness (default: matched to the target video's exposure)"))
     motion: str = field(default="relative", metadata=_h(
@@ -71,6 +76,10 @@ class ReenactConfig:
             raise ValueError("audio must be driver/target/none and background loop/hold")
         if self.light_orbit is not None and not self.light_orbit > 0:
             raise ValueError(f"light_orbit must be a positive number of seconds, got {self.light_orbit}")
+        if self.env_rotate is not None and not (math.isfinite(self.env_rotate) and abs(self.env_rotate) <= 36000):
+            raise ValueError(f"env_rotate must be a number of degrees per second within +-36000, got {self.env_rotate}")
+        if self.env_rotate is not None and self.light_orbit is not None:
+            raise ValueError("give light_orbit (seconds per turn) or env_rotate (degrees per second), not both")
         if not 0 <= self.feather < 0.5 or not 0 <= self.crf <= 51:
             raise ValueError("feather must be in [0, 0.5) and crf in 0..51")
         if self.max_frames is not None and self.max_frames < 1:
@@ -219,25 +228,45 @@ def target_frames(video: str | Path, frame_index: list[int], count: int, mode: s
 
 
 # ---------------------------------------------------------------------- lights
-def light_path(base: torch.Tensor, config: ReenactConfig, fps: float) -> torch.Tensor:
+def light_path(base: torch.Tensor, config: ReenactConfig, fps: float, load_light=None,
+               notes: list | None = None) -> torch.Tensor:
     """(T, 9, 3) lights of the output frames: ``base`` (T, 9, 3, the target's) or the requested
     light (exposure matched to it unless ``absolute_light``), blended by ``light_strength`` and
-    rotated about the vertical axis once every ``light_orbit`` seconds."""
+    turned about the vertical axis (once every ``light_orbit`` seconds, or ``env_rotate``
+    degrees per second). A light copied from a photo, parameter file or video comes from
+    ``load_light(path)`` -> (RigParams, fps): one frame is held; a sequence is played at its fps
+    against the output's (its last light held past its end, said in ``notes``)."""
+    from portraitrig.editspec import light_source
     from portraitrig.edits import resolve_light
+    from portraitrig.io.media import resample_indices
     from portraitrig.light import sh
 
     T = base.shape[0]
-    if config.light is None and config.light_orbit is None:
+    if config.light is None and config.light_orbit is None and config.env_rotate is None:
         return base
-    spec = config.light if config.light is not None else "front"
-    if isinstance(spec, str) and "," in spec and spec not in sh.PRESETS:
-        try:
-            spec = tuple(float(v) for v in spec.split(","))
-        except ValueError:
-            raise InputError(None, f"light {config.light!r}: AZ,EL must be two numbers in degrees") from None
-    L = resolve_light(spec, T, base.device, base.dtype)
-    if config.light_orbit is not None:
-        ang = torch.arange(T, dtype=torch.float64) / fps / config.light_orbit * 2 * math.pi
+    sequence = []
+
+    def load(path):
+        if load_light is None:
+            raise InputError(path, "copying a light needs a fitter, and none was given")
+        params, rate = load_light(path)
+        sequence.append((path, len(params), rate))
+        return params.light, rate
+
+    src = light_source(config.light if config.light is not None else "front", lambda p: load(p)[0])
+    if sequence and sequence[0][1] > 1:   # a video (or folder, or parameter sequence): follow it in time
+        path, n, rate = sequence[0]
+        idx = resample_indices(n, rate, fps)
+        held = max(0, T - len(idx))
+        idx = (idx + [idx[-1]] * held)[:T]
+        src = src[torch.as_tensor(idx)]
+        if notes is not None:
+            notes.append(f"light from {Path(path).name}: {n} frames at {rate:g} fps"
+                         + (f"; its last light held for the final {held} frame(s)" if held else ""))
+    L = resolve_light(src, T, base.device, base.dtype)
+    rate_deg = 360.0 / config.light_orbit if config.light_orbit is not None else config.env_rotate
+    if rate_deg:
+        ang = torch.arange(T, dtype=torch.float64) / fps * math.radians(rate_deg)
         c, s = ang.cos(), ang.sin()
         z, o = torch.zeros_like(c), torch.ones_like(c)
         R = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], 1)
@@ -372,7 +401,20 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                           f"driver longer than the target ({T} > {N} frames): target frames {config.background}ed"
                           if config.background == "loop" else
                           f"driver longer than the target ({T} > {N} frames): last target frame held")
-    params = params.replace(light=light_path(params.light.float(), config, fps).to(params.light.dtype))
+    def load_light(path):  # a photo, folder, video or parameter file to copy the light from
+        nonlocal rigger
+        if rigger is None:
+            from portraitrig.pipeline import Rigger
+
+            rigger = Rigger(crop_size=256)
+        src = load_driver(path, fps, rigger, say=say, workers=config.workers)
+        if src.held:
+            summary.notes.append(f"light source {Path(path).name}: {src.held} frame(s) without a face held "
+                                 "the last good light")
+        return src.params, src.fps
+
+    params = params.replace(light=light_path(params.light.float(), config, fps, load_light,
+                                             summary.notes).to(params.light.dtype))
     # ------------------------------------------------ audio
     audio = None
     src_audio = {"driver": drv.path if drv.has_audio else None, "target": video, "none": None}[config.audio]
@@ -430,7 +472,8 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     params.save(out / "params.safetensors", meta={"fps": float(fps)})
     drv.params.save(out / "driver_params.safetensors", meta={"fps": float(drv.fps)})
     item = {"id": "result", "generated": "result.mp4", "requested_params": "params.safetensors"}
-    if config.self_drive and config.light is None and config.light_orbit is None and fidx == list(range(T)):
+    if (config.self_drive and config.light is None and config.light_orbit is None and config.env_rotate is None
+            and fidx == list(range(T))):
         item["reference"] = str(video.resolve())
     write_json(out / "manifest.json", {"items": [item], "method": "video", "model": str(Path(model_dir).resolve()),
                                        "driver": None if drv.path is None else str(Path(drv.path).resolve()),

@@ -441,7 +441,7 @@ def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: st
     if light == "direction":
         light_spec = f"{azimuth:g},{elevation:g}"
     elif light == "environment map" and env_map:
-        light_spec = str(check_upload(env_map, ENV_TYPES, "environment map", cfg))
+        light_spec = "env:" + str(check_upload(env_map, ENV_TYPES, "environment map", cfg))
     elif light not in ("photo", "environment map"):
         light_spec = light
     tv = None if target_video is None else str(check_video(target_video, cfg))
