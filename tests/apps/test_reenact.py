@@ -178,6 +178,41 @@ def test_self_drive_follows_another_videos_light(model, tmp_path):
     assert (tmp_path / "out" / "result.mp4").is_file()
 
 
+def test_background_gain_and_relight():
+    from portraitrig.apps.reenactjob import background_gain, relight_background
+    from portraitrig.light import sh
+
+    old = sh.preset("front")[None].expand(3, 9, 3)
+    new = old * torch.tensor([2.0, 1.0, 0.5])                       # brighter red, darker blue
+    np.testing.assert_allclose(background_gain(new, old), [[2.0, 1.0, 0.5]] * 3, rtol=1e-5)
+    np.testing.assert_allclose(background_gain(old * 100, old), 8.0)  # within the limit
+    frame = np.full((4, 6, 3), 100, np.uint8)
+    person = np.zeros((4, 6), np.float32)
+    person[:, :3] = 1
+    out = relight_background(frame, person, np.array([2.0, 1.0, 0.5], np.float32))
+    assert (out[:, :3] == 100).all() and (out[:, 3:] == [200, 100, 50]).all()
+
+
+def test_background_takes_the_new_light_when_asked(model, tmp_path):
+    from portraitrig.apps.reenactjob import background_gain
+
+    runs = {}
+    for mode in ("keep", "match"):
+        cfg = ReenactConfig(self_drive=True, light="0,60", absolute_light=True, background_light=mode, crf=0)
+        runs[mode] = run_reenact(model.folder, None, tmp_path / mode, cfg, progress=False, say=None)
+        assert runs[mode].frames == N
+    assert any("background relit" in m for m in runs["match"].notes)
+    keep = np.stack([f.image for f in iter_video_frames(tmp_path / "keep" / "result.mp4")]).astype(np.float32)
+    match = np.stack([f.image for f in iter_video_frames(tmp_path / "match" / "result.mp4")]).astype(np.float32)
+    out = RigParams.load(tmp_path / "match" / "params.safetensors").light
+    gain = background_gain(out, model.params.light[:N])                 # from the target's own lights
+    assert np.abs(gain - 1).max() > 0.1                                  # the light from above changes the wall
+    far = (slice(None), slice(0, 6), slice(None))                        # left of the crop: background only
+    ratio = match[far].mean((1, 2)) / np.maximum(keep[far].mean((1, 2)), 1)
+    expect = np.minimum(gain * keep[far].mean((1, 2)), 255) / np.maximum(keep[far].mean((1, 2)), 1)
+    np.testing.assert_allclose(ratio, expect, atol=0.06)
+
+
 def test_light_path():
     base = RigParams.neutral(__import__("portraitrig.face.model", fromlist=["x"]).load_default_model(), 8).light
     assert light_path(base, ReenactConfig(), 4) is base

@@ -134,6 +134,17 @@ def test_edits_reuse_one_loaded_model_and_write_the_jobs_files(runs, tmp_path, m
         web.edit_photo(fit, "", model, cfg)
 
 
+def test_video_tab_relights_the_target_and_its_background(runs, tmp_path):
+    from portraitrig.apps.web import reenact
+
+    cfg = WebConfig(runs=str(runs / "runs"), out=str(tmp_path / "out"), device="cpu")
+    model = str(runs / "runs" / "video" / "model")
+    res, comp, text = reenact(model, None, cfg, "left", light_background=True, max_frames=4)
+    assert res.is_file() and comp.is_file() and "background relit" in text
+    res, _, text = reenact(model, None, cfg, "direction", 30, 10, max_frames=4)
+    assert res.is_file() and "background relit" not in text
+
+
 def _zip(path, files: dict):
     import zipfile
 

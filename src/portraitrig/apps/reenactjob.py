@@ -55,6 +55,10 @@ class ReenactConfig:
     audio: str = field(default="driver", metadata=_h("audio track of the result", choices=("driver", "target", "none")))
     background: str = field(default="loop", metadata=_h(
         "driver longer than the target video: loop its frames or hold the last", choices=("loop", "hold")))
+    background_light: str = field(default="keep", metadata=_h(
+        "under a new light, the background keeps the target's light (keep), or takes the new light's brightness "
+        "and colour (match: lit like a wall behind the person, facing the camera; so is what of the person lies "
+        "outside the rendered crop)", choices=("keep", "match")))
     max_frames: int | None = field(default=None, metadata=_h("use at most this many driver frames"))
     workers: int = field(default=1, metadata=_h("processes fitting a driver video (in chunks, one torch thread each)"))
     feather: float = field(default=0.08, metadata=_h("paste-back edge softness, share of the crop side"))
@@ -74,6 +78,8 @@ class ReenactConfig:
             raise ValueError(f"motion must be relative or absolute, got {self.motion!r}")
         if self.audio not in ("driver", "target", "none") or self.background not in ("loop", "hold"):
             raise ValueError("audio must be driver/target/none and background loop/hold")
+        if self.background_light not in ("keep", "match"):
+            raise ValueError(f"background_light must be keep or match, got {self.background_light!r}")
         if self.light_orbit is not None and not self.light_orbit > 0:
             raise ValueError(f"light_orbit must be a positive number of seconds, got {self.light_orbit}")
         if self.env_rotate is not None and not (math.isfinite(self.env_rotate) and abs(self.env_rotate) <= 36000):
@@ -276,6 +282,25 @@ def light_path(base: torch.Tensor, config: ReenactConfig, fps: float, load_light
     return base + config.light_strength * (L - base)
 
 
+def background_gain(new: torch.Tensor, old: torch.Tensor, limit: float = 8.0) -> np.ndarray:
+    """(T, 3) per-channel gains that relight the background from the ``old`` lights to the
+    ``new`` ones (T, 9, 3 each): the ratio of their shading of a wall facing the camera (normal
+    towards it), within 1/``limit``..``limit``."""
+    from portraitrig.light import sh
+
+    n = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64).expand(new.shape[0], 1, 3)
+    a = sh.shade(n, new.double())[:, 0]
+    b = sh.shade(n, old.double())[:, 0]
+    return (a.clamp(min=1e-4) / b.clamp(min=1e-4)).clamp(1 / limit, limit).numpy().astype(np.float32)
+
+
+def relight_background(frame: np.ndarray, person: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 with what is not ``person`` (H, W) in [0, 1] scaled by ``gain`` (3,)."""
+    f = frame.astype(np.float32)
+    m = person.astype(np.float32)[..., None]
+    return np.clip(np.rint(f * (m + (1 - m) * gain)), 0, 255).astype(np.uint8)
+
+
 # ---------------------------------------------------------------------- paste-back
 def border_mask(size: int, feather: float) -> np.ndarray:
     """(size, size) float32: 1 inside, falling smoothly to 0 at the crop's border over
@@ -354,6 +379,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 config: ReenactConfig | None = None, rigger=None, progress: bool = True, say=print) -> ReenactSummary:
     """Reenact the model's target with ``driver`` (see the module doc) into ``out_dir``."""
     from portraitrig.io.atomic import write_json
+    from portraitrig.capture.align import warp_affine
     from portraitrig.io.media import VideoWriter, read_audio, resample_indices, side_by_side
     from portraitrig.render.buffers import render_buffers
     from portraitrig.retarget import neutral_frame, retarget
@@ -413,8 +439,14 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                                  "the last good light")
         return src.params, src.fps
 
-    params = params.replace(light=light_path(params.light.float(), config, fps, load_light,
+    old_light = params.light.float()
+    params = params.replace(light=light_path(old_light, config, fps, load_light,
                                              summary.notes).to(params.light.dtype))
+    gains = None
+    if config.background_light == "match":
+        gains = background_gain(params.light.float().cpu(), old_light.cpu())
+        summary.notes.append("background relit with the new light (gain per frame, mean R,G,B "
+                             + ",".join(f"{g:.2f}" for g in gains.mean(0)) + ")")
     # ------------------------------------------------ audio
     audio = None
     src_audio = {"driver": drv.path if drv.has_audio else None, "target": video, "none": None}[config.audio]
@@ -454,6 +486,9 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 tix = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
                 frames = diffusion(params[i:j], bgs, tix)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            if gains is not None:  # the person in the crop: the mask the renderer conditions on
+                p = params[i:j].to(dev, torch.float32)
+                person = rend.cond.cond_mask(rend.cond.face(p))[:, 0].float().cpu().numpy() * mask
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
@@ -461,6 +496,10 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             for k in range(j - i):
                 bg = bgs[k]
                 res = paste_frame(bg, crops[k], tgt.crop, mask, ring)
+                if gains is not None:
+                    inv = tgt.crop.inverse
+                    full = np.clip(warp_affine(np.ascontiguousarray(person[k]), inv, bg.shape[1::-1]), 0, 1)
+                    res = relight_background(res, full, gains[i + k])
                 w.write(res)
                 left = drv.frames[idx[i + k]] if drv.frames is not None else bg if config.self_drive else rig[k]
                 wc.write(side_by_side(left, bg, res, height=256))
@@ -485,5 +524,6 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     return summary
 
 
-__all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "border_mask",
+__all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "background_gain",
+           "relight_background", "border_mask",
            "colour_match", "paste_frame", "target_frames"]

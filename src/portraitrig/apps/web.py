@@ -429,10 +429,12 @@ def edit_photo(fit: Fit, spec: str, model_dir: str | None, cfg: WebConfig,
 
 def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: str = "photo",
             azimuth: float = 0.0, elevation: float = 0.0, orbit_s: float = 0.0, max_frames: int | None = None,
-            env_map: str | None = None, target_video: str | None = None) -> tuple[Path, Path, str]:
+            env_map: str | None = None, target_video: str | None = None,
+            light_background: bool = False) -> tuple[Path, Path, str]:
     """A video renderer's target driven by ``driver`` (None: by itself, to relight it): paths of
     result.mp4 and compare.mp4, and the job's summary text. ``target_video``: the target's video
-    when it is not where the model says (an uploaded model)."""
+    when it is not where the model says (an uploaded model). ``light_background``: the background
+    takes the new light too (``reenact --background-light match``)."""
     from portraitrig.apps.reenactjob import ReenactConfig, run_reenact
 
     model_dir = _allowed_model(model_dir, cfg, ("video",), "video")
@@ -446,7 +448,8 @@ def reenact(model_dir: str | None, driver: str | None, cfg: WebConfig, light: st
         light_spec = light
     tv = None if target_video is None else str(check_video(target_video, cfg))
     rc = ReenactConfig(light=light_spec, light_orbit=orbit_s or None, self_drive=drv is None, device=cfg.device,
-                       max_frames=max_frames, target_video=tv)
+                       max_frames=max_frames, target_video=tv,
+                       background_light="match" if light_background else "keep")
     out = job_dir(cfg, "video")
     summary = run_reenact(model_dir, drv, out, rc, progress=True, say=None)
     return out / "result.mp4", out / "compare.mp4", summary.text()
@@ -639,21 +642,23 @@ def build_app(cfg: WebConfig):
                     v_env = gr.File(label="environment map", file_types=list(ENV_TYPES), type="filepath")
                     v_orbit = gr.Number(0, label="light orbit: seconds per turn (0: fixed)", minimum=0,
                                         elem_id="video-orbit")
+                    v_bg = gr.Checkbox(False, label="light the background too", elem_id="video-bg-light")
                     v_btn = gr.Button("reenact", variant="primary", elem_id="video-run")
                     v_status = gr.Markdown("", elem_id="video-status")
                 with gr.Column():
                     v_result = gr.Video(label="result", elem_id="video-result")
                     v_compare = gr.Video(label="driver | target | result", elem_id="video-compare")
 
-        def do_reenact(model_dir, drv, target_, light_, az_, el_, env_, orbit_, progress=gr.Progress(track_tqdm=True)):
+        def do_reenact(model_dir, drv, target_, light_, az_, el_, env_, orbit_, bg_,
+                       progress=gr.Progress(track_tqdm=True)):
             try:
                 res, comp, text = reenact(model_dir, drv, cfg, light_, az_, el_, float(orbit_ or 0), env_map=env_,
-                                          target_video=target_)
+                                          target_video=target_, light_background=bool(bg_))
             except (InputError, ValueError) as exc:
                 return None, None, _message(exc)
             return str(res), str(comp), f"```\n{text}\n```"
 
-        v_btn.click(do_reenact, [vid_model, driver, vid_target, v_light, v_az, v_el, v_env, v_orbit],
+        v_btn.click(do_reenact, [vid_model, driver, vid_target, v_light, v_az, v_el, v_env, v_orbit, v_bg],
                     [v_result, v_compare, v_status])
 
         with gr.Tab("Avatar", id="avatar"):
