@@ -149,17 +149,17 @@ def _fixed(fits) -> RigParams:
 
 
 def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None = None, say=print,
-                workers: int = 1) -> Driver:
+                workers: int = 1, what: str = "driver") -> Driver:
     """Fit the driver: a video, a folder of photos, one photo, or a RigParams sequence file
     (``.safetensors`` / ``.npz``; played at the ``fps`` its metadata names, else at ``fps``).
     Photos play at ``fps``, one per frame. ``workers`` > 1: a video is fitted in that many
-    processes (:func:`portraitrig.pipeline.fit_video_parallel`)."""
+    processes (:func:`portraitrig.pipeline.fit_video_parallel`). ``what`` names it in errors."""
     from portraitrig.io.images import IMAGE_EXTENSIONS, is_video, read_image
     from portraitrig.retarget import hold_missing
 
     p = Path(driver)
     if not p.exists():
-        raise InputError(p, "no such driver file or folder")
+        raise InputError(p, f"no such {what} file or folder")
     if p.is_file() and p.suffix in (".safetensors", ".npz"):
         params, _, meta = RigParams.load(p, with_extras=True)
         rate = meta.get("fps") if isinstance(meta, dict) else None
@@ -184,11 +184,11 @@ def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None =
         return Driver(params, info.fps or fps, thumbs, held, p, info.has_audio)
     files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [p]
     if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputError(p, "driver is neither a video, a photo, a folder of photos nor a parameter file")
+        raise InputError(p, f"{what} is neither a video, a photo, a folder of photos nor a parameter file")
     if max_frames:
         files = files[:max_frames]
     if not files:
-        raise InputError(p, "no photos in the driver folder")
+        raise InputError(p, f"no photos in the {what} folder")
     fits, found, thumbs = [], [], []
     for f in files:
         img = read_image(f)
@@ -201,7 +201,7 @@ def load_driver(driver: str | Path, fps: float, rigger, max_frames: int | None =
             if say:
                 say(f"reenact: {err} (the previous photo's parameters are held)")
     if not fits:
-        raise InputError(p, "no face found in any driver photo")
+        raise InputError(p, f"no face found in any {what} photo")
     params, held = hold_missing(_fixed(fits), torch.tensor(found))
     return Driver(params, fps, thumbs, held, p)
 
@@ -433,7 +433,15 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             from portraitrig.pipeline import Rigger
 
             rigger = Rigger(crop_size=256)
-        src = load_driver(path, fps, rigger, say=say, workers=config.workers)
+        from portraitrig.io.images import is_video
+
+        need = None  # a video: only the frames the output's length needs are fitted
+        if is_video(path) and Path(path).is_file():
+            from portraitrig.io.video import video_info
+
+            rate = video_info(path).fps
+            need = math.ceil(T / fps * rate) + 1 if rate else None
+        src = load_driver(path, fps, rigger, max_frames=need, say=say, workers=config.workers, what="light source")
         if src.held:
             summary.notes.append(f"light source {Path(path).name}: {src.held} frame(s) without a face held "
                                  "the last good light")
