@@ -56,10 +56,23 @@ def steps_per_second(method, cfg, n: int = 30) -> float:
     return n / (time.perf_counter() - t)
 
 
+def override(cfg, overrides: dict) -> None:
+    """Apply ``KEY=VALUE`` settings to a method config: ``model.KEY``, ``train.KEY`` or a field."""
+    for k, v in overrides.items():
+        obj, key = (cfg.model, k[6:]) if k.startswith("model.") else (cfg.train, k[6:]) if k.startswith("train.") \
+            else (cfg, k)
+        if not hasattr(obj, key):
+            raise SystemExit(f"bench_avatar: --set {k}: no such setting")
+        old = getattr(obj, key)
+        setattr(obj, key, (v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(v))
+    cfg.validate()
+
+
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
-        preset: str = "256", method: str = "avatar") -> tuple[Path, dict]:
+        preset: str = "256", method: str = "avatar", overrides: dict | None = None) -> tuple[Path, dict]:
     mod = METHODS[method].module()
     cfg = mod.PRESETS[preset]()
+    override(cfg, overrides or {})
     cfg.model = dataclasses.replace(cfg.model, use_prior=use_prior)
     t = time.time()
     extra = {}
@@ -329,6 +342,8 @@ def main():
     ap.add_argument("--heldout-max", type=int, default=40, help="held-out frames evaluated")
     ap.add_argument("--preset", default=None, help="default: the frames' size (256 or 512); tiny: a smoke test")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the preset (model.body=20000, train.lr=5e-3, ssim_weight=0.3, ...)")
     a = ap.parse_args()
     torch.manual_seed(0)
     frames = Frames.load(a.frames)
@@ -343,7 +358,9 @@ def main():
     res = {"machine": platform.node(), "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
            "torch": torch.__version__, "method": a.method, "preset": preset, "frames": len(frames),
            "train_frames": len(tr), "held_out": len(held), "source": frames.source, "size": frames.size}
-    model, res["train"] = run(frames, out / "runs", a.minutes, a.device, True, "prior", preset, a.method)
+    sets = dict(x.split("=", 1) for x in a.set)
+    res["overrides"] = sets
+    model, res["train"] = run(frames, out / "runs", a.minutes, a.device, True, "prior", preset, a.method, sets)
     r = load_renderer(model, device=a.device)
     res["trusted_view_deg"] = {"yaw": r.config.trusted_yaw, "pitch": r.config.trusted_pitch}
     renders: dict = {}
@@ -360,7 +377,7 @@ def main():
         res["occupancy_vs_dense_mean_abs_255"] = round(float((fast - dense).abs().mean() * 255), 4)
         res["fps_note"] = "one 1-item render call per frame, batch 1, samples per ray: " + str(r.config.samples)
     else:
-        res["gaussians"] = {"mesh": r.model.n_mesh, "free": r.model.n_free,
+        res["gaussians"] = {"mesh": r.model.n_mesh, "free": r.model.n_free, "body": r.model.n_body,
                             "model_mb": round(sum(t.numel() * t.element_size() for t in r.model.state_dict().values())
                                               / 2 ** 20, 1)}
         res["fps"] = {str(s): fps(r, p, s, 100) for s in sizes}
@@ -380,7 +397,7 @@ def main():
     res["ablation"] = {"prior": expression_change(r, p, out, "prior")}
     if a.ablation_minutes > 0:
         model2, res["train_no_prior"] = run(frames, out / "runs", a.ablation_minutes, a.device, False, "no_prior",
-                                            preset, a.method)
+                                            preset, a.method, sets)
         r2 = load_renderer(model2, device=a.device)
         res["ablation"]["no_prior"] = expression_change(r2, p, out, "no_prior")
         res["heldout_no_prior"] = heldout_metrics(r2, held, out / "no_prior", a.heldout_max)

@@ -7,10 +7,10 @@
 # and runs the spatial-prior ablation (ABL minutes). Packs what comes back into $OUT/splat.tar,
 # $OUT/renders.tar and $OUT/avatar.json; re-fit the renders afterwards where mediapipe is:
 #   python bench/bench_avatar.py --score DIR --frames FRAMES
-#   bash bench/device/splat.sh [FRAMES] [DRIVER] [MIN] [ABL]
+#   bash bench/device/splat.sh [FRAMES] [DRIVER] [MIN] [ABL] [--set KEY=VALUE ...]   (e.g. --set model.body=20000)
 set -o pipefail
 FRAMES=${1:-.devdata/avatar_d10_512q.safetensors}; DRIVER=${2:-.devdata/driver_d9.safetensors}
-MIN=${3:-4}; ABL=${4:-1.5}
+MIN=${3:-4}; ABL=${4:-1.5}; shift $(( $# < 4 ? $# : 4 ))
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlgs/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 export OUT=${OUT:-/tmp/out}
@@ -22,7 +22,7 @@ grep -q SKIP "$OUT/w/gpu_tests.txt" && { echo "gsplat path not tested"; tail -5 
 tail -2 "$OUT/w/gpu_tests.txt"
 echo "tests + gsplat build: $(( $(date +%s) - t0 )) s"
 python3 bench/bench_avatar.py --method splat --frames "$FRAMES" --driver "$DRIVER" --out "$OUT/w" \
-  --minutes "$MIN" --ablation-minutes "$ABL" 2>&1 | grep -v Warn | tee "$OUT/w/log.txt" | tail -80
+  --minutes "$MIN" --ablation-minutes "$ABL" "$@" 2>&1 | grep -v Warn | tee "$OUT/w/log.txt" | tail -80
 mv "$OUT/w/renders.tar" "$OUT/w/avatar.json" "$OUT/" 2>/dev/null
 rm -rf "$OUT"/w/runs/*/ckpt-*.safetensors "$OUT"/w/runs/*/model
 tar -C "$OUT/w" -cf "$OUT/splat.tar" . && rm -rf "$OUT/w"

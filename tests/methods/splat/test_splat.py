@@ -200,6 +200,70 @@ def test_initialisation_puts_free_gaussians_on_the_person_beside_the_face():
     assert float(err) < 0.08
 
 
+def test_body_gaussians_keep_their_pixels_whatever_the_head_does(model_and_rig):
+    fm, cfg, rig = model_and_rig
+    m = SplatModel(SplatConfig(**{**cfg.to_dict(), "body": 5}), fm.faces)
+    with torch.no_grad():
+        m.body_xyz.copy_(torch.tensor([[0.1, 0.5, 0.3], [-0.6, 0.8, 0.4], [0.0, 0.9, 0.2], [0.7, 0.7, 0.5],
+                                       [-0.2, 0.6, 0.35]]))
+        m.body_quat.copy_(torch.randn(5, 4))
+        m.body_log_scale.copy_(torch.log(torch.rand(5, 3) * 0.03 + 0.005))
+    with pytest.raises(ValueError, match="camera"):
+        m.gaussians(rig["verts"], rig["cond"])
+    a = 0.5                                                    # two very different cameras
+    Ry = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1.0, 0], [-math.sin(a), 0, math.cos(a)]])
+    cams = [(torch.tensor([[0.5]]), torch.eye(3)[None], torch.tensor([[0.0, 0.1]])),
+            (torch.tensor([[0.8]]), (Ry @ quat_to_matrix(torch.tensor([0.9, 0.2, 0.1, 0.0])))[None],
+             torch.tensor([[-0.3, 0.2]]))]
+    shots = []
+    for sc, R, t in cams:
+        g = m.gaussians(rig["verts"][:1], rig["cond"][:1], sc, R, t)
+        assert g["means"].shape[1] == m.n_mesh + m.n_free + 5
+        pr = project(g["means"][:, -5:], g["rot"][:, -5:], g["scales"][:, -5:], sc, R, t, 64)
+        shots.append(pr)
+    for k in ("means2d", "conics", "depths"):
+        torch.testing.assert_close(shots[0][k], shots[1][k], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shots[0]["means2d"][0, 0], (torch.tensor([0.1, 0.5]) + 1) * 32)   # NDC -> px
+    torch.testing.assert_close(shots[0]["depths"][0], m.body_xyz[:, 2].detach())
+    # the head's Gaussians do move with the camera
+    g0 = m.gaussians(rig["verts"][:1], rig["cond"][:1], *cams[0])
+    p0 = project(g0["means"][:, :m.n_mesh], g0["rot"][:, :m.n_mesh], g0["scales"][:, :m.n_mesh], *cams[0], 64)
+    p1 = project(g0["means"][:, :m.n_mesh], g0["rot"][:, :m.n_mesh], g0["scales"][:, :m.n_mesh], *cams[1], 64)
+    assert (p0["means2d"] - p1["means2d"]).abs().max() > 5
+
+
+def test_body_gaussians_start_below_the_face_and_train():
+    import torch.nn.functional as F
+
+    fr = synthetic_frames(6, 32)
+    fr.masks = (F.max_pool2d(fr.masks[:, None].float(), 9, 1, 4)[:, 0]).to(torch.uint8)
+    cfg = PRESETS["tiny"]()
+    cfg.model.body = 64
+    m = SplatMethod(cfg, fr, "cpu", say=None)
+    rig0 = {k: v[:1] for k, v in m.rig.items()}
+    with torch.no_grad():
+        g = m.model.gaussians(rig0["verts"], rig0["cond"], rig0["scale"], rig0["rot"], rig0["trans"])
+        px = project(g["means"][:, -64:], g["rot"][:, -64:], g["scales"][:, -64:], rig0["scale"], rig0["rot"],
+                     rig0["trans"], 32)["means2d"][0]
+    face = __import__("portraitrig.render.buffers", fromlist=["x"]).render_buffers(
+        m.train_frames.params[0:1], m.face_model, 32, names=("mask",))["mask"][0, 0] > 0.5
+    chin = float(face.any(1).nonzero().max() + 1)
+    assert float(px[:, 1].min()) >= chin - 0.03 * 32 - 1e-3                     # from the chin down
+    mesh_depth = g["means"][0, :m.model.n_mesh] @ rig0["rot"][0].T * rig0["scale"][0]
+    assert float(m.model.body_xyz.detach()[:, 2].min()) >= float(mesh_depth[:, 2].max()) - 1e-5   # behind the face
+    free = m._pixels(m.model.free_xyz.detach(), rig0)
+    assert float(free[:, 1].max()) < chin + 1e-3                                # the head's: above it
+    names = {n for g in m.parameter_groups() for n, p in m.model.named_parameters() if any(p is q for q in g["params"])}
+    assert {"body_xyz", "body_color"} <= names
+    opt = torch.optim.Adam([{"params": g["params"], "lr": 2e-3 * g["lr_scale"]} for g in m.parameter_groups()])
+    before = m.model.body_color.detach().clone()
+    loss, _ = m.loss(m.model, torch.tensor([0, 1]), 0, torch.Generator().manual_seed(0))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, m.model.body_color.detach())                 # they learn
+
+
 def test_training_reduces_the_loss():
     fr = synthetic_frames(6, 32)
     m = SplatMethod(PRESETS["tiny"](), fr, "cpu", say=None)
@@ -225,6 +289,20 @@ def splat_model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("splat")
     data = splat.tiny_data(tmp)
     return run_train("splat", data, tmp / "run", method_config("splat", "tiny"), device="cpu", progress=False)
+
+
+def test_a_model_with_body_gaussians_saves_loads_and_turns(tmp_path):
+    from portraitrig.apps.trainjob import method_config, run_train
+    from portraitrig.methods import load_renderer, splat
+
+    cfg = method_config("splat", "tiny")
+    cfg.model.body = 32
+    folder = run_train("splat", splat.tiny_data(tmp_path), tmp_path / "run", cfg, device="cpu", progress=False)
+    r = load_renderer(folder)
+    assert r.model.n_body == 32
+    with torch.no_grad():
+        imgs, _ = r.render_views(r.reference, [(0.0, 0.0), (25.0, 0.0)], size=32)
+    assert imgs.shape[0] == 2 and torch.isfinite(imgs).all()
 
 
 def test_avatar_job_renders_a_gaussian_avatar(splat_model, tmp_path):

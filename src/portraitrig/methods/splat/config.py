@@ -24,6 +24,9 @@ class SplatConfig(DictConfig):
     feature_dim: int = 16            # learned feature per mesh Gaussian (input of the expression MLP)
     hidden: int = 128                # expression MLP width
     layers: int = 3                  # expression MLP depth (hidden layers)
+    body: int = 0                    # Gaussians fixed to the camera (shoulders, torso, hair lying on them):
+                                     # they keep still as the head moves and turns (0: everything beyond
+                                     # the face moves rigidly with the head)
     use_prior: bool = True           # False: the free Gaussians see the expression too (ablation)
     background_res: int = 64         # learned background image (crop space)
     max_offset: float = 1.0          # mesh Gaussians: free to move this many triangle sizes off their triangle
@@ -33,8 +36,8 @@ class SplatConfig(DictConfig):
     def validate(self) -> None:
         if not 16 <= self.image_size <= 2048:
             raise ValueError(f"image_size must be in 16..2048, got {self.image_size}")
-        if not (1 <= self.per_face <= 256 and 0 <= self.free <= 2_000_000):
-            raise ValueError("per_face must be in 1..256 and free in 0..2000000")
+        if not (1 <= self.per_face <= 256 and 0 <= self.free <= 2_000_000 and 0 <= self.body <= 2_000_000):
+            raise ValueError("per_face must be in 1..256, free and body in 0..2000000")
         if not (0 <= self.feature_dim <= 256 and 1 <= self.hidden <= 1024 and 1 <= self.layers <= 8
                 and 0 <= self.cond_dim <= 1024):
             raise ValueError("network sizes out of range")

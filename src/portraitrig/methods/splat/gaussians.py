@@ -13,6 +13,11 @@
   away from the face can change with expression (``use_prior=False``, the ablation, gives them
   the expression MLP too).
 
+- **Body Gaussians** (``body``, none by default) are fixed to the camera: NDC position and depth,
+  sizes in NDC units. Each frame's rig maps them back into its head space, so they land on the
+  same pixels whatever the head does (shoulders, torso, hair lying on them stay put when the head
+  moves or a novel view turns it). They never see the expression either.
+
 Plus a learned background image (crop space, like the radiance-field avatar's).
 :func:`SplatModel.gaussians` returns every Gaussian of B frames in head space; rendering is
 :func:`portraitrig.methods.splat.raster.project` + ``rasterize``.
@@ -31,6 +36,7 @@ from portraitrig.methods.splat.raster import quat_to_matrix
 
 MESH_SCALE_MAX = 1.0    # a mesh Gaussian's standard deviations are at most its triangle's size
 FREE_SCALE_MAX = 0.1    # a free Gaussian's at most this many model units (the face is ~2.2 wide)
+BODY_SCALE_MAX = 0.05   # a body Gaussian's at most this many NDC units (the crop is 2 wide)
 
 
 def triangle_frames(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,16 +108,45 @@ class SplatModel(nn.Module):
         if not cfg.use_prior:
             self.free_feature = nn.Parameter(torch.randn(m, cfg.feature_dim, generator=g) * 0.1)
             self.free_mlp = _mlp(cfg.feature_dim + cfg.cond_dim, cfg.hidden, cfg.layers, 6)
+        b = cfg.body
+        self.body_xyz = nn.Parameter(torch.zeros(b, 3))
+        self.body_quat = nn.Parameter(torch.tensor([1.0, 0, 0, 0]).repeat(b, 1))
+        self.body_log_scale = nn.Parameter(torch.full((b, 3), math.log(0.015)))
+        self.body_opacity = nn.Parameter(torch.full((b,), _logit(0.3)))
+        self.body_color = nn.Parameter(torch.zeros(b, 3))
         self.background_image = nn.Parameter(torch.zeros(1, 3, cfg.background_res, cfg.background_res))
 
     @property
     def n_free(self) -> int:
         return self.cfg.free
 
-    def forward(self, verts: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.gaussians(verts, cond)
+    @property
+    def n_body(self) -> int:
+        return self.cfg.body
 
-    def gaussians(self, verts: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, verts: torch.Tensor, cond: torch.Tensor, cam_scale: torch.Tensor | None = None,
+                cam_rot: torch.Tensor | None = None, cam_trans: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.gaussians(verts, cond, cam_scale, cam_rot, cam_trans)
+
+    def body_gaussians(self, cam_scale: torch.Tensor, cam_rot: torch.Tensor,
+                       cam_trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The body Gaussians in each item's head space: means (B, M, 3), rot (B, M, 3, 3), scales
+        (B, M, 3), such that the item's camera (scale s, rotation R, translation t) puts them at
+        their fixed NDC place: X = R^T ((u, v, z) - (t, 0)) / s."""
+        B = cam_scale.shape[0]
+        shift = torch.cat([cam_trans.float(), cam_trans.new_zeros(B, 1).float()], 1)        # (B, 3)
+        s = cam_scale.float()[:, None, :]                                                     # (B, 1, 1)
+        Rt = cam_rot.float().transpose(1, 2)
+        means = torch.einsum("bij,bmj->bmi", Rt, self.body_xyz[None] - shift[:, None]) / s
+        rot = Rt[:, None] @ quat_to_matrix(self.body_quat)[None]
+        scales = self.body_log_scale.clamp(max=math.log(BODY_SCALE_MAX)).exp()[None] / s
+        return means, rot, scales
+
+    def gaussians(self, verts: torch.Tensor, cond: torch.Tensor, cam_scale: torch.Tensor | None = None,
+                  cam_rot: torch.Tensor | None = None, cam_trans: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every Gaussian of B items in their head space (mesh, free, then body ones). The body
+        Gaussians need the items' camera (``cam_scale`` (B, 1), ``cam_rot`` (B, 3, 3), ``cam_trans``
+        (B, 2))."""
         cfg = self.cfg
         B = verts.shape[0]
         R, size = triangle_frames(verts.float(), self.faces)
@@ -136,12 +171,23 @@ class SplatModel(nn.Module):
         free_rot = quat_to_matrix(self.free_quat)[None].expand(B, -1, -1, -1)
         free_scales = self.free_log_scale.clamp(max=math.log(FREE_SCALE_MAX)).exp()[None].expand(B, -1, -1)
         expr = d[..., :3] if free_d is None else torch.cat([d[..., :3], free_d[..., :3]], 1)
+        means, rots, scales = [mesh_means, free_means], [mesh_rot, free_rot], [mesh_scales, free_scales]
+        colors, opacity = [mesh_colors, free_colors], [self.mesh_opacity, self.free_opacity]
+        if self.n_body:
+            if cam_scale is None or cam_rot is None or cam_trans is None:
+                raise ValueError("a model with body Gaussians needs each item's camera (scale, rotation, translation)")
+            bm, br, bs = self.body_gaussians(cam_scale, cam_rot, cam_trans)
+            means.append(bm)
+            rots.append(br)
+            scales.append(bs)
+            colors.append(torch.sigmoid(self.body_color)[None].expand(B, -1, -1))
+            opacity.append(self.body_opacity)
         return {
-            "means": torch.cat([mesh_means, free_means], 1),
-            "rot": torch.cat([mesh_rot, free_rot], 1),
-            "scales": torch.cat([mesh_scales, free_scales], 1),
-            "colors": torch.cat([mesh_colors, free_colors], 1),
-            "opacities": torch.sigmoid(torch.cat([self.mesh_opacity, self.free_opacity]))[None].expand(B, -1),
+            "means": torch.cat(means, 1),
+            "rot": torch.cat(rots, 1),
+            "scales": torch.cat(scales, 1),
+            "colors": torch.cat(colors, 1),
+            "opacities": torch.sigmoid(torch.cat(opacity))[None].expand(B, -1),
             "mesh_offset": local,
             "expr_offset": expr,
         }
@@ -157,7 +203,9 @@ class SplatModel(nn.Module):
         m = F.relu(self.mesh_log_scale - math.log(MESH_SCALE_MAX / 2)).mean()
         f = (F.relu(self.free_log_scale - math.log(FREE_SCALE_MAX / 2)).mean() if self.n_free
              else self.mesh_log_scale.new_zeros(()))
-        return m + f
+        b = (F.relu(self.body_log_scale - math.log(BODY_SCALE_MAX / 2)).mean() if self.n_body
+             else self.mesh_log_scale.new_zeros(()))
+        return m + f + b
 
     @torch.no_grad()
     def init_free(self, points: torch.Tensor, spacing: float) -> None:
@@ -166,11 +214,19 @@ class SplatModel(nn.Module):
         self.free_log_scale.fill_(math.log(max(spacing, 1e-4)))
 
     @torch.no_grad()
+    def init_body(self, points: torch.Tensor, spacing: float) -> None:
+        """Place the body Gaussians at NDC ``points`` (body, 3: x, y, depth), isotropic ``spacing``."""
+        self.body_xyz.copy_(points.to(self.body_xyz))
+        self.body_log_scale.fill_(math.log(min(max(spacing, 1e-4), BODY_SCALE_MAX)))
+
+    @torch.no_grad()
     def init_colors(self, colors: torch.Tensor) -> None:
-        """Set every Gaussian's colour (N, 3) in [0, 1] (mesh Gaussians first)."""
+        """Set every Gaussian's colour (N, 3) in [0, 1] (mesh, free, then body Gaussians)."""
         logit = torch.logit(colors.clamp(0.02, 0.98)).to(self.mesh_color)
+        k = self.n_mesh + self.n_free
         self.mesh_color.copy_(logit[:self.n_mesh])
-        self.free_color.copy_(logit[self.n_mesh:])
+        self.free_color.copy_(logit[self.n_mesh:k])
+        self.body_color.copy_(logit[k:k + self.n_body])
 
     @torch.no_grad()
     def init_background(self, image: torch.Tensor) -> None:
@@ -200,7 +256,7 @@ def render(model: SplatModel, rig: dict[str, torch.Tensor], size: int, backend: 
     training (DDP, compile), called for the Gaussians."""
     from portraitrig.methods.splat.raster import project, rasterize
 
-    g = (net if net is not None else model)(rig["verts"], rig["cond"])
+    g = (net if net is not None else model)(rig["verts"], rig["cond"], rig["scale"], rig["rot"], rig["trans"])
     pr = project(g["means"], g["rot"], g["scales"], rig["scale"], rig["rot"], rig["trans"], size)
     rgb, alpha = rasterize(pr["means2d"], pr["conics"], g["colors"], g["opacities"], pr["depths"], pr["radii"],
                            size, backend)

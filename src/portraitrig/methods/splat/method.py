@@ -9,8 +9,9 @@ expression MLP's offsets. No random draws: resume is exact by construction.
 Initialisation (deterministic): mesh Gaussians spread over their triangles; free Gaussians at
 head-space points that the first training frame shows inside the person mask but outside the
 face mesh's outline (in a box around the face mesh, behind the cheeks); every Gaussian's colour is the
-first frame's colour where it lands; the background starts as the frames' mean outside the
-person.
+first frame's colour where it lands; body Gaussians (if any) on the first frame's person
+pixels from the chin down, behind the face; the background starts as the frames' mean outside
+the person.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class SplatMethod(TrainingMethod):
         self.model = SplatModel(mc, self.face_model.faces.cpu()).to(self.device)
         self._initialise()
         if say:
-            say(f"splat: {self.model.n_mesh} mesh + {self.model.n_free} free Gaussians")
+            say(f"splat: {self.model.n_mesh} mesh + {self.model.n_free} free"
+                + (f" + {self.model.n_body} body" if self.model.n_body else "") + " Gaussians")
 
     @classmethod
     def create(cls, config: Config, data, device, init=None, say=print, work_dir=None):
@@ -75,6 +77,10 @@ class SplatMethod(TrainingMethod):
         box_lo = torch.stack([lo[0] - 0.6 * w, lo[1] - 0.8 * w, lo[2] - 0.05 * w])
         box_hi = torch.stack([hi[0] + 0.6 * w, hi[1] + 0.8 * w, lo[2] + 1.1 * w])
         g = torch.Generator(device="cpu").manual_seed(0)
+        rows = face.any(1).nonzero()
+        chin = float(rows.max() + 1) if len(rows) else float(S)      # pixel row just below the face mesh
+        if model.n_body:
+            self._initialise_body(person, face, chin, r0, g)
         want, kept, tried = model.n_free, [], 0
         while want and sum(len(k) for k in kept) < want and tried < 64 * want + 4096:
             n = max(4096, 4 * want)
@@ -89,6 +95,8 @@ class SplatMethod(TrainingMethod):
             # so that turned views do not find hair floating before the face
             behind = pts[:, 2] > lo[2] + 0.45 * w
             inside = (px >= 0).all(-1) & (px < S).all(-1)
+            if model.n_body:  # below the chin is the body Gaussians' part
+                inside &= px[:, 1] < chin
             kept.append(pts[inside & on_person & ~in_face & behind])
         pool = torch.cat(kept) if kept else torch.zeros(0, 3, device=dev)
         if want:
@@ -101,7 +109,7 @@ class SplatMethod(TrainingMethod):
             volume = float((box_hi - box_lo).prod()) * share
             model.init_free(pool, 0.5 * (volume / want) ** (1 / 3))
         # colours from the first frame where each Gaussian lands
-        gs = model.gaussians(r0["verts"], r0["cond"])
+        gs = model.gaussians(r0["verts"], r0["cond"], r0["scale"], r0["rot"], r0["trans"])
         px = self._pixels(gs["means"][0], r0)
         grid = (px / S * 2 - 1)[None, None]
         col = F.grid_sample(img0[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -113,6 +121,24 @@ class SplatMethod(TrainingMethod):
         mean_colour = (self.images.float() / 255).mean((0, 2, 3))[:, None, None]
         bg = torch.where(den > 0.5, num / den.clamp_min(1e-6), mean_colour)
         model.init_background(bg)
+
+    @torch.no_grad()
+    def _initialise_body(self, person, face, chin: float, r0, g) -> None:
+        """Body Gaussians on the first frame's person pixels from just above the face mesh's
+        lowest row down (neck, shoulders, hair on them), behind every face-mesh vertex."""
+        model, S, dev = self.model, self.size, self.device
+        rows = torch.arange(S, device=dev, dtype=torch.float32)[:, None].expand(S, S)
+        pick = (person & ~face & (rows >= chin - 0.03 * S)).nonzero()
+        if len(pick) == 0:  # nothing below the face: the lower fifth of the crop
+            pick = (rows >= 0.8 * S).nonzero()
+        want = model.n_body
+        sel = pick[torch.randint(len(pick), (want,), generator=g).to(dev)].float()
+        jitter = torch.rand(want, 2, generator=g).to(dev)
+        xy = (sel.flip(-1) + jitter) / (S / 2) - 1                                    # (x, y) NDC
+        cam = r0["scale"][0] * (r0["verts"][0] @ r0["rot"][0].T)                      # face vertices, camera
+        depth = torch.full((want, 1), float(cam[:, 2].max()), device=dev)            # behind all of the face
+        spacing = (len(pick) / want) ** 0.5 / (S / 2)                                # NDC units per Gaussian
+        model.init_body(torch.cat([xy, depth], 1), spacing)
 
     def _pixels(self, points: torch.Tensor, rig) -> torch.Tensor:
         """Pixel positions (N, 2) of head-space points (N, 3) in the one item of ``rig``."""
@@ -134,6 +160,7 @@ class SplatMethod(TrainingMethod):
         scales = {"free_xyz": 0.5, "mesh_offset": 5.0, "mesh_quat": 1.0, "free_quat": 1.0,
                   "mesh_log_scale": 5.0, "free_log_scale": 5.0, "mesh_opacity": 25.0, "free_opacity": 25.0,
                   "mesh_color": 10.0, "free_color": 10.0, "mesh_feature": 2.5, "free_feature": 2.5,
+                  "body_xyz": 0.25, "body_quat": 1.0, "body_log_scale": 5.0, "body_opacity": 25.0, "body_color": 10.0,
                   "background_image": 10.0}
         groups, rest = [], []
         for name, p in m.named_parameters():
