@@ -609,20 +609,23 @@ def build_app(cfg: WebConfig):
             sweep_gallery = gr.Gallery(label="light sweep (left to right)", columns=4, elem_id="edit-sweep-gallery")
             edit_file = gr.File(label="download", elem_id="edit-file")
 
-        def do_edit(f, model_dir, n_sweep, *vals, progress=gr.Progress(track_tqdm=True)):
+        shown = gr.State(None)   # the photo the "before" view shows (sent again only when it changes)
+
+        def do_edit(f, model_dir, n_sweep, shown_, *vals, progress=gr.Progress(track_tqdm=True)):
             if f is None:
-                return None, None, None, None, _message(InputError(None, "fit a photo in the Rig tab first"))
+                return None, None, None, None, _message(InputError(None, "fit a photo in the Rig tab first")), None
             t = time.perf_counter()
             try:
                 a, b, sweep, out = edit_photo(f, spec_of(*vals), model_dir, cfg, int(n_sweep or 0))
             except (InputError, ValueError) as exc:
-                return None, None, None, None, _message(exc)
+                return None, None, None, None, _message(exc), None
             b = str(b) if b is not None else None  # the job's PNGs go to the page as they are
-            return (str(a), b, [str(p) for p in sweep] or None, b,
-                    f"Edited in {time.perf_counter() - t:.2f} s; outputs (with the CLI's manifest) in `{out}`.")
+            return (gr.skip() if shown_ == str(a) else str(a), b, [str(p) for p in sweep] or None, b,
+                    f"Edited in {time.perf_counter() - t:.2f} s; outputs (with the CLI's manifest) in `{out}`.",
+                    str(a))
 
-        edit_btn.click(do_edit, [fit_state, edit_model, sweep_n, *controls_in],
-                       [before, after, sweep_gallery, edit_file, edit_status], api_name="edit")
+        edit_btn.click(do_edit, [fit_state, edit_model, sweep_n, shown, *controls_in],
+                       [before, after, sweep_gallery, edit_file, edit_status, shown], api_name="edit")
 
         with gr.Tab("Video", id="video"):
             gr.Markdown("A video renderer's target performs a driver video, or (no driver) relights itself.")
