@@ -225,6 +225,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, defaults=None, ti
             if isinstance(shown, tuple):
                 shown = ",".join(map(str, shown))
             help_text = f"{help_text} (default: {shown})".strip()
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: "5 % of" is text here
         dest = "cfg:" + path
         inner, _ = _unwrap_optional(tp)
         if inner is bool:

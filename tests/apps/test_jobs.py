@@ -200,3 +200,23 @@ def test_bad_option_values_are_usage_errors(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "photo.jpg", "-o", str(tmp_path), *bad])
     assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_every_command_prints_its_help():
+    """``--help`` of every command and sub-command formats (a '%' in a help text once made
+    ``portraitrig train splat --help`` a traceback)."""
+    import argparse
+
+    from portraitrig.cli import build_parser
+
+    def walk(parser, name):
+        text = parser.format_help()
+        assert "usage:" in text, name
+        seen = 1
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    seen += walk(sub, f"{name} {sub_name}")
+        return seen
+
+    assert walk(build_parser(), "portraitrig") > 10
