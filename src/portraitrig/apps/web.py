@@ -89,30 +89,31 @@ def colour_multipliers(colour: str | None) -> tuple[float, float, float] | None:
     return tuple(round(v / top, 3) for v in rgb)
 
 
-def spec_text(light: str = "photo", azimuth: float = 0.0, elevation: float = 0.0, strength: float = 1.0,
+def edit_spec(light: str = "photo", azimuth: float = 0.0, elevation: float = 0.0, strength: float = 1.0,
               env_map: str | None = None, controls: dict[str, float] | None = None, yaw: float = 0.0,
               pitch: float = 0.0, roll: float = 0.0, gaze_yaw: float = 0.0, gaze_pitch: float = 0.0,
-              colour: str | None = None) -> str:
-    """The edit-spec words (:mod:`portraitrig.editspec`) the page's controls mean (``colour``: the
-    light's tint from a colour picker)."""
-    words = []
+              colour: str | None = None):
+    """The :class:`~portraitrig.editspec.EditSpec` the page's controls mean (``colour``: the
+    light's tint from a colour picker); controls left at 0 are no edit."""
+    from portraitrig.editspec import EditSpec
+
+    word = None
     if light == "direction":
-        words.append(f"light={azimuth:g},{elevation:g}")
+        word = f"{azimuth:g},{elevation:g}"
     elif light == "environment map":
-        if env_map:
-            words.append(f"light=env:{env_map}")
+        word = f"env:{env_map}" if env_map else None
     elif light and light != "photo":
-        words.append(f"light={light}")
-    if len(words) and strength != 1.0:
-        words.append(f"strength={strength:g}")
-    tint = colour_multipliers(colour) if words else None
-    if tint is not None:
-        words.append("colour=" + ",".join(f"{v:g}" for v in tint))
-    words += [f"{k}={v:g}" for k, v in (controls or {}).items() if v]
-    words += [f"{k}={v:g}" for k, v in (("yaw", yaw), ("pitch", pitch), ("roll", roll)) if v]
-    if gaze_yaw or gaze_pitch:
-        words.append(f"gaze={gaze_yaw:g},{gaze_pitch:g}")
-    return " ".join(words)
+        word = light
+    return EditSpec(light=word, strength=strength if word else 1.0,
+                    colour=colour_multipliers(colour) if word else None,
+                    controls={k: v for k, v in (controls or {}).items() if v}, yaw=yaw, pitch=pitch, roll=roll,
+                    gaze=(gaze_yaw, gaze_pitch) if gaze_yaw or gaze_pitch else None)
+
+
+def spec_text(*args, **kwargs) -> str:
+    """The edit-spec words (:mod:`portraitrig.editspec`) the page's controls mean (the arguments
+    of :func:`edit_spec`)."""
+    return edit_spec(*args, **kwargs).text()
 
 
 # ------------------------------------------------------------------ uploads
@@ -473,13 +474,11 @@ def avatar_view(model_dir: str | None, cfg: WebConfig, yaw: float = 0.0, pitch: 
     """The avatar's reference rig with named ``controls``, seen from (yaw, pitch): (image, notes)."""
     import torch
 
-    from portraitrig.editspec import parse
     from portraitrig.neural.contract import to_uint8
 
     model_dir = _allowed_model(model_dir, cfg, AVATAR_METHODS, "avatar")
     r = _avatar(model_dir, cfg)
-    spec = spec_text(controls=controls)
-    fn = parse(spec).params_fn(r.face_model) if spec else None
+    fn = edit_spec(controls=controls).params_fn(r.face_model)
     params = fn(r.reference) if fn is not None else r.reference
     with torch.no_grad():
         imgs, notes = r.render_views(params, [(yaw, pitch)], size=size)
@@ -741,5 +740,5 @@ def serve(cfg: WebConfig, block: bool = True):
     return app
 
 
-__all__ = ["WebConfig", "spec_text", "check_upload", "load_photo", "check_video", "fit_photo", "preview",
+__all__ = ["WebConfig", "edit_spec", "spec_text", "check_upload", "load_photo", "check_video", "fit_photo", "preview",
            "find_models", "edit_photo", "warm_editor", "reenact", "avatar_view", "avatar_video", "build_app", "serve", "Fit"]
