@@ -199,13 +199,14 @@ class SplatModel(nn.Module):
 
     def scale_excess(self) -> torch.Tensor:
         """How far Gaussians grow past half their caps (mesh: half a triangle size; free: 0.05
-        model units), as a mean of positive log-ratios."""
-        m = F.relu(self.mesh_log_scale - math.log(MESH_SCALE_MAX / 2)).mean()
-        f = (F.relu(self.free_log_scale - math.log(FREE_SCALE_MAX / 2)).mean() if self.n_free
-             else self.mesh_log_scale.new_zeros(()))
-        b = (F.relu(self.body_log_scale - math.log(BODY_SCALE_MAX / 2)).mean() if self.n_body
-             else self.mesh_log_scale.new_zeros(()))
-        return m + f + b
+        model units; body: 0.025 NDC units), as a sum over the kinds of the mean positive
+        log-ratio (a kind with no Gaussians adds nothing)."""
+        total = self.mesh_log_scale.new_zeros(())
+        for log_scale, cap in ((self.mesh_log_scale, MESH_SCALE_MAX), (self.free_log_scale, FREE_SCALE_MAX),
+                               (self.body_log_scale, BODY_SCALE_MAX)):
+            if log_scale.numel():
+                total = total + F.relu(log_scale - math.log(cap / 2)).mean()
+        return total
 
     @torch.no_grad()
     def init_free(self, points: torch.Tensor, spacing: float) -> None:
