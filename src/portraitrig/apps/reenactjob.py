@@ -450,7 +450,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     old_light = params.light.float()
     params = params.replace(light=light_path(old_light, config, fps, load_light,
                                              summary.notes).to(params.light.dtype))
-    gains = None
+    gains, crop_inv = None, tgt.crop.inverse
     if config.background_light == "match":
         gains = background_gain(params.light.float().cpu(), old_light.cpu())
         summary.notes.append("background relit with the new light (gain per frame, mean R,G,B "
@@ -495,8 +495,8 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 frames = diffusion(params[i:j], bgs, tix)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             if gains is not None:  # the person in the crop: the mask the renderer conditions on
-                p = params[i:j].to(dev, torch.float32)
-                person = rend.cond.cond_mask(rend.cond.face(p))[:, 0].float().cpu().numpy() * mask
+                faces = stream.last_faces if diffusion is None else rend.cond.face(params[i:j].to(dev, torch.float32))
+                person = rend.cond.cond_mask(faces)[:, 0].float().cpu().numpy() * mask
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
@@ -505,8 +505,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 bg = bgs[k]
                 res = paste_frame(bg, crops[k], tgt.crop, mask, ring)
                 if gains is not None:
-                    inv = tgt.crop.inverse
-                    full = np.clip(warp_affine(np.ascontiguousarray(person[k]), inv, bg.shape[1::-1]), 0, 1)
+                    full = np.clip(warp_affine(np.ascontiguousarray(person[k]), crop_inv, bg.shape[1::-1]), 0, 1)
                     res = relight_background(res, full, gains[i + k])
                 w.write(res)
                 left = drv.frames[idx[i + k]] if drv.frames is not None else bg if config.self_drive else rig[k]

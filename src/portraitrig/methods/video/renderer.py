@@ -139,11 +139,13 @@ class VideoRenderer(NeuralRenderer):
 
 class FrameStream:
     """Renders a sequence a few frames at a time: ``stream(params, light=None)`` -> (b, 3, S, S);
-    the face buffers of the last window - 1 frames are kept for the next call's windows."""
+    the face buffers of the last window - 1 frames are kept for the next call's windows, and
+    those of the frames just rendered in ``last_faces`` (for their person mask)."""
 
     def __init__(self, renderer: VideoRenderer):
         self.r = renderer
         self.faces: torch.Tensor | None = None
+        self.last_faces: torch.Tensor | None = None
 
     @torch.no_grad()
     def __call__(self, params: RigParams, light=None) -> torch.Tensor:
@@ -152,6 +154,7 @@ class FrameStream:
         L = p.light if light is None else \
             torch.as_tensor(light, dtype=torch.float32, device=r.device).expand(len(p), 9, 3)
         new = r.cond.face(p)
+        self.last_faces = new
         faces = new if self.faces is None else torch.cat([self.faces, new])
         k = faces.shape[0] - new.shape[0]
         out = r.render_buffers(faces, k, L)
