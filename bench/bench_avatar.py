@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from portraitrig.config import to_dict
+from portraitrig.config import set_from_text, to_dict
 from portraitrig.io.atomic import write_image, write_json
 from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
@@ -56,23 +56,13 @@ def steps_per_second(method, cfg, n: int = 30) -> float:
     return n / (time.perf_counter() - t)
 
 
-def override(cfg, overrides: dict) -> None:
-    """Apply ``KEY=VALUE`` settings to a method config: ``model.KEY``, ``train.KEY`` or a field."""
-    for k, v in overrides.items():
-        obj, key = (cfg.model, k[6:]) if k.startswith("model.") else (cfg.train, k[6:]) if k.startswith("train.") \
-            else (cfg, k)
-        if not hasattr(obj, key):
-            raise SystemExit(f"bench_avatar: --set {k}: no such setting")
-        old = getattr(obj, key)
-        setattr(obj, key, (v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(v))
-    cfg.validate()
-
-
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
         preset: str = "256", method: str = "avatar", overrides: dict | None = None) -> tuple[Path, dict]:
     mod = METHODS[method].module()
-    cfg = mod.PRESETS[preset]()
-    override(cfg, overrides or {})
+    try:
+        cfg = set_from_text(mod.PRESETS[preset](), overrides or {})
+    except ValueError as exc:
+        raise SystemExit(f"bench_avatar: --set: {exc}") from None
     cfg.model = dataclasses.replace(cfg.model, use_prior=use_prior)
     t = time.time()
     extra = {}

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from portraitrig.config import to_dict
+from portraitrig.config import set_from_text, to_dict
 from portraitrig.io.atomic import write_image, write_json
 
 
@@ -152,12 +152,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     cfg = PRESETS[preset or str(size)]()
     cfg.train.steps, cfg.train.time_limit, cfg.train.ckpt_every = 200_000, minutes, 100_000
     cfg.train.schedule, cfg.train.sample_every = "constant", 2000
-    for k, v in (overrides or {}).items():   # train.KEY or a Config field
-        if k.startswith("train."):
-            setattr(cfg.train, k[6:], type(getattr(cfg.train, k[6:]))(v))
-        else:
-            setattr(cfg, k, type(getattr(cfg, k))(v))
-    cfg.validate()
+    cfg = set_from_text(cfg, overrides or {})   # train.KEY, model.KEY or a Config field
     t = time.time()
     model = train(VideoMethod(cfg, data, device), cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]

@@ -82,3 +82,22 @@ def test_train_cli_maps_flags_and_presets(tmp_path, capsys):
                  str(tmp_path / "bad.json")]) == 2
     assert "stage must be 1 or 2" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_settings_from_text_reach_nested_fields_and_are_checked():
+    import pytest
+
+    from portraitrig.config import set_from_text
+    from portraitrig.methods.splat.config import PRESETS
+
+    base = PRESETS["256"]()
+    cfg = set_from_text(base, {"model.body": "2000", "train.lr": "5e-3", "ssim_weight": "0.3",
+                               "model.use_prior": "0"})
+    assert (cfg.model.body, cfg.train.lr, cfg.ssim_weight, cfg.model.use_prior) == (2000, 5e-3, 0.3, False)
+    assert base.model.body == 0 and base.model.use_prior                      # a copy: the preset is untouched
+    for settings, problem in (({"model.nothing": "1"}, "no setting 'model.nothing'"),
+                              ({"model.body": "many"}, "model.body"),
+                              ({"model.use_prior": "maybe"}, "wants 1 or 0"),
+                              ({"model.body": "-1"}, "body")):
+        with pytest.raises(ValueError, match=problem):
+            set_from_text(base, settings)

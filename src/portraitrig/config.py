@@ -255,6 +255,32 @@ def replace_path(cfg: T, path: str, value) -> T:
     return dataclasses.replace(cfg, **{head: value})
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def set_from_text(cfg: T, settings: dict[str, str]) -> T:
+    """``cfg`` with ``{dotted path: text}`` settings written over it, each parsed as its field's
+    type (booleans: 1/0, true/false, yes/no, on/off), any nested field included (also those with
+    no CLI flag, e.g. ``model.body``), then validated. ValueError naming the setting otherwise."""
+    for path, text in settings.items():
+        node, tp = cfg, None
+        for part in path.split("."):
+            hints = _hints(type(node)) if dataclasses.is_dataclass(node) else {}
+            if part not in hints:
+                raise ValueError(f"no setting {path!r}")
+            tp, node = hints[part], getattr(node, part)
+        inner, _ = _unwrap_optional(tp)
+        try:
+            value = _BOOLS[text.lower()] if inner is bool else _parser_for(tp, path)(text)
+        except KeyError:
+            raise ValueError(f"{path} wants 1 or 0 (true / false), got {text!r}") from None
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        cfg = replace_path(cfg, path, value)
+    validate(cfg)
+    return cfg
+
+
 def apply_arguments(cfg: T, args: argparse.Namespace) -> T:
     """``cfg`` with every given config flag written over it, then validated (ValueError)."""
     for path, value in given_arguments(args).items():
@@ -264,4 +290,4 @@ def apply_arguments(cfg: T, args: argparse.Namespace) -> T:
 
 
 __all__ = ["to_dict", "from_dict", "load_json", "validate", "finite_float", "add_config_arguments", "apply_arguments",
-           "given_arguments", "replace_path"]
+           "given_arguments", "replace_path", "set_from_text"]
