@@ -103,4 +103,12 @@ class HeadAvatar:
         return self.render(RigParams.cat(batch), **options), notes
 
 
-__all__ = ["HeadAvatar", "MAX_YAW", "MAX_PITCH", "REF_FIELDS"]
+def with_alpha(image: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, background) -> torch.Tensor:
+    """An avatar's RGBA: ``image`` with ``alpha`` as a fourth channel (``dim=-3``); over no
+    background ("none") the colour is made straight from the premultiplied ``rgb``."""
+    if isinstance(background, str) and background == "none":
+        image = torch.where(alpha > 1e-4, rgb / alpha.clamp_min(1e-4), torch.zeros_like(rgb))
+    return torch.cat([image, alpha], -3)
+
+
+__all__ = ["HeadAvatar", "with_alpha", "MAX_YAW", "MAX_PITCH", "REF_FIELDS"]

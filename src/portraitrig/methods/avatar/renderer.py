@@ -24,7 +24,7 @@ from portraitrig.methods.avatar.field import AvatarModel, frame_inputs
 from portraitrig.methods.avatar.rays import RigFrames, ortho_rays, pixel_ndc
 from portraitrig.methods.avatar.render import render_rays
 from portraitrig.neural.contract import NeuralRenderer
-from portraitrig.neural.views import MAX_PITCH, MAX_YAW, HeadAvatar  # noqa: F401  (re-exported)
+from portraitrig.neural.views import MAX_PITCH, MAX_YAW, HeadAvatar, with_alpha  # noqa: F401  (re-exported)
 
 
 
@@ -82,8 +82,7 @@ class AvatarRenderer(HeadAvatar, NeuralRenderer):
             else:
                 raise ValueError(f"background must be 'learned', 'none' or images, got {background!r}")
             if rgba:
-                straight = torch.where(acc > 1e-4, rgb / acc.clamp_min(1e-4), torch.zeros_like(rgb))
-                img = torch.cat([straight if background == "none" else img, acc], 0)
+                img = with_alpha(img, rgb, acc, background)
             images.append(img.clamp(0, 1))
         out = torch.stack(images)
         return (out, torch.stack(depths)) if return_depth else out

@@ -24,7 +24,7 @@ from portraitrig.face.params import RigParams
 from portraitrig.methods.splat.config import SplatConfig
 from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs
 from portraitrig.neural.contract import NeuralRenderer
-from portraitrig.neural.views import HeadAvatar
+from portraitrig.neural.views import HeadAvatar, with_alpha
 
 class SplatRenderer(HeadAvatar, NeuralRenderer):
     method = "splat"
@@ -68,9 +68,7 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
             r = render(self.model, part, S, self.backend, background=bg)
             img = r["image"]
             if rgba:
-                rgb, acc = r["rgb"], r["alpha"]
-                straight = torch.where(acc > 1e-4, rgb / acc.clamp_min(1e-4), torch.zeros_like(rgb))
-                img = torch.cat([straight if isinstance(background, str) and background == "none" else img, acc], 1)
+                img = with_alpha(img, r["rgb"], r["alpha"], background)
             outs.append(img.float().clamp(0, 1))
         return torch.cat(outs)
 
