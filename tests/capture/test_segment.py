@@ -91,3 +91,21 @@ def test_crop_person_mask_agrees_with_whole_image(segmenter, astronaut, astro_ma
     assert a[56:72, 56:72].mean() > 0.95 and a[:12, :12].max() < 0.05
     with pytest.raises(InputError, match="^astronaut.png: image is 256x256"):
         crop_person_mask(segmenter, astronaut[::2, ::2].copy(), crop, path="astronaut.png")
+
+
+def test_crop_past_the_frame_edge_sees_no_mirrored_person(segmenter, astronaut):
+    # the astronaut cut off at the shoulders (a face near the bottom of the frame, as in a selfie
+    # video): the crop and the segmentation window reach far below the frame. A mirrored window
+    # showed the model a second, upside-down person there.
+    s = 128 / 300
+    img = np.ascontiguousarray(astronaut[:200])
+    crop = Crop(np.array([[s, 0.0, -(227 - 150) * s], [0.0, s, 0.0]]), 128, (512, 200))
+    a = crop_person_mask(segmenter, img, crop, path="cut.png")
+    whole = crop_person_mask(segmenter, astronaut, Crop(crop.affine, 128, (512, 512)), path="astronaut.png")
+    bottom = int(np.floor(s * 200))                      # the first crop row below the frame
+    inside, ref = a[:bottom] > 0.5, whole[:bottom] > 0.5
+    assert (inside & ref).sum() / (inside | ref).sum() > 0.97   # in the frame: as if it were not cut
+    assert a[:40, :12].max() < 0.1 and a[:40, -12:].max() < 0.1   # background beside the head
+    # crop rows below the frame take the mask of the rows they mirror, as the crop's pixels do
+    for k in (4, 8, 16):
+        np.testing.assert_allclose(a[bottom + k], a[bottom - k - 1], atol=0.15)

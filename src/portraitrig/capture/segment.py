@@ -95,8 +95,11 @@ def crop_person_mask(segmenter: PersonSegmenter, image: np.ndarray, crop: Crop, 
     """Person mask (S, S) float32 in [0, 1] of ``crop`` of ``image`` (H, W, 3) uint8.
 
     Segments a square window ``context`` times the crop's side, centred on the crop, resampled
-    to ``resolution`` pixels (mirrored padding where it leaves the image), and cuts the crop out
-    of the result."""
+    to ``resolution`` pixels, and cuts the crop out of the result. Where the window leaves the
+    image it repeats the image's edge pixels: a mirrored border (the crop's own padding) shows
+    the segmentation model a second, upside-down person below a face near the frame's edge and
+    turns the background into blotches of "person". Crop pixels outside the image take the
+    mask of the image pixel they mirror, as the crop's own pixels do (:func:`mask_to_crop`)."""
     import cv2
 
     img = _check_image(image, path)
@@ -109,10 +112,32 @@ def crop_person_mask(segmenter: PersonSegmenter, image: np.ndarray, crop: Crop, 
     k = R / (context * S)  # crop pixels -> window pixels: w = k * (c + (context - 1) S / 2)
     shift = k * (context - 1) * S / 2
     to_window = np.concatenate([k * crop.affine[:, :2], (k * crop.affine[:, 2] + shift)[:, None]], 1)
-    window = warp_affine(img, to_window, (R, R), border=cv2.BORDER_REFLECT_101)
+    window = warp_affine(img, to_window, (R, R), border=cv2.BORDER_REPLICATE)
     m = segmenter.segment(window, path)
-    to_crop = np.array([[1 / k, 0.0, -shift / k], [0.0, 1 / k, -shift / k]])
-    return np.clip(warp_affine(m, to_crop, (S, S), interp=cv2.INTER_LINEAR), 0.0, 1.0)
+    # every crop pixel centre -> image (mirrored into it like the crop's padding) -> window pixels
+    A = np.vstack([np.asarray(crop.affine, np.float64), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(A)
+    c = np.arange(S, dtype=np.float64) + 0.5
+    cx, cy = np.meshgrid(c, c)
+    ix = inv[0, 0] * cx + inv[0, 1] * cy + inv[0, 2]
+    iy = inv[1, 0] * cx + inv[1, 1] * cy + inv[1, 2]
+    ix, iy = _mirror(ix, img.shape[1]), _mirror(iy, img.shape[0])
+    wx = to_window[0, 0] * ix + to_window[0, 1] * iy + to_window[0, 2] - 0.5   # OpenCV: integer pixel centres
+    wy = to_window[1, 0] * ix + to_window[1, 1] * iy + to_window[1, 2] - 0.5
+    out = cv2.remap(m, wx.astype(np.float32), wy.astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _mirror(x: np.ndarray, n: int) -> np.ndarray:
+    """Continuous pixel coordinates (pixel i spans [i, i + 1)) mirrored into [0, n] about the
+    outer pixels' centres, as OpenCV's BORDER_REFLECT_101 mirrors pixels."""
+    if n < 2:
+        return np.full_like(x, n / 2)
+    lo, hi = 0.5, n - 0.5                  # the first and last pixel centres
+    period = 2 * (hi - lo)
+    y = np.mod(x - lo, period)
+    return lo + np.where(y > hi - lo, period - y, y)
 
 
 def _check_image(image, path) -> np.ndarray:
