@@ -267,3 +267,114 @@ def test_stream_renders_like_the_whole_sequence(tmp_path):
     parts = torch.cat([stream(data.params[0:1]), stream(data.params[1:4]), stream(data.params[4:6])])
     torch.testing.assert_close(parts, whole, atol=1e-5, rtol=0)
     assert r.render(data.params[:0]).shape == (0, 3, 32, 32)
+
+
+def test_neural_texture_is_sampled_at_the_uv_buffer_inside_the_face_only():
+    cfg = VideoNetConfig(image_size=16, buffers=("normal", "mask", "uv"), widths=(4, 8), window=2,
+                         texture=2, texture_size=8, texture_levels=2)
+    cfg.validate()
+    net = VideoNet(cfg)
+    assert [tuple(t.shape) for t in net.texture] == [(1, 2, 8, 8), (1, 2, 4, 4)]
+    with torch.no_grad():
+        x = torch.zeros(1, cfg.in_channels, 16, 16)
+        assert float(net.sample_texture(x).abs().max()) == 0          # starts at zero
+        net.texture[0][0, 0] = torch.arange(64.0).view(8, 8)          # texel (row r, column c) = 8 r + c
+        net.texture[1][0, 1] = 5.0                                     # a constant coarse level
+        C = cfg.buffer_channels
+        base = C                                                       # the last frame of the window of 2
+        sl = {"mask": base + 3, "u": base + 4, "v": base + 5}
+        x[:, sl["mask"]] = -1                                          # outside the face ...
+        x[:, sl["mask"], 4:12, 4:12] = 1                               # ... but a square inside it
+        u, v = (2 + 0.5) / 8, (5 + 0.5) / 8                            # the centre of texel (row 5, column 2)
+        x[:, sl["u"]], x[:, sl["v"]] = 2 * u - 1, 2 * v - 1
+        x[:, 3 + 4:3 + 6] = 0.7                                        # the first frame's uv: not used
+        t = net.sample_texture(x)
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[4:12, 4:12] = True
+    torch.testing.assert_close(t[0, 0][inside], torch.full((64,), 8.0 * 5 + 2))
+    torch.testing.assert_close(t[0, 1][inside], torch.full((64,), 5.0))
+    assert float(t[0][:, ~inside].abs().max()) == 0
+    with pytest.raises(ValueError, match="uv"):
+        VideoNetConfig(buffers=("normal", "mask"), texture=4).validate()
+    with pytest.raises(ValueError, match="texture_size"):
+        VideoNetConfig(texture=4, texture_size=12, texture_levels=4).validate()
+
+
+def test_neural_texture_learns_at_its_own_rate_and_round_trips(tmp_path):
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    assert cfg.model.texture > 0                   # the tiny preset (tests, CLI) runs the texture too
+    cfg.light_augment = 0.0
+    torch.manual_seed(0)
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    groups = m.parameter_groups()
+    assert [g["lr_scale"] for g in groups] == [1.0, cfg.texture_lr]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in m.model.texture}
+    opt = torch.optim.Adam([{"params": g["params"], "lr": 1e-3 * g["lr_scale"]} for g in groups])
+    for step in range(3):
+        loss, _ = m.loss(m.model, torch.arange(7), step, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m.model.texture[0].detach().abs().max()) > 0     # the texture got gradients
+    folder = m.model.save_pretrained(tmp_path / "net")
+    back = VideoNet.from_pretrained(folder)
+    for a, b in zip(m.model.texture, back.texture):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
+
+
+def test_a_model_folder_from_before_the_texture_still_loads(tmp_path):
+    cfg = VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions"), widths=(8, 16, 16), window=2)
+    net = scramble(VideoNet(cfg))
+    folder = net.save_pretrained(tmp_path / "old")
+    conf = json.loads((folder / "config.json").read_text())
+    for key in ("texture", "texture_size", "texture_levels"):     # written before these fields existed
+        conf_model = conf.get("config", conf)
+        conf_model.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(conf))
+    back = VideoNet.from_pretrained(folder)
+    assert back.config.texture == 0 and len(back.texture) == 0
+    x = torch.randn(1, cfg.in_channels, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x))
+
+
+def test_head_warp_moves_the_prior_with_the_head():
+    """The prior warped by head_warp lands where the head went: a mask rendered under the mean
+    head pose, warped to a frame shifted, scaled and rolled in the image plane, matches the mask
+    rendered under that frame's pose."""
+    from portraitrig.face.params import euler_to_matrix, matrix_to_axis_angle
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    S = 64
+    cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1, follow_head=True)
+    cfg.validate()
+    base = RigParams.neutral(fm, 3)
+    roll = torch.tensor([0.0, 0.0, 12.0])
+    R = euler_to_matrix(torch.zeros(3), torch.zeros(3), torch.deg2rad(roll))
+    frames = base.replace(rotation=matrix_to_axis_angle(R), scale=base.scale * torch.tensor([[1.0], [1.15], [1.0]]),
+                          translation=base.translation + torch.tensor([[0.0, 0.0], [0.1, -0.05], [-0.08, 0.1]]))
+    cond = Conditioner(cfg, "cpu", fm)
+    mean = base[:1]
+    prior = render_buffers(mean, fm, size=S, names=("mask",))["mask"]
+    cond.set_prior(prior, torch.rand(1, 3, S, S), Conditioner.mean_head_pose(mean))
+    theta = cond.head_warp(frames)
+    torch.testing.assert_close(theta[0], torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]), atol=1e-5, rtol=0)  # no motion
+    warped = (cond.follow(theta)[:, 3:] + 1) / 2
+    want = render_buffers(frames, fm, size=S, names=("mask",))["mask"]
+    for i in range(3):
+        a, b = warped[i, 0] > 0.5, want[i, 0] > 0.5
+        assert (a & b).sum() / (a | b).sum() > 0.95, i
+    # the expression does not move the warp (the head does)
+    smiling = frames.replace(expression=frames.expression + 0.8)
+    torch.testing.assert_close(cond.head_warp(smiling), theta)
+    x = cond.inputs(torch.zeros(3, cfg.buffer_channels, S, S), torch.arange(3)[:, None], torch.zeros(3, 3, S, S),
+                    frames.light, torch.zeros(3, 1, S, S), theta)
+    assert x.shape == (3, cfg.in_channels, S, S)
+    with pytest.raises(ValueError, match="head"):
+        cond.inputs(torch.zeros(3, cfg.buffer_channels, S, S), torch.arange(3)[:, None], torch.zeros(3, 3, S, S),
+                    frames.light, torch.zeros(3, 1, S, S))
+    with pytest.raises(ValueError, match="reference"):
+        VideoNetConfig(reference=False, follow_head=True).validate()

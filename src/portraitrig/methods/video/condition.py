@@ -11,6 +11,11 @@ frame's face mesh: a reenacted frame has no mask of its own. The prior's inflati
 once (:meth:`Conditioner.set_prior`); per frame only the join to the face mesh is made, at
 ``work`` pixels (64) and upsampled outside the mesh, where the shading is smooth — real time
 per frame.
+
+With ``follow_head`` the input also holds the reference frame and the prior warped by the 2D
+similarity that takes the training frames' mean head placement to the frame's
+(:meth:`Conditioner.head_warp`: a least-squares fit between the neutral head mesh projected
+under both poses), so the hair and the head's outline move with the head.
 """
 from __future__ import annotations
 
@@ -30,14 +35,61 @@ class Conditioner:
         self.stack = spec.BufferStack(config.buffers, config.image_size, device, face_model)
         self.slices = spec.slices(config.buffers)
         self.work = min(int(work), config.image_size)
-        self.prior = self.proxy = None
+        self.prior = self.proxy = self.reference = self.head_pose = None
 
     @torch.no_grad()
-    def set_prior(self, prior: torch.Tensor) -> None:
-        """The person mask prior (1, 1, S, S) in [0, 1]; solves its inflation once."""
+    def set_prior(self, prior: torch.Tensor, reference: torch.Tensor | None = None,
+                  head_pose: torch.Tensor | None = None) -> None:
+        """The person mask prior (1, 1, S, S) in [0, 1]; solves its inflation once. With
+        ``follow_head``: the reference frame (1, 3, S, S) in [0, 1] and the mean head pose (1, 6)
+        the warped channels come from."""
         self.prior = prior.float()
         dom = F.interpolate(self.prior, size=(self.work, self.work), mode="area") > 0.5
         self.proxy = inflated_normals(dom)
+        if self.config.follow_head:
+            if reference is None or head_pose is None:
+                raise ValueError("follow_head needs the reference frame and the mean head pose")
+            self.reference, self.head_pose = reference.float(), head_pose.float()
+
+    @staticmethod
+    def mean_head_pose(params) -> torch.Tensor:
+        """(1, 6) the mean head placement of a params batch: scale, rotation (axis-angle, the
+        mean of small rotations), translation."""
+        return torch.cat([params.scale.float().mean(0), params.rotation.float().mean(0),
+                          params.translation.float().mean(0)])[None]
+
+    @torch.no_grad()
+    def head_warp(self, params) -> torch.Tensor:
+        """(B, 2, 3) for each frame the map (NDC, ``affine_grid``'s convention) from its crop to
+        the reference frame's: the inverse of the 2D similarity that best takes the neutral head
+        mesh (the frame's identity, no expression or gaze) under the mean head pose onto the
+        same mesh under the frame's pose."""
+        from portraitrig.face.base import posed_vertices
+
+        p = params.to(self.prior.device, torch.float32)
+        B = len(p)
+        hp = self.head_pose.to(p.scale.device).expand(B, 6)
+        neutral = dict(expression=torch.zeros_like(p.expression), gaze=torch.zeros_like(p.gaze))
+        here = posed_vertices(self.face_model, p.replace(**neutral))[..., :2]
+        there = posed_vertices(self.face_model, p.replace(scale=hp[:, :1], rotation=hp[:, 1:4], translation=hp[:, 4:6],
+                                                           **neutral))[..., :2]
+        w = torch.complex(*(there - there.mean(1, keepdim=True)).unbind(-1))   # reference -> frame: z = a w + b
+        z = torch.complex(*(here - here.mean(1, keepdim=True)).unbind(-1))
+        a = (w.conj() * z).sum(1) / (w.abs() ** 2).sum(1).clamp_min(1e-12)
+        b = torch.complex(*here.mean(1).unbind(-1)) - a * torch.complex(*there.mean(1).unbind(-1))
+        inv = 1 / a
+        t = -inv * b
+        return torch.stack([torch.stack([inv.real, -inv.imag, t.real], -1),
+                            torch.stack([inv.imag, inv.real, t.imag], -1)], 1)
+
+    def follow(self, theta: torch.Tensor) -> torch.Tensor:
+        """(B, 4, S, S): the reference frame and the prior (as ``2x - 1``) warped by ``theta``
+        (B, 2, 3) from :meth:`head_warp`."""
+        S = self.config.image_size
+        src = torch.cat([self.reference, self.prior], 1) * 2 - 1
+        grid = F.affine_grid(theta.float(), [theta.shape[0], 4, S, S], align_corners=False)
+        return F.grid_sample(src.expand(theta.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
 
     @torch.no_grad()
     def prior_normals(self, face: torch.Tensor) -> torch.Tensor:
@@ -89,13 +141,19 @@ class Conditioner:
         return (t[:, None] + torch.arange(1 - window, 1, device=t.device)[None]).clamp_min(0)
 
     def inputs(self, faces: torch.Tensor, index: torch.Tensor, normals: torch.Tensor, light: torch.Tensor,
-               cond_mask: torch.Tensor) -> torch.Tensor:
+               cond_mask: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """Network input (B, C_in, S, S): faces (T, C_buf, S, S) of a sequence, index (B, window)
-        into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames."""
+        into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames;
+        head (B, 2, 3) their :meth:`head_warp` (needed with ``follow_head``)."""
         B = index.shape[0]
         win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
         shading = portrait_shading(normals.float(), light.float()).to(win.dtype)
-        return torch.cat([win, shading, cond_mask.to(win.dtype) * 2 - 1], 1)
+        parts = [win, shading, cond_mask.to(win.dtype) * 2 - 1]
+        if self.config.follow_head:
+            if head is None:
+                raise ValueError("follow_head: the frames' head warps are needed")
+            parts.append(self.follow(head).to(win.dtype))
+        return torch.cat(parts, 1)
 
 
 __all__ = ["Conditioner"]

@@ -26,6 +26,10 @@ class VideoNetConfig(DictConfig):
     widths: tuple[int, ...] = (32, 64, 128, 256, 256, 256)   # feature channels per level (level k at size / 2**k)
     blocks: int = 1                                      # residual blocks per level
     reference: bool = True                               # the median training frame is an input
+    texture: int = 0                                     # neural-texture channels (0: none; needs uv and mask)
+    texture_size: int = 256                              # side of the texture's finest level
+    texture_levels: int = 4                              # pyramid levels (each half the last's side)
+    follow_head: bool = False                            # reference + prior warped with the head (needs reference)
 
     @property
     def buffer_channels(self) -> int:
@@ -33,7 +37,7 @@ class VideoNetConfig(DictConfig):
 
     @property
     def in_channels(self) -> int:
-        return self.window * self.buffer_channels + 4
+        return self.window * self.buffer_channels + 4 + (4 if self.follow_head else 0)
 
     def validate(self) -> None:
         spec.check_names(self.buffers)
@@ -49,6 +53,18 @@ class VideoNetConfig(DictConfig):
             raise ValueError(f"widths must be in 1..{MAX_CHANNELS}, got {self.widths}")
         if not 1 <= self.window <= 16 or not 0 <= self.blocks <= 8:
             raise ValueError("window must be in 1..16 and blocks in 0..8")
+        if self.follow_head and not self.reference:
+            raise ValueError("follow_head warps the reference frame: it needs reference")
+        if not 0 <= self.texture <= 64:
+            raise ValueError(f"texture channels must be in 0..64, got {self.texture}")
+        if self.texture:
+            if "uv" not in self.buffers:
+                raise ValueError("a neural texture needs the 'uv' buffer")
+            if not 1 <= self.texture_levels <= 8 or not 4 <= self.texture_size <= 2048 or \
+                    self.texture_size % (2 ** (self.texture_levels - 1)) or \
+                    self.texture_size // 2 ** (self.texture_levels - 1) < 2:
+                raise ValueError(f"texture_size {self.texture_size} must be in 4..2048 and halve "
+                                 f"{self.texture_levels - 1} times to at least 2")
 
 
 def _h(text: str, **kw) -> dict:
@@ -64,6 +80,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     light_augment: float = field(default=0.5, metadata=_h(
         "share of items relit each step with random lights (ratio images of the whole person), 0..1", metavar="P"))
+    texture_lr: float = field(default=10.0, metadata=_h(
+        "learning rate of the neural texture, times the run's (a texel sees few pixels per step)", metavar="X"))
     ssim_weight: float = field(default=0.5, metadata=_h("weight of the 1 - SSIM loss beside L1"))
     grad_weight: float = field(default=0.5, metadata=_h("weight of the image-gradient L1 loss"))
     holdout: float = field(default=0.2, metadata=_h("share of the video's last frames held out of training"))
@@ -75,8 +93,8 @@ class Config:
         self.model.validate()
         if not 0 <= self.light_augment <= 1:
             raise ValueError(f"light_augment is a share of items, in [0, 1]; got {self.light_augment}")
-        if self.ssim_weight < 0 or self.grad_weight < 0:
-            raise ValueError("loss weights must be >= 0")
+        if self.ssim_weight < 0 or self.grad_weight < 0 or self.texture_lr <= 0:
+            raise ValueError("loss weights must be >= 0 and texture_lr > 0")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.max_frames is not None and self.max_frames < 2:
@@ -87,11 +105,13 @@ class Config:
 
 def preset(name: str) -> VideoNetConfig:
     if name == "tiny":
-        return VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions"), widths=(8, 16, 16), window=2)
+        return VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions", "uv"), widths=(8, 16, 16), window=2,
+                              texture=4, texture_size=32, texture_levels=2, follow_head=True)
     if name == "256":
-        return VideoNetConfig(image_size=256)
+        return VideoNetConfig(image_size=256, texture=16, texture_size=256, follow_head=True)
     if name == "512":
-        return VideoNetConfig(image_size=512, widths=(24, 48, 96, 192, 256, 256, 256))
+        return VideoNetConfig(image_size=512, widths=(24, 48, 96, 192, 256, 256, 256), texture=16, texture_size=512,
+                              follow_head=True)
     raise ValueError(f"unknown preset {name!r} (tiny, 256, 512)")
 
 

@@ -83,13 +83,18 @@ class VideoMethod(TrainingMethod):
             model.person_prior.copy_(masks.mean(0, keepdim=True).cpu())
             if mc.reference:
                 model.reference.copy_(median_frame(self.images).cpu())
+            if mc.follow_head:
+                model.head_pose.copy_(Conditioner.mean_head_pose(self.params).cpu())
         self.model = model.to(self.device)
-        self.cond.set_prior(self.model.person_prior)
+        self.cond.set_prior(self.model.person_prior, getattr(self.model, "reference", None),
+                            getattr(self.model, "head_pose", None))
         half = self.device.type == "cuda" and config.train.precision == "bf16"
         bank_dtype = torch.bfloat16 if half else torch.float32
-        faces, n_true, n_cond, cmask = [], [], [], []
+        faces, n_true, n_cond, cmask, heads = [], [], [], [], []
         for i in range(0, n, 32):  # chunks bound the rasterizer's and the multigrid's memory
             f = self.cond.face(self.params[i:i + 32])
+            if mc.follow_head:
+                heads.append(self.cond.head_warp(self.params[i:i + 32]))
             faces.append(f.to(bank_dtype))
             n_true.append(self.cond.normals(f, masks[i:i + 32]).to(bank_dtype))
             n_cond.append(self.cond.prior_normals(f).to(bank_dtype))
@@ -97,6 +102,7 @@ class VideoMethod(TrainingMethod):
         self.faces, self.normals_true = torch.cat(faces), torch.cat(n_true)
         self.normals_cond, self.cond_masks = torch.cat(n_cond), torch.cat(cmask)
         self.masks = masks.to(bank_dtype)
+        self.heads = torch.cat(heads) if heads else None
         if say:
             say(f"video renderer: {n} training frames, {len(data) - n} held out, {mc.image_size} px, "
                 f"window {mc.window}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
@@ -117,9 +123,16 @@ class VideoMethod(TrainingMethod):
     def run_identity(self) -> dict:
         return {"model": self.config.model.to_dict(), "frames": self.data.n_train, "video": self.data.video}
 
+    def parameter_groups(self) -> list[dict]:
+        """The network at the run's learning rate, the neural texture at ``texture_lr`` times it."""
+        tex = [p for n, p in self.model.named_parameters() if n.startswith("texture.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("texture.")]
+        return [{"params": rest, "lr_scale": 1.0}] + ([{"params": tex, "lr_scale": self.config.texture_lr}] if tex else [])
+
     def inputs(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         win = Conditioner.window_index(idx, self.config.model.window)
-        return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx])
+        return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx],
+                                None if self.heads is None else self.heads[idx])
 
     def loss(self, net, idx, step, generator):
         idx = idx.to(self.device)

@@ -12,6 +12,11 @@ convolution start at zero (every block starts as the identity, the output as mid
 output is linear (``0.5 + head``), not a sigmoid: a saturated sigmoid has no gradient (exactly
 none in bf16 past a logit of ~6), so one bad step could leave a run stuck on a white image; a
 linear output always feels the L1 loss pull it back into range.
+
+Neural texture (``config.texture`` > 0): a pyramid of learned feature images in the face
+model's UV space, sampled bilinearly at frame t's ``uv`` buffer where its face mask is set (0
+elsewhere) and stacked onto the input. It starts at zero, so a new model renders as one
+without it.
 """
 from __future__ import annotations
 
@@ -42,13 +47,18 @@ class VideoNet(nn.Module):
     """See the module docstring. ``person_prior``: (1, 1, S, S) mean person mask of the
     training frames, the person mask used where a frame's own is unknown (reenactment);
     ``reference``: (1, 3, S, S) the training frames' per-pixel median in [0, 1] (an input
-    when ``config.reference``)."""
+    when ``config.reference``); ``head_pose`` (1, 6): the training frames' mean head placement
+    (scale, rotation, translation; with ``config.follow_head``)."""
 
     def __init__(self, config: VideoNetConfig):
         super().__init__()
         self.config = config
         w = list(config.widths)
-        self.stem = nn.Conv2d(config.in_channels + (3 if config.reference else 0), w[0], 3, padding=1)
+        extra = (3 if config.reference else 0) + config.texture
+        self.stem = nn.Conv2d(config.in_channels + extra, w[0], 3, padding=1)
+        self.texture = nn.ParameterList(
+            [nn.Parameter(torch.zeros(1, config.texture, config.texture_size >> k, config.texture_size >> k))
+             for k in range(config.texture_levels)] if config.texture else [])
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
         for k, ch in enumerate(w):
@@ -67,11 +77,15 @@ class VideoNet(nn.Module):
         self.register_buffer("person_prior", torch.zeros(1, 1, config.image_size, config.image_size))
         if config.reference:
             self.register_buffer("reference", torch.full((1, 3, config.image_size, config.image_size), 0.5))
+        if config.follow_head:   # the training frames' mean head pose: scale, rotation (3), translation (2)
+            self.register_buffer("head_pose", torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
 
     def forward(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
         if self.config.reference:
             ref = (self.reference * 2 - 1).to(x.dtype).expand(x.shape[0], -1, -1, -1)
             x = torch.cat([x, ref], 1)
+        if self.config.texture:
+            x = torch.cat([x, self.sample_texture(x)], 1)
         h = self.stem(x)
         skips = []
         for k, block in enumerate(self.enc):
@@ -85,6 +99,25 @@ class VideoNet(nn.Module):
             h = dec(torch.cat([h, s], 1))
         y = self.head(F.silu(h)) + 0.5
         return y.clamp(0, 1) if clamp else y
+
+    def sample_texture(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, texture, S, S): the texture pyramid sampled at the ``uv`` buffer of the input's
+        last frame (uv in [0, 1] is ``2 uv - 1`` there: grid_sample's coordinates), the levels
+        summed, zero outside that frame's face mask."""
+        from portraitrig.render import spec
+
+        c = self.config
+        sl = spec.slices(c.buffers)
+        base = (c.window - 1) * c.buffer_channels
+        uv = x[:, base + sl["uv"].start: base + sl["uv"].stop].float()
+        inside = x[:, base + sl["mask"].start: base + sl["mask"].start + 1] > 0
+        grid = uv.permute(0, 2, 3, 1)
+        out = None
+        for level in self.texture:
+            t = F.grid_sample(level.float().expand(x.shape[0], -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="border", align_corners=False)
+            out = t if out is None else out + t
+        return (out * inside).to(x.dtype)
 
     # ---------------------------------------------------------------- model folders
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -64,7 +64,8 @@ class VideoRenderer(NeuralRenderer):
         self.size = self.config.image_size
         self.buffers = tuple(self.config.buffers)
         self.cond = Conditioner(self.config, self.device, face_model)
-        self.cond.set_prior(self.net.person_prior)
+        self.cond.set_prior(self.net.person_prior, getattr(self.net, "reference", None),
+                            getattr(self.net, "head_pose", None))
         self.face_model = self.cond.face_model
         self.target = target
         self.max_batch = max(1, int(max_batch))
@@ -115,12 +116,21 @@ class VideoRenderer(NeuralRenderer):
             k = len(ctx)
             p = RigParams.cat([ctx, p])
         faces = torch.cat([self.cond.face(p[i:i + 64]) for i in range(0, len(p), 64)])
-        return self.render_buffers(faces, k, L, sequence)
+        return self.render_buffers(faces, k, L, sequence, self.head_warps(p))
+
+    def head_warps(self, params: RigParams) -> torch.Tensor | None:
+        """The frames' head warps (the conditioner's ``head_warp``) when the model follows the
+        head, else None."""
+        if not self.config.follow_head:
+            return None
+        return torch.cat([self.cond.head_warp(params[i:i + 256]) for i in range(0, len(params), 256)])
 
     @torch.no_grad()
-    def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True) -> torch.Tensor:
+    def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True,
+                       heads: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
-        under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1]."""
+        under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1]; ``heads`` (T, 2, 3) the
+        frames' head warps (with ``follow_head``)."""
         out = []
         B = faces.shape[0] - k
         for i in range(0, B, self.max_batch):
@@ -128,7 +138,8 @@ class VideoRenderer(NeuralRenderer):
             w = self.config.window
             win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
             f = faces[t]
-            x = self.cond.inputs(faces, win, self.cond.prior_normals(f), light[i:i + len(t)], self.cond.cond_mask(f))
+            x = self.cond.inputs(faces, win, self.cond.prior_normals(f), light[i:i + len(t)], self.cond.cond_mask(f),
+                                 None if heads is None else heads[t])
             out.append(self.net(x.to(self.dtype), clamp=True).float())
         return torch.cat(out)
 
@@ -145,6 +156,7 @@ class FrameStream:
     def __init__(self, renderer: VideoRenderer):
         self.r = renderer
         self.faces: torch.Tensor | None = None
+        self.heads: torch.Tensor | None = None
         self.last_faces: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -156,10 +168,14 @@ class FrameStream:
         new = r.cond.face(p)
         self.last_faces = new
         faces = new if self.faces is None else torch.cat([self.faces, new])
+        heads = r.head_warps(p)
+        if heads is not None and self.heads is not None:
+            heads = torch.cat([self.heads, heads])
         k = faces.shape[0] - new.shape[0]
-        out = r.render_buffers(faces, k, L)
+        out = r.render_buffers(faces, k, L, heads=heads)
         keep = r.config.window - 1
         self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
+        self.heads = heads[heads.shape[0] - keep:] if keep > 0 and heads is not None else None
         return out
 
 
