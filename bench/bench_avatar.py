@@ -38,22 +38,7 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-
-def steps_per_second(method, cfg, n: int = 30) -> float:
-    """Training steps per second of ``method`` (after 5 warm-up steps), for a schedule that
-    fits the time budget."""
-    from portraitrig.training.loop import Trainer
-
-    tr = Trainer(method, cfg.train)
-    sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
-    for k in range(5):
-        tr.step(k)
-    sync()
-    t = time.perf_counter()
-    for k in range(n):
-        tr.step(5 + k)
-    sync()
-    return n / (time.perf_counter() - t)
+from common import steps_per_second
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,

@@ -135,7 +135,7 @@ def speed(model: Path, data, device: str, fps_frames: int = 100) -> dict:
 
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
         reenact_frames: int | None = None, preset: str | None = None, fps: bool = True,
-        overrides: dict | None = None) -> dict:
+        overrides: dict | None = None, save_every: int = 1) -> dict:
     from portraitrig.apps.reenactjob import ReenactConfig, border_mask, paste_frame, run_reenact
     from portraitrig.io.video import iter_video_frames
     from portraitrig.light import sh
@@ -150,13 +150,23 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     data = VideoData.load(d / f"target_{size}.safetensors")
     video = d / "target.mp4"
     cfg = PRESETS[preset or str(size)]()
-    cfg.train.steps, cfg.train.time_limit, cfg.train.ckpt_every = 200_000, minutes, 100_000
-    cfg.train.schedule, cfg.train.sample_every = "constant", 2000
+    cfg.train.ckpt_every, cfg.train.sample_every = 100_000, 2000
     cfg = set_from_text(cfg, overrides or {})   # train.KEY, model.KEY or a Config field
     t = time.time()
-    model = train(VideoMethod(cfg, data, device), cfg.train, out / "run", config=to_dict(cfg), progress=False)
+    method = VideoMethod(cfg, data, device)
+    rate = None
+    if cfg.train.schedule == "constant":
+        cfg.train.steps, cfg.train.time_limit = 200_000, minutes
+    else:   # the preset's decaying schedule, sized to the time budget
+        from common import steps_per_second
+
+        rate = steps_per_second(method, cfg)
+        method = VideoMethod(cfg, data, device, say=None)   # fresh weights after the timing steps
+        cfg.train.steps, cfg.train.time_limit = max(100, int(rate * minutes * 60 * 0.97)), minutes * 1.05
+    model = train(method, cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]
     res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
+           "steps_per_s": rate and round(rate, 1),
            "config": to_dict(cfg), "train_s": round(time.time() - t, 1), "steps": max(rec.get("step", 0) for rec in log),
            "final_loss": log[-1].get("loss"), "frames_train": data.n_train, "frames_heldout": len(data) - data.n_train}
     r = VideoRenderer.from_pretrained(model, device=device)
@@ -168,7 +178,9 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         pred = r.render(held, context=ctx).cpu()
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
     crops = data.crops()[n0:]
-    np.save(out / "heldout_pred.npy", (pred.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
+    res_keep = keep.tolist()
+    np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     name, metric = metrics_fn()
     per_crop, per_frame = [], []
     S = data.size
@@ -184,6 +196,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             per_frame.append(metric(full, frames[fi]))
     mean = lambda rows, key: round(float(np.mean([x[key] for x in rows])), 3) if rows else None  # noqa: E731
     res["metrics"] = name
+    res["heldout_saved_index"] = res_keep
     res["heldout_crop"] = {k: mean(per_crop, k) for k in per_crop[0]}
     res["heldout_full_frame"] = {k: mean(per_frame, k) for k in (per_frame[0] if per_frame else {})}
     # ---------------------------------------------------- compare picture
@@ -245,12 +258,14 @@ def nearest_frames(train, query) -> torch.Tensor:
 
 def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: float, size: int, device: str,
              steps: int = 20, preset1: str | None = None, preset2: str | None = None,
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, every: int = 1) -> dict:
     """DiffusionRig with inversion on the same held-out frames (the issue's baseline, at an equal
     budget): stage 1 (the generic prior) on ``stage1_cache`` for ``minutes1``, stage 2 on the
     target's training frames in the video's fixed crop for ``minutes2``; each held-out frame is
     the DDIM inversion of the training frame nearest it in pose and expression, decoded with the
-    held-out frame's rig buffers. Same metrics as ``run`` (crop, masked to the face mesh)."""
+    held-out frame's rig buffers. Same metrics as ``run`` (crop, masked to the face mesh).
+    ``every``: invert every k-th held-out frame only (1.6 s a frame on an H200; their indices
+    are in ``heldout_index``, and ``score`` compares the video renderer on the same frames)."""
     from portraitrig.methods.diffusionrig import PRESETS as DPRESETS
     from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
     from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
@@ -289,7 +304,9 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
         log = [json.loads(x) for x in (out / run_dir / "log.jsonl").read_text().splitlines()]
         res[f"{k}_steps"] = max(rec.get("step", 0) for rec in log)
     r = DiffusionRenderer.from_pretrained(s2, device=device)
-    held = data.params[n0:]
+    hk = torch.arange(0, len(data) - n0, max(1, int(every)))
+    res["heldout_index"] = hk.tolist()
+    held = data.params[n0:][hk]
     src = nearest_frames(data.params[:n0], held)
     subjects = [Subject(f"t{int(i):05d}", images[int(i)], data.params[int(i):int(i) + 1]) for i in src]
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -310,7 +327,8 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
     with torch.no_grad():
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
     name, metric = metrics_fn()
-    rows = [metric(u8(pred[k]), crops[n0 + k].permute(1, 2, 0).numpy(), face[k, 0].numpy()) for k in range(len(held))]
+    rows = [metric(u8(pred[j]), crops[n0 + int(k)].permute(1, 2, 0).numpy(), face[j, 0].numpy())
+            for j, k in enumerate(hk.tolist())]
     res["metrics"] = name
     res["heldout_crop"] = {k: round(float(np.mean([x[k] for x in rows])), 3) for k in rows[0]}
     res["ddim_steps"] = steps
@@ -366,11 +384,30 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     e_held, e_train = embed(real[n0:]), embed(real[:n0:max(1, n0 // 16)])
     res["identity_same_person"] = float(np.mean(identity_distance(e_held[:, None], e_train[None])))
     # --- self-reenactment (the video renderer, and DiffusionRig with inversion when it ran)
+    def saved_index(path: Path, key: str) -> np.ndarray:   # the held-out frames a run brought back
+        return np.array(json.loads(path.read_text()).get(key, range(N - n0))) if path.is_file() else np.arange(N - n0)
+
+    index = {"video": saved_index(out / "video.json", "heldout_saved_index"),
+             "diffusion": saved_index(out / "baseline" / "baseline.json", "heldout_index")}
+    preds = {}
     for name, path in (("video", out / "heldout_pred.npy"), ("diffusion", out / "baseline" / "baseline_pred.npy")):
         if path.is_file():
-            pred = np.load(path)
-            res[f"self_{name}"] = {"identity_distance": float(np.mean(identity_distance(embed(pred), e_held))),
-                                   **expr(held, fit_all(pred))}
+            preds[name] = pred = np.load(path)
+            k = index[name][:len(pred)]
+            res[f"self_{name}"] = {"frames": len(k),
+                                   "identity_distance": float(np.mean(identity_distance(embed(pred), e_held[k]))),
+                                   **expr(held[torch.from_numpy(k)], fit_all(pred))}
+    if len(preds) == 2 and len(index["diffusion"]) < N - n0:
+        # both renderers on the frames the baseline inverted (it may invert every k-th only)
+        common = np.intersect1d(index["video"], index["diffusion"])
+        hp = held[torch.from_numpy(common)]
+        face = render_buffers(hp, rigger.model, size=size, names=("mask",))["mask"]
+        _, metric = metrics_fn()
+        for name, pred in preds.items():
+            row_of = {int(k): j for j, k in enumerate(index[name])}
+            rows = [metric(pred[row_of[int(k)]], real[n0 + int(k)], face[j, 0].numpy()) for j, k in enumerate(common)]
+            res[f"{name}_on_common_frames"] = {"frames": len(common), **{
+                m: round(float(np.mean([x[m] for x in rows])), 3) for m in rows[0]}}
     # --- cross-reenactment: expression error against the retargeted parameters, identity, stability
     rdir = out / "reenact"
     if (rdir / "result.mp4").is_file():
@@ -469,6 +506,8 @@ def main() -> None:
     q.add_argument("--reenact-frames", type=int, help="driver frames of the reenactment (default: all)")
     q.add_argument("--preset", help="video preset (default: the size's; tiny with --size 32 for a CPU check)")
     q.add_argument("--no-fps", action="store_true", help="leave out the speed figures (run `fps` later)")
+    q.add_argument("--every", type=int, default=1,
+                   help="bring back every k-th held-out render (the scores use them all; files back are limited)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the preset (train.lr=2e-4, light_augment=0.5, ...)")
     f = sub.add_parser("fps", help="render speed of OUT/run/model (after `run --no-fps`); adds to OUT/video.json")
@@ -497,6 +536,7 @@ def main() -> None:
     b.add_argument("--minutes2", type=float, default=2.0)
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--steps", type=int, default=20, help="DDIM steps of inversion and decoding")
+    b.add_argument("--every", type=int, default=1, help="invert every k-th held-out frame only")
     b.add_argument("--preset1", help="diffusion preset of stage 1 (default stage1-SIZE)")
     b.add_argument("--preset2", help="diffusion preset of stage 2 (default stage2-SIZE)")
     b.add_argument("--batch-size", type=int, help="both stages' batch size (default: the presets')")
@@ -529,12 +569,12 @@ def main() -> None:
         return
     if a.cmd == "baseline":
         res = baseline(a.dir, a.out, a.stage1_cache, a.minutes1, a.minutes2, a.size, a.device, a.steps,
-                       a.preset1, a.preset2, a.batch_size)
+                       a.preset1, a.preset2, a.batch_size, every=a.every)
         write_json(a.out / "baseline.json", res)
         print(json.dumps(res))
         return
     res = run(a.dir, a.out, a.minutes, a.size, a.device, a.fps_frames, a.reenact_frames, a.preset, not a.no_fps,
-              dict(x.split("=", 1) for x in a.set))
+              dict(x.split("=", 1) for x in a.set), a.every)
     write_json(a.out / "video.json", res)
     print(table(res))
     print(json.dumps(res))

@@ -186,6 +186,25 @@ def embed_crops(encoder, images):
     return np.stack([encoder.embed(np.ascontiguousarray(x)) for x in images])
 
 
+def steps_per_second(method, cfg, n: int = 30) -> float:
+    """Training steps per second of ``method`` with ``cfg.train`` (after 5 warm-up steps): a
+    schedule's length that fits a time budget (the steps taken are thrown away)."""
+    import torch
+
+    from portraitrig.training.loop import Trainer
+
+    tr = Trainer(method, cfg.train)
+    sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
+    for k in range(5):
+        tr.step(k)
+    sync()
+    t = time.perf_counter()
+    for k in range(n):
+        tr.step(5 + k)
+    sync()
+    return n / (time.perf_counter() - t)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
     return _write_json(path, obj)

@@ -16,7 +16,9 @@
 # identity, stability, relighting). ~9 min with the defaults; FRAMES=N driver frames (250).
 # With E2E_DRIVER=VIDEO (carry it) and .whlx/site.tar.xz (PyAV + mediapipe: bench/device/pack_site.sh)
 # also the end-to-end reenactment of that driver video, fits included, in E2E_WORKERS processes
-# (default 1,8), after the speed figures.
+# (default 1,8), after the speed figures. EVERY=K: bring back every k-th held-out render and let
+# the baseline invert only those (a long clip's held-out renders exceed what a call brings back,
+# and inversion takes 1.6 s a frame).
 #   bash bench/device/video.sh [DIR] [MIN] [STAGE1_CACHE] [S1] [S2]
 set -o pipefail
 DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safetensors}; S1=${4:-3.5}; S2=${5:-2}
@@ -30,10 +32,10 @@ QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$'
 NGPU=$(nvidia-smi -L | wc -l)
 if [ "$NGPU" -ge 2 ] && [ -f "$S1CACHE" ]; then
   CUDA_VISIBLE_DEVICES=1 python3 bench/bench_video.py baseline --dir "$DIR" --out "$OUT/baseline" \
-    --stage1-cache "$S1CACHE" --minutes1 "$S1" --minutes2 "$S2" > "$OUT/baseline.log" 2>&1 &
+    --stage1-cache "$S1CACHE" --minutes1 "$S1" --minutes2 "$S2" --every "${EVERY:-1}" > "$OUT/baseline.log" 2>&1 &
 fi
 CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py run --dir "$DIR" --out "$OUT" --minutes "$MIN" --no-fps \
-  --reenact-frames "${FRAMES:-250}" 2>&1 | grep -v -E "$QUIET" | tail -40
+  --reenact-frames "${FRAMES:-250}" --every "${EVERY:-1}" 2>&1 | grep -v -E "$QUIET" | tail -40
 wait   # the speed figures after the baseline is done: no other process on the host
 CUDA_VISIBLE_DEVICES=0 python3 bench/bench_video.py fps --dir "$DIR" --out "$OUT" 2>&1 | grep -v -E "$QUIET" | tail -12
 grep -v -E "$QUIET" "$OUT/baseline.log" 2>/dev/null | tail -3

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Variants of the video renderer trained side by side on one clip (an ablation under equal
+# conditions): variant k runs on GPU k mod (number of GPUs), all at once, each for MIN minutes
+# on the clip's first 80 %, then on the held-out 20 % (bench_video.py run, no speed figures).
+# Carry the clip's video data (bench_video.py prepare). Each variant is NAME=SETS, SETS being
+# comma-separated KEY=VALUE settings for bench_video.py --set, or NAME=- for the preset as it is.
+# The first variant brings back its renders ($OUT/NAME/{video.json,heldout_pred.npy,relit.npz,
+# video_compare.png,logs.tar}) for `bench_video.py score`; the others their video.json only
+# ($OUT/NAME.json): at most 4 variants (8 files come back).
+#   bash bench/device/video_variants.sh DIR MIN NAME=SETS [NAME=SETS ...]
+#   e.g. bash bench/device/video_variants.sh .devdata/v6 5.5 full=- plain=model.texture=0,model.follow_head=false
+set -o pipefail
+DIR=$1; MIN=$2; shift 2
+[ -f "$DIR/target_256.safetensors" ] && [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: video_variants.sh DIR MIN NAME=SETS ... (1 to 4)"; exit 2; }
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
+NGPU=$(nvidia-smi -L | wc -l)
+k=0; names=()
+for v in "$@"; do
+  name=${v%%=*}; sets=${v#*=}; args=()
+  if [ "$sets" != "-" ]; then IFS=, read -ra kv <<< "$sets"; for x in "${kv[@]}"; do args+=(--set "$x"); done; fi
+  mkdir -p "$OUT/$name"
+  CUDA_VISIBLE_DEVICES=$(( k % NGPU )) python3 bench/bench_video.py run --dir "$DIR" --out "$OUT/$name" --minutes "$MIN" \
+    --no-fps --every 4 "${args[@]}" > "$OUT/$name.log" 2>&1 &
+  names+=("$name"); k=$((k + 1))
+done
+wait
+first=${names[0]}
+for name in "${names[@]}"; do
+  echo "== $name"; grep -E "^video renderer|held-out" "$OUT/$name.log" | grep -v "^{" | head -9
+  grep -E "Error|Traceback" -A3 "$OUT/$name.log" | grep -v "No module named 'av'" | head -8
+  rm -f "$OUT/$name.log"
+  if [ "$name" = "$first" ]; then
+    (cd "$OUT/$name" && tar -cf logs.tar run/log.jsonl run/samples 2>/dev/null; rm -rf run reenact reenact_orbit relight_orbit)
+  else
+    mv "$OUT/$name/video.json" "$OUT/$name.json"; rm -rf "$OUT/$name"
+  fi
+done
+ls -la "$OUT" "$OUT/$first"
