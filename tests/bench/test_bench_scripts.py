@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -117,3 +117,35 @@ def test_bench_diffusion_quick_cpu(tmp_path):
     assert res["config"] == "tiny" and res["flops"]["unet_forward_gflop"] > 0
     assert not any(k.startswith("train_") for k in res)  # --skip train
     assert res["edit_eager-fp32"]["batch"] == 1 and res["edit_eager-fp32"]["s"] > 0
+
+
+def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
+    """bench_video.py run (the preset's cosine schedule sized to the budget, every 2nd held-out
+    render brought back) and baseline (DiffusionRig inverting those frames only) on tiny data."""
+    import shutil
+
+    from portraitrig.methods import video
+    from portraitrig.methods.video.data import sidecar_path
+
+    d = tmp_path / "d"
+    d.mkdir()
+    cache = video.tiny_data(d, n=12)
+    shutil.move(cache, d / "target_32.safetensors")
+    shutil.move(sidecar_path(cache), sidecar_path(d / "target_32.safetensors"))
+    shutil.copy(d / "tiny_target.mp4", d / "target.mp4")
+    out = tmp_path / "o"
+    check_ok(run_script("bench_video.py", "run", "--dir", str(d), "--out", str(out), "--minutes", "0.03", "--size", "32",
+                        "--preset", "tiny", "--no-fps", "--every", "2", "--device", "cpu",
+                        "--set", "train.schedule=cosine", "--set", "train.batch_size=2"))
+    res = json.loads((out / "video.json").read_text())
+    held = res["frames_heldout"]
+    assert held == 2 and res["heldout_saved_index"] == [0]
+    assert res["steps_per_s"] > 0 and res["config"]["train"]["steps"] >= 100      # sized to the budget
+    assert np.load(out / "heldout_pred.npy").shape == (1, 32, 32, 3)
+    assert res["heldout_crop"]["psnr"] > 0
+    check_ok(run_script("bench_video.py", "baseline", "--dir", str(d), "--out", str(out / "baseline"),
+                        "--stage1-cache", str(d / "target_32.safetensors"), "--minutes1", "0.02", "--minutes2", "0.02",
+                        "--size", "32", "--preset1", "tiny", "--preset2", "tiny", "--steps", "2", "--every", "2",
+                        "--device", "cpu"))
+    base = json.loads((out / "baseline" / "baseline.json").read_text())
+    assert base["heldout_index"] == [0] and np.load(out / "baseline" / "baseline_pred.npy").shape[0] == 1
