@@ -378,20 +378,3 @@ def test_head_warp_moves_the_prior_with_the_head():
                     frames.light, torch.zeros(3, 1, S, S))
     with pytest.raises(ValueError, match="reference"):
         VideoNetConfig(reference=False, follow_head=True).validate()
-
-
-def test_shade_output_multiplies_the_albedo_by_the_requested_shading():
-    cfg = VideoNetConfig(image_size=16, buffers=("normal", "mask"), widths=(4, 8), window=2, shade_output=True)
-    net = scramble(VideoNet(cfg))
-    with torch.no_grad():                      # a head that outputs constants: albedo a, residual r
-        net.head.weight.zero_()
-        net.head.bias.copy_(torch.tensor([0.1, 0.2, -0.1, 0.05, 0.0, 0.3]))
-        x = torch.randn(2, cfg.in_channels, 16, 16)
-        k = cfg.window * cfg.buffer_channels
-        shading = x[:, k:k + 3]
-        want = (0.5 + net.head.bias[:3].view(1, 3, 1, 1)) * shading + net.head.bias[3:].view(1, 3, 1, 1)
-        torch.testing.assert_close(net(x), want)
-        x[:, k:k + 3] = 0                           # no shading (the background): the residual alone
-        torch.testing.assert_close(net(x), net.head.bias[3:].view(1, 3, 1, 1).expand(2, 3, 16, 16))
-    plain = VideoNet(VideoNetConfig(image_size=16, buffers=("normal", "mask"), widths=(4, 8), window=2))
-    assert net.head.out_channels == 6 and plain.head.out_channels == 3

@@ -30,7 +30,6 @@ class VideoNetConfig(DictConfig):
     texture_size: int = 256                              # side of the texture's finest level
     texture_levels: int = 4                              # pyramid levels (each half the last's side)
     follow_head: bool = False                            # reference + prior warped with the head (needs reference)
-    shade_output: bool = False                           # output = albedo x the requested shading + a residual
 
     @property
     def buffer_channels(self) -> int:

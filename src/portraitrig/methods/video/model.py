@@ -9,8 +9,7 @@ connections by concatenation.
 
 Stability without normalisation: each residual block's last convolution and the output
 convolution start at zero (every block starts as the identity, the output as mid-grey), and the
-output is linear (``0.5 + head``; with ``shade_output`` ``(0.5 + albedo) * shading + residual``),
-not a sigmoid: a saturated sigmoid has no gradient (exactly
+output is linear (``0.5 + head``), not a sigmoid: a saturated sigmoid has no gradient (exactly
 none in bf16 past a logit of ~6), so one bad step could leave a run stuck on a white image; a
 linear output always feels the L1 loss pull it back into range.
 
@@ -72,7 +71,7 @@ class VideoNet(nn.Module):
             self.up.append(nn.Conv2d(w[k + 1], w[k], 3, padding=1))
             self.dec.append(nn.Sequential(nn.Conv2d(2 * w[k], w[k], 3, padding=1), nn.SiLU(),
                                           *[ResBlock(w[k]) for _ in range(config.blocks)]))
-        self.head = nn.Conv2d(w[0], 6 if config.shade_output else 3, 3, padding=1)
+        self.head = nn.Conv2d(w[0], 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.register_buffer("person_prior", torch.zeros(1, 1, config.image_size, config.image_size))
@@ -98,12 +97,7 @@ class VideoNet(nn.Module):
             s = skips.pop()
             h = F.silu(up(F.interpolate(h, size=s.shape[-2:], mode="nearest")))
             h = dec(torch.cat([h, s], 1))
-        out = self.head(F.silu(h))
-        if self.config.shade_output:   # albedo (around 0.5) x the input's shading + a residual
-            k = self.config.window * self.config.buffer_channels
-            y = (out[:, :3] + 0.5) * x[:, k:k + 3] + out[:, 3:]
-        else:
-            y = out + 0.5
+        y = self.head(F.silu(h)) + 0.5
         return y.clamp(0, 1) if clamp else y
 
     def sample_texture(self, x: torch.Tensor) -> torch.Tensor:
