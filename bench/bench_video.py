@@ -437,7 +437,35 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         res["relight"] = {"fit_failures": len(relit) - len(ok), "light_rmse": float(np.mean(errs["light_rmse"])),
                           "seam_relit": float(seam_score(t(relit), face, person).mean()),
                           "seam_real": float(seam_score(t(real[n0:][ks.numpy()]), face, person).mean())}
+        # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
+        # renderer is trained to produce), under the same requested lights
+        floor_rmse, floor_img = relit_floor(data, held[ks], real[n0:][ks.numpy()], person, want, fit_all)
+        res["relight"].update(ratio_relit_light_rmse=floor_rmse,
+                              seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
     return res
+
+
+def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: torch.Tensor,
+                fit_all) -> tuple[float, torch.Tensor]:
+    """Light RMSE of the rig re-fitted on real frames (N, S, S, 3) uint8 relit to ``lights``
+    (N, 9, 3) by the whole-portrait shading ratio (:func:`relight_image`, the renderer's training
+    targets) against those lights: how close a re-fit can come to a requested light on a relit
+    frame, the floor a relit render is measured against (the real-frame floor holds for the
+    frames' own light only). Also returns those relit frames (N, 3, S, S) in [0, 1]."""
+    from portraitrig.eval.rig import light_error
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.methods.video.config import VideoNetConfig
+    from portraitrig.render.portrait import relight_image
+
+    p = params.to("cpu", torch.float32)
+    cond = Conditioner(VideoNetConfig(image_size=data.size), "cpu")
+    cond.set_prior(person.mean(0, keepdim=True))
+    normals = cond.normals(cond.face(p), person)
+    img = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    relit = relight_image(img, normals, person, p.light, lights.float())
+    fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in relit])
+    ok = [i for i, f in enumerate(fits) if f is not None]
+    return float(np.mean(light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))["light_rmse"])), relit
 
 
 def background_mask(data) -> np.ndarray:
