@@ -115,16 +115,11 @@ def crop_person_mask(segmenter: PersonSegmenter, image: np.ndarray, crop: Crop, 
     window = warp_affine(img, to_window, (R, R), border=cv2.BORDER_REPLICATE)
     m = segmenter.segment(window, path)
     # every crop pixel centre -> image (mirrored into it like the crop's padding) -> window pixels
-    A = np.vstack([np.asarray(crop.affine, np.float64), [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(A)
     c = np.arange(S, dtype=np.float64) + 0.5
-    cx, cy = np.meshgrid(c, c)
-    ix = inv[0, 0] * cx + inv[0, 1] * cy + inv[0, 2]
-    iy = inv[1, 0] * cx + inv[1, 1] * cy + inv[1, 2]
-    ix, iy = _mirror(ix, img.shape[1]), _mirror(iy, img.shape[0])
-    wx = to_window[0, 0] * ix + to_window[0, 1] * iy + to_window[0, 2] - 0.5   # OpenCV: integer pixel centres
-    wy = to_window[1, 0] * ix + to_window[1, 1] * iy + to_window[1, 2] - 0.5
-    out = cv2.remap(m, wx.astype(np.float32), wy.astype(np.float32), cv2.INTER_LINEAR,
+    xy = crop.to_image(np.stack(np.meshgrid(c, c), -1))
+    xy = np.stack([_mirror(xy[..., 0], img.shape[1]), _mirror(xy[..., 1], img.shape[0])], -1)
+    w = xy @ to_window[:, :2].T + to_window[:, 2] - 0.5        # OpenCV samples at integer pixel centres
+    out = cv2.remap(m, w[..., 0].astype(np.float32), w[..., 1].astype(np.float32), cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     return np.clip(out, 0.0, 1.0)
 
