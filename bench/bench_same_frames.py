@@ -43,14 +43,14 @@ def mesh_px(params, fm, size: int) -> np.ndarray:
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:
-    """The 2x3 similarity taking points src (V, 2) to dst (V, 2) in least squares, and the RMS
-    residual (pixels of dst)."""
-    ms, md = src.mean(0), dst.mean(0)
-    w = (src - ms) @ np.array([1, 1j])
-    z = (dst - md) @ np.array([1, 1j])
-    a = (np.conj(w) * z).sum() / (np.abs(w) ** 2).sum()
-    b = (md @ np.array([1, 1j])) - a * (ms @ np.array([1, 1j]))
-    A = np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+    """The 2x3 similarity taking points src (V, 2) to dst (V, 2) in least squares
+    (:func:`portraitrig.fit.geometry.similarity_transform` in the plane), and the RMS residual
+    (pixels of dst)."""
+    from portraitrig.fit.geometry import similarity_transform
+
+    pad = lambda a: torch.from_numpy(np.pad(a, ((0, 0), (0, 1))))[None]  # noqa: E731  (z = 0)
+    s, R, t = similarity_transform(pad(src), pad(dst))
+    A = np.concatenate([float(s[0]) * R[0, :2, :2].numpy(), t[0, :2].numpy()[:, None]], 1)
     res = np.sqrt(np.mean(np.sum((src @ A[:, :2].T + A[:, 2] - dst) ** 2, 1)))
     return A, float(res)
 

@@ -65,22 +65,19 @@ class Conditioner:
         mesh (the frame's identity, no expression or gaze) under the mean head pose onto the
         same mesh under the frame's pose."""
         from portraitrig.face.base import posed_vertices
+        from portraitrig.fit.geometry import similarity_transform
 
         p = params.to(self.prior.device, torch.float32)
         B = len(p)
         hp = self.head_pose.to(p.scale.device).expand(B, 6)
         neutral = dict(expression=torch.zeros_like(p.expression), gaze=torch.zeros_like(p.gaze))
-        here = posed_vertices(self.face_model, p.replace(**neutral))[..., :2]
+        here = posed_vertices(self.face_model, p.replace(**neutral))
         there = posed_vertices(self.face_model, p.replace(scale=hp[:, :1], rotation=hp[:, 1:4], translation=hp[:, 4:6],
-                                                           **neutral))[..., :2]
-        w = torch.complex(*(there - there.mean(1, keepdim=True)).unbind(-1))   # reference -> frame: z = a w + b
-        z = torch.complex(*(here - here.mean(1, keepdim=True)).unbind(-1))
-        a = (w.conj() * z).sum(1) / (w.abs() ** 2).sum(1).clamp_min(1e-12)
-        b = torch.complex(*here.mean(1).unbind(-1)) - a * torch.complex(*there.mean(1).unbind(-1))
-        inv = 1 / a
-        t = -inv * b
-        return torch.stack([torch.stack([inv.real, -inv.imag, t.real], -1),
-                            torch.stack([inv.imag, inv.real, t.imag], -1)], 1)
+                                                           **neutral))
+        flat = torch.tensor([1.0, 1.0, 0.0], device=here.device)      # image-plane points (z = 0)
+        s, R, t = similarity_transform(there * flat, here * flat)      # reference -> frame
+        inv = R[:, :2, :2].transpose(1, 2) / s[:, None, None]
+        return torch.cat([inv, -(inv @ t[:, :2, None])], 2)
 
     def follow(self, theta: torch.Tensor) -> torch.Tensor:
         """(B, 4, S, S): the reference frame and the prior (as ``2x - 1``) warped by ``theta``
