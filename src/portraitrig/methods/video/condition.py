@@ -35,7 +35,7 @@ class Conditioner:
         self.stack = spec.BufferStack(config.buffers, config.image_size, device, face_model)
         self.slices = spec.slices(config.buffers)
         self.work = min(int(work), config.image_size)
-        self.prior = self.proxy = self.reference = self.head_pose = None
+        self.prior = self.proxy = self.head_pose = self.follow_src = None
 
     @torch.no_grad()
     def set_prior(self, prior: torch.Tensor, reference: torch.Tensor | None = None,
@@ -49,7 +49,8 @@ class Conditioner:
         if self.config.follow_head:
             if reference is None or head_pose is None:
                 raise ValueError("follow_head needs the reference frame and the mean head pose")
-            self.reference, self.head_pose = reference.float(), head_pose.float()
+            self.head_pose = head_pose.float()
+            self.follow_src = torch.cat([reference.float(), self.prior], 1) * 2 - 1   # what follow() warps
 
     @staticmethod
     def mean_head_pose(params) -> torch.Tensor:
@@ -83,9 +84,8 @@ class Conditioner:
         """(B, 4, S, S): the reference frame and the prior (as ``2x - 1``) warped by ``theta``
         (B, 2, 3) from :meth:`head_warp`."""
         S = self.config.image_size
-        src = torch.cat([self.reference, self.prior], 1) * 2 - 1
         grid = F.affine_grid(theta.float(), [theta.shape[0], 4, S, S], align_corners=False)
-        return F.grid_sample(src.expand(theta.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+        return F.grid_sample(self.follow_src.expand(theta.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                              align_corners=False)
 
     @torch.no_grad()

@@ -56,6 +56,12 @@ class VideoNet(nn.Module):
         w = list(config.widths)
         extra = (3 if config.reference else 0) + config.texture
         self.stem = nn.Conv2d(config.in_channels + extra, w[0], 3, padding=1)
+        if config.texture:   # where the last frame's uv and face mask are in the input
+            from portraitrig.render import spec
+
+            base, sl = (config.window - 1) * config.buffer_channels, spec.slices(config.buffers)
+            self._uv = slice(base + sl["uv"].start, base + sl["uv"].stop)
+            self._face = slice(base + sl["mask"].start, base + sl["mask"].start + 1)
         self.texture = nn.ParameterList(
             [nn.Parameter(torch.zeros(1, config.texture, config.texture_size >> k, config.texture_size >> k))
              for k in range(config.texture_levels)] if config.texture else [])
@@ -104,14 +110,8 @@ class VideoNet(nn.Module):
         """(B, texture, S, S): the texture pyramid sampled at the ``uv`` buffer of the input's
         last frame (uv in [0, 1] is ``2 uv - 1`` there: grid_sample's coordinates), the levels
         summed, zero outside that frame's face mask."""
-        from portraitrig.render import spec
-
-        c = self.config
-        sl = spec.slices(c.buffers)
-        base = (c.window - 1) * c.buffer_channels
-        uv = x[:, base + sl["uv"].start: base + sl["uv"].stop].float()
-        inside = x[:, base + sl["mask"].start: base + sl["mask"].start + 1] > 0
-        grid = uv.permute(0, 2, 3, 1)
+        grid = x[:, self._uv].float().permute(0, 2, 3, 1)
+        inside = x[:, self._face] > 0
         out = None
         for level in self.texture:
             t = F.grid_sample(level.float().expand(x.shape[0], -1, -1, -1), grid, mode="bilinear",
