@@ -58,7 +58,6 @@ def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name
         cfg.train = dataclasses.replace(cfg.train, steps=steps, time_limit=minutes * 1.05, sample_every=2000,
                                         ckpt_every=100_000)
         extra = {"steps_per_s": round(rate, 1), "schedule_steps": steps}
-        m = mod.Method.create(cfg, frames, device)
     else:
         cfg.train = dataclasses.replace(cfg.train, steps=200_000, time_limit=minutes, schedule="constant",
                                         sample_every=1000, ckpt_every=100_000)

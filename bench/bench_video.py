@@ -161,7 +161,6 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         from common import steps_per_second
 
         rate = steps_per_second(method, cfg)
-        method = VideoMethod(cfg, data, device, say=None)   # fresh weights after the timing steps
         cfg.train.steps, cfg.train.time_limit = max(100, int(rate * minutes * 60 * 0.97)), minutes * 1.05
     model = train(method, cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]

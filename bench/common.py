@@ -188,11 +188,15 @@ def embed_crops(encoder, images):
 
 def steps_per_second(method, cfg, n: int = 30) -> float:
     """Training steps per second of ``method`` with ``cfg.train`` (after 5 warm-up steps): a
-    schedule's length that fits a time budget (the steps taken are thrown away)."""
+    schedule's length that fits a time budget. The steps taken are thrown away: the model's
+    weights are put back, so the same method then trains from its initial state."""
+    import copy
+
     import torch
 
     from portraitrig.training.loop import Trainer
 
+    start = copy.deepcopy(method.model.state_dict())
     tr = Trainer(method, cfg.train)
     sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
     for k in range(5):
@@ -202,7 +206,9 @@ def steps_per_second(method, cfg, n: int = 30) -> float:
     for k in range(n):
         tr.step(5 + k)
     sync()
-    return n / (time.perf_counter() - t)
+    rate = n / (time.perf_counter() - t)
+    method.model.load_state_dict(start)
+    return rate
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
