@@ -178,7 +178,6 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
     crops = data.crops()[n0:]
     keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
-    res_keep = keep.tolist()
     np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     name, metric = metrics_fn()
     per_crop, per_frame = [], []
@@ -195,7 +194,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             per_frame.append(metric(full, frames[fi]))
     mean = lambda rows, key: round(float(np.mean([x[key] for x in rows])), 3) if rows else None  # noqa: E731
     res["metrics"] = name
-    res["heldout_saved_index"] = res_keep
+    res["heldout_saved_index"] = keep.tolist()
     res["heldout_crop"] = {k: mean(per_crop, k) for k in per_crop[0]}
     res["heldout_full_frame"] = {k: mean(per_frame, k) for k in (per_frame[0] if per_frame else {})}
     # ---------------------------------------------------- compare picture
