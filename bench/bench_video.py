@@ -56,6 +56,13 @@ def prepare(video: Path, driver: Path | None, d: Path, size: int, max_frames: in
         print(f"driver: {len(drv.params)} frames at {drv.fps} fps, {drv.held} without a face held")
 
 
+#: exposures of the requested lights for the relit frames, relative to the frame's own (1: the same
+#: mean shading over the camera-facing hemisphere). At 1 a strong side light blows out about a fifth
+#: of the face (the lit side doubles in brightness): a re-fit cannot recover a light from clipped
+#: pixels, even on a perfectly relit frame, so the relit frames are also rendered at half exposure.
+RELIT_EXPOSURES = (1.0, 0.5)
+
+
 def u8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
@@ -216,16 +223,17 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     pick = torch.linspace(0, len(held) - 1, min(16, len(held))).round().long()
     relit, lights, which = [], [], []
     with torch.no_grad():
-        for name in ("left", "right", "top"):
-            L = sh.match_exposure(sh.preset(name)[None].expand(len(pick), 9, 3), held.light[pick])
-            light = held.light.clone()
-            light[pick] = L
-            relit.append(r.render(held, light=light.to(device), context=ctx).cpu()[pick])
-            lights.append(L)
-            which += [(int(k), name) for k in pick]
+        for exposure in RELIT_EXPOSURES:
+            for name in ("left", "right", "top"):
+                L = exposure * sh.match_exposure(sh.preset(name)[None].expand(len(pick), 9, 3), held.light[pick])
+                light = held.light.clone()
+                light[pick] = L
+                relit.append(r.render(held, light=light.to(device), context=ctx).cpu()[pick])
+                lights.append(L)
+                which += [(int(k), name, exposure) for k in pick]
     np.savez(out / "relit.npz", pred=(torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
-             .numpy(), light=torch.cat(lights).float().numpy(), heldout=np.array([k for k, _ in which]),
-             name=np.array([n for _, n in which]))
+             .numpy(), light=torch.cat(lights).float().numpy(), heldout=np.array([w[0] for w in which]),
+             name=np.array([w[1] for w in which]), exposure=np.array([w[2] for w in which]))
     # ---------------------------------------------------- reenactments: by the driver (expression figures),
     # by the driver under an orbiting light, and the target relit by an orbiting light (pictures)
     drv = d / "driver.safetensors"
@@ -350,7 +358,6 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     from portraitrig.methods.video.data import VideoData, crop_frame
     from portraitrig.pipeline import Rigger
     from portraitrig.render.buffers import render_buffers
-    from portraitrig.render.portrait import seam_score
 
     data = VideoData.load(d / f"target_{size}.safetensors")
     n0, N = data.n_train, len(data)
@@ -424,29 +431,53 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     # --- relighting: re-fitted light against the requested, and the seam at the mesh border
     if (out / "relit.npz").is_file():
         z = np.load(out / "relit.npz")
-        relit, want = z["pred"], torch.from_numpy(z["light"])
-        fits = fit_all(relit)
-        ok = [i for i, f in enumerate(fits) if f is not None]
-        errs = light_error(want[ok], torch.cat([fits[i].params.light for i in ok]))
-        ks = torch.from_numpy(z["heldout"]).long()
-        face = render_buffers(held[ks], rigger.model, size=size, names=("mask",))["mask"]
-        person = data.masks[n0:][ks].float() / 255
-        t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-        res["relight"] = {"fit_failures": len(relit) - len(ok), "light_rmse": float(np.mean(errs["light_rmse"])),
-                          "seam_relit": float(seam_score(t(relit), face, person).mean()),
-                          "seam_real": float(seam_score(t(real[n0:][ks.numpy()]), face, person).mean())}
-        # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
-        # renderer is trained to produce), under the same requested lights
-        floor_rmse, floor_img = relit_floor(data, held[ks], real[n0:][ks.numpy()], person, want, fit_all)
-        res["relight"].update(ratio_relit_light_rmse=floor_rmse,
-                              seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
+        res["floor_light_rmse_scale_inv"] = float(np.mean(light_error(held.light[ok], torch.cat(
+            [real_fits[i].params.light for i in ok]))["light_rmse_scale_inv"]))
+        exposures = z["exposure"] if "exposure" in z.files else np.ones(len(z["pred"]))
+        for x in np.unique(exposures)[::-1]:
+            rows = np.nonzero(exposures == x)[0]
+            key = "relight" if x == 1 else f"relight_exposure_{x:g}"
+            res[key] = relight_scores(z["pred"][rows], torch.from_numpy(z["light"][rows]),
+                                      torch.from_numpy(z["heldout"][rows]).long(), data, held, real[n0:], fit_all,
+                                      rigger.model, size)
     return res
 
 
+def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data, held, real: np.ndarray,
+                   fit_all, model, size: int) -> dict:
+    """Scores of relit renders (N, S, S, 3) uint8 of held-out frames ``ks`` under lights ``want``
+    (N, 9, 3) (``model``: the face model): the rig's light re-fitted on them against the requested (RMSE, and scale-invariant),
+    the seam at the mesh border against the real frames', and the same on the real frames relit by
+    the shading ratio (:func:`relit_floor`)."""
+    from portraitrig.eval.rig import light_error
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.render.portrait import seam_score
+
+    fits = fit_all(relit)
+    ok = [i for i, f in enumerate(fits) if f is not None]
+    errs = light_error(want[ok], torch.cat([fits[i].params.light for i in ok]))
+    face = render_buffers(held[ks], model, size=size, names=("mask",))["mask"]
+    person = data.masks[data.n_train:][ks].float() / 255
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    out = {"frames": len(relit), "fit_failures": len(relit) - len(ok),
+           "light_rmse": float(np.mean(errs["light_rmse"])),
+           "light_rmse_scale_inv": float(np.mean(errs["light_rmse_scale_inv"])),
+           "clipped_face_share": float(((t(relit).amax(1) >= 253 / 255) | (t(relit).amin(1) <= 2 / 255)).float()
+                                       .mul(face[:, 0]).sum() / face.sum().clamp_min(1)),
+           "seam_relit": float(seam_score(t(relit), face, person).mean()),
+           "seam_real": float(seam_score(t(real[ks.numpy()]), face, person).mean())}
+    # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
+    # renderer is trained to produce), under the same requested lights
+    floor, floor_img = relit_floor(data, held[ks], real[ks.numpy()], person, want, fit_all)
+    out.update(ratio_relit_light_rmse=floor["light_rmse"], ratio_relit_light_rmse_scale_inv=floor["light_rmse_scale_inv"],
+               seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
+    return out
+
+
 def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: torch.Tensor,
-                fit_all) -> tuple[float, torch.Tensor]:
-    """Light RMSE of the rig re-fitted on real frames (N, S, S, 3) uint8 relit to ``lights``
-    (N, 9, 3) by the whole-portrait shading ratio (:func:`relight_image`, the renderer's training
+                fit_all) -> tuple[dict, torch.Tensor]:
+    """Light errors (:func:`~portraitrig.eval.rig.light_error`, means) of the rig re-fitted on
+    real frames (N, S, S, 3) uint8 relit to ``lights`` (N, 9, 3) by the whole-portrait shading ratio (:func:`relight_image`, the renderer's training
     targets) against those lights: how close a re-fit can come to a requested light on a relit
     frame, the floor a relit render is measured against (the real-frame floor holds for the
     frames' own light only). Also returns those relit frames (N, 3, S, S) in [0, 1]."""
@@ -463,7 +494,8 @@ def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: 
     relit = relight_image(img, normals, person, p.light, lights.float())
     fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in relit])
     ok = [i for i, f in enumerate(fits) if f is not None]
-    return float(np.mean(light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))["light_rmse"])), relit
+    errs = light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))
+    return {k: float(np.mean(v)) for k, v in errs.items()}, relit
 
 
 def background_mask(data) -> np.ndarray:

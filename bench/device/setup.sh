@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Source first on a lent GPU machine, from the repository root: installs the carried wheels
 # (.whl/: diffusers and what it needs beyond the machine's image) into /tmp/site, puts it and
-# src/ on PYTHONPATH, sets OUT, and prints the GPU, torch and diffusers versions.
+# src/ on PYTHONPATH, sets OUT, and prints the GPU, torch and diffusers versions. Without .whl/
+# (a call that needs no DiffusionRig, short of carry room) it installs nothing.
 #   . bench/device/setup.sh
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
-python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, torch.cuda.get_device_name())"
+python3 -c "
+import importlib.util, torch
+d = __import__('diffusers').__version__ if importlib.util.find_spec('diffusers') else 'not installed'
+print('torch', torch.__version__, 'diffusers', d, torch.cuda.get_device_name())"

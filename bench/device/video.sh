@@ -14,6 +14,8 @@
 # reenact.tar (the reenactment videos + parameters), logs.tar; then, here, after untarring
 # reenact.tar into the same folder: `python bench/bench_video.py score --out FILES_AT` (re-fits,
 # identity, stability, relighting). ~9 min with the defaults; FRAMES=N driver frames (250).
+# SITE=FILE: a packed site (bench/device/pack_site.sh; default .whlx/site.tar.xz) used instead of
+# .whlav, e.g. PyAV alone (25 MB instead of 35) when a long clip's data leaves little carry room.
 # With E2E_DRIVER=VIDEO (carry it) and .whlx/site.tar.xz (PyAV + mediapipe: bench/device/pack_site.sh)
 # also the end-to-end reenactment of that driver video, fits included, in E2E_WORKERS processes
 # (default 1,8), after the speed figures. EVERY=K: bring back every k-th held-out render and let
@@ -23,8 +25,9 @@
 set -o pipefail
 DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safetensors}; S1=${4:-3.5}; S2=${5:-2}
 . bench/device/setup.sh || exit 1
-if [ -f .whlx/site.tar.xz ]; then
-  tar -C /tmp/site -xJf .whlx/site.tar.xz || exit 1
+SITE=${SITE:-.whlx/site.tar.xz}
+if [ -f "$SITE" ]; then
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf "$SITE" || exit 1
 elif ls .whlav/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlav/*.whl || exit 1
 fi

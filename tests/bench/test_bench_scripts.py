@@ -143,6 +143,9 @@ def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
     assert res["steps_per_s"] > 0 and res["config"]["train"]["steps"] >= 100      # sized to the budget
     assert np.load(out / "heldout_pred.npy").shape == (1, 32, 32, 3)
     assert res["heldout_crop"]["psnr"] > 0
+    z = np.load(out / "relit.npz")     # 3 lights at each exposure, on min(16, held) frames
+    assert sorted(set(z["exposure"].tolist())) == [0.5, 1.0] and z["pred"].shape == (12, 32, 32, 3)
+    assert z["light"].shape == (12, 9, 3) and (z["name"][:2] == "left").all()
     check_ok(run_script("bench_video.py", "baseline", "--dir", str(d), "--out", str(out / "baseline"),
                         "--stage1-cache", str(d / "target_32.safetensors"), "--minutes1", "0.02", "--minutes2", "0.02",
                         "--size", "32", "--preset1", "tiny", "--preset2", "tiny", "--steps", "2", "--every", "2",
