@@ -122,6 +122,44 @@ def turntable(r, params, out: Path, renders: dict | None = None) -> list:
     return notes
 
 
+def mesh_views(params, image: np.ndarray, face_model, views, size: int) -> tuple[list[np.ndarray], "RigParams"]:
+    """The floor of the novel-view pose measure: the rig's own mesh under ``params`` (one item),
+    coloured per vertex from the real frame ``image`` (S, S, 3) uint8 where the frame shows the
+    vertex (the z-buffer decides; hidden vertices take their seen neighbours' colours), turned by
+    each (yaw, pitch) of ``views`` (:func:`portraitrig.edits.rotate_head`) and rendered over the
+    frame's median colour. Its geometry is exactly the requested one, so the pose a re-fit misses
+    on these renders is the re-fit's own error at that view. Returns (images, requested rigs)."""
+    from portraitrig.edits import rotate_head
+    from portraitrig.face.base import posed_vertices
+    from portraitrig.face.params import RigParams
+    from portraitrig.fit.photometric import mesh_laplacian
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.render.raster import rasterize
+
+    p = params.to("cpu", torch.float32)
+    img = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255
+    v = posed_vertices(face_model, p)                                         # (1, V, 3), NDC
+    at = v[:, None, :, :2]
+    col = F.grid_sample(img, at, align_corners=False)[0, :, 0].T              # (V, 3)
+    depth = rasterize(v, face_model.faces, image.shape[0]).depth[:, None]       # (1, 1, S, S)
+    seen = v[0, :, 2] <= F.grid_sample(depth, at, mode="nearest", align_corners=False)[0, 0, 0] + 0.02
+    if seen.any() and not seen.all():
+        A = -mesh_laplacian(face_model.faces, face_model.n_vertices)
+        A.fill_diagonal_(0)
+        col[~seen] = col[seen].mean(0)
+        for _ in range(50):   # hidden vertices: repeated averages of their neighbours
+            col[~seen] = ((A @ col) / A.sum(1, keepdim=True).clamp_min(1))[~seen]
+    p = p.replace(albedo=col[None])
+    back = img[0].reshape(3, -1).median(1).values.view(1, 3, 1, 1)
+    out, requested = [], []
+    for yaw, pitch in views:
+        q = rotate_head(p, yaw, pitch, model=face_model) if (yaw, pitch) != (0, 0) else p
+        b = render_buffers(q, face_model, size=size, names=("albedo", "mask"))
+        out.append(u8((b["mask"] * b["albedo"] + (1 - b["mask"]) * back)[0]))
+        requested.append(q)
+    return out, RigParams.cat(requested)
+
+
 def driven(r, driver_params, out: Path, renders: dict, n_max: int = 100) -> dict:
     """Frames driven by another clip's fitted rig (relative to its first frame, from the
     avatar's reference rig), kept for the re-fit scores."""
@@ -295,6 +333,10 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         res[name] = r
     if "views" in res and "pose_error_deg" in res["views"]:
         res["views"]["requested"] = VIEWS
+        # the re-fit's own error at each view: the rig's mesh (exact geometry) turned the same way
+        imgs, requested = mesh_views(held.params[0:1], real_held[0], rigger.model, VIEWS, size)
+        write_image(out / "views_floor.png", np.concatenate(imgs[:7], 1))
+        res["views_floor"] = refit(requested, fit_all(imgs))
     if "heldout" in groups:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
         res["heldout_breakdown"] = heldout_breakdown(imgs, held, heldout_idx(len(held))[:len(imgs)], rigger.model)

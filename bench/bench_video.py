@@ -231,7 +231,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
                 relit.append(r.render(held, light=light.to(device), context=ctx).cpu()[pick])
                 lights.append(L)
                 which += [(int(k), name, exposure) for k in pick]
-    np.savez(out / "relit.npz", pred=(torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+    np.savez_compressed(out / "relit.npz", pred=(torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
              .numpy(), light=torch.cat(lights).float().numpy(), heldout=np.array([w[0] for w in which]),
              name=np.array([w[1] for w in which]), exposure=np.array([w[2] for w in which]))
     # ---------------------------------------------------- reenactments: by the driver (expression figures),

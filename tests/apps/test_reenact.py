@@ -336,3 +336,46 @@ def test_reenact_settings_are_checked():
     for bad in (dict(workers=0), dict(diffusion_steps=0), dict(renderer="gan")):
         with pytest.raises(ValueError):
             ReenactConfig(**bad).validate()
+
+
+def test_paste_masks_cover_the_person_and_fall_off_around_them():
+    from portraitrig.apps.reenactjob import paste_masks
+
+    S = 64
+    yy, xx = np.mgrid[:S, :S]
+    disc = torch.from_numpy(((yy - 32) ** 2 + (xx - 32) ** 2 <= 10 ** 2).astype(np.float32))[None, None]
+    border = border_mask(S, 0.05)
+    m = paste_masks(torch.cat([disc, disc * 0.005]), border, 0.05)     # reach: 3 px, ramp over 6
+    assert m.shape == (2, S, S) and m.dtype == np.float32
+    r = np.hypot(yy - 32, xx - 32)
+    assert (m[0][r <= 10] == 1).all() and (m[0][r >= 19] == 0).all()     # the person; beyond the ramp (square)
+    ramp = m[0][(r > 10) & (r < 19)]
+    assert ((ramp > 0) & (ramp < 1)).any()
+    assert m[1].max() == 0                                                # below 1 %: nobody there
+    whole = paste_masks(torch.ones(1, 1, S, S), border, 0.05)[0]
+    np.testing.assert_allclose(whole, border)                             # the crop's own edge stays soft
+
+
+def test_the_still_background_stays_the_target_frame(model, tmp_path):
+    """Pasting the person only: outside where the renderer may draw them, the result is the
+    target's own frame (the tiny renderer's copy of the wall is not); the whole crop differs."""
+    got = {}
+    for paste in ("person", "crop"):
+        cfg = ReenactConfig(self_drive=True, paste=paste, crf=0, feather=0.05)
+        run_reenact(model.folder, None, tmp_path / paste, cfg, progress=False, say=None)
+        got[paste] = np.stack([f.image for f in iter_video_frames(tmp_path / paste / "result.mp4")]).astype(float)
+    from portraitrig.methods.video.renderer import VideoRenderer
+
+    r = VideoRenderer.from_pretrained(model.folder, device="cpu")
+    # beyond the paste's soft margin (2 x 1 px, diagonals of the square dilation included) around
+    # where any training frame's person reached, and inside the crop's own soft edge
+    near = torch.nn.functional.max_pool2d((r.cond.prior > 0).float(), 7, stride=1, padding=3)
+    far = (near[0, 0].numpy() == 0) & (border_mask(32, 0.05) > 0.99)
+    assert far.sum() > 20
+    real = np.stack([crop_frame(f.image, model.crop) for f in iter_video_frames(model.target)]).astype(float)
+
+    def crop_of(video):
+        return np.stack([crop_frame(f.astype(np.uint8), model.crop) for f in video]).astype(float)
+
+    assert np.abs(crop_of(got["person"]) - real)[:, far].mean() < 2.5      # crf 0: colour conversion only
+    assert np.abs(crop_of(got["crop"]) - real)[:, far].mean() > 5

@@ -7,7 +7,9 @@ fixed crop (so its head motion is kept), resampled to the target's frame rate, a
 onto the target's neutral frame (:func:`portraitrig.retarget.retarget`). ``self_drive``: the
 target's own parameters drive it (relighting alone). Each output frame is rendered in the
 target's fixed crop, colour matched to the target's frame on the crop's border and pasted back
-with a soft mask (one crop for all frames: no jitter). When the driver is longer than the
+with a soft mask (one crop for all frames: no jitter): by default only where the renderer may
+draw the person, in that frame or in the target's own frame, so the still background stays the
+target's real frame (``paste="crop"``: the whole crop). When the driver is longer than the
 target video, the target's frames are looped (``background="loop"``) or its last frame held.
 
 Writes OUT/result.mp4 (H.264, audio of the driver / target / none), OUT/compare.mp4 (driver |
@@ -62,6 +64,10 @@ class ReenactConfig:
     max_frames: int | None = field(default=None, metadata=_h("use at most this many driver frames"))
     workers: int = field(default=1, metadata=_h("processes fitting a driver video (in chunks, one torch thread each)"))
     feather: float = field(default=0.08, metadata=_h("paste-back edge softness, share of the crop side"))
+    paste: str = field(default="person", metadata=_h(
+        "what of the rendered crop is pasted back: the person (where the renderer may draw them, in this frame and in "
+        "the target's own frame, with a soft margin; the rest stays the target's real frame, so its still background "
+        "does not flicker) or the whole crop", choices=("person", "crop")))
     target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
     crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
@@ -92,6 +98,8 @@ class ReenactConfig:
             raise ValueError("max_frames must be at least 1")
         if not 1 <= self.workers <= 256:
             raise ValueError(f"workers must be in 1..256, got {self.workers}")
+        if self.paste not in ("person", "crop"):
+            raise ValueError(f"paste must be person or crop, got {self.paste!r}")
         if self.renderer not in ("video", "diffusion"):
             raise ValueError(f"renderer must be video or diffusion, got {self.renderer!r}")
         if self.renderer == "diffusion" and not self.diffusion_model:
@@ -312,6 +320,21 @@ def border_mask(size: int, feather: float) -> np.ndarray:
     return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
 
 
+def paste_masks(person: torch.Tensor, border: np.ndarray, reach: float) -> np.ndarray:
+    """(B, S, S) float32 paste-back masks: 1 where the renderer may draw the person (``person``
+    (B, 1, S, S) in [0, 1], above 0.01), falling smoothly to 0 over the ``2 * reach * S`` pixels
+    around it; times the crop's ``border`` mask (S, S). Outside, the result keeps the target's own
+    frame: its real, still background instead of the renderer's copy of it."""
+    import torch.nn.functional as F
+
+    S = person.shape[-1]
+    r = max(1, round(reach * S))
+    grown = F.max_pool2d((person.float() > 0.01).float(), 2 * r + 1, stride=1, padding=r)
+    t = F.avg_pool2d(grown, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    soft = (t * t * (3 - 2 * t))[:, 0].cpu().numpy()
+    return (soft * border[None]).astype(np.float32)
+
+
 def colour_match(rendered: np.ndarray, actual: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """``rendered`` (S, S, 3) uint8 shifted per channel so its mean on ``ring`` (S, S) weights
     equals ``actual``'s there (the crop's border, where both show the target's background)."""
@@ -488,22 +511,25 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
         for i in range(0, T, chunk):
             j = min(T, i + chunk)
             bgs = [next(backgrounds) for _ in range(j - i)]
-            if diffusion is None:
-                frames = stream(params[i:j])
-            else:   # output frame k shows target frame k (looped) or the last one (held)
-                tix = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
-                frames = diffusion(params[i:j], bgs, tix)
+            # output frame k shows target frame k (looped) or the last one (held)
+            shown = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
+            frames = stream(params[i:j]) if diffusion is None else diffusion(params[i:j], bgs, shown)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            if gains is not None:  # the person in the crop: the mask the renderer conditions on
+            if gains is not None or config.paste == "person":  # the person: the mask the renderer conditions on
                 faces = stream.last_faces if diffusion is None else rend.cond.face(params[i:j].to(dev, torch.float32))
-                person = rend.cond.cond_mask(faces)[:, 0].float().cpu().numpy() * mask
+                drawn = rend.cond.cond_mask(faces).float()
+                person = drawn[:, 0].cpu().numpy() * mask
+            pastes = [mask] * (j - i)
+            if config.paste == "person":  # and where the target's own frame shows them
+                own = rend.cond.cond_mask(rend.cond.face(tgt.params[shown].to(dev, torch.float32))).float()
+                pastes = paste_masks(torch.maximum(drawn, own), mask, config.feather / 2)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
                 rig = (rig.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for k in range(j - i):
                 bg = bgs[k]
-                res = paste_frame(bg, crops[k], tgt.crop, mask, ring)
+                res = paste_frame(bg, crops[k], tgt.crop, pastes[k], ring)
                 if gains is not None:
                     full = np.clip(warp_affine(np.ascontiguousarray(person[k]), crop_inv, bg.shape[1::-1]), 0, 1)
                     res = relight_background(res, full, gains[i + k])
@@ -532,5 +558,5 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
 
 
 __all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "background_gain",
-           "relight_background", "border_mask",
+           "relight_background", "border_mask", "paste_masks",
            "colour_match", "paste_frame", "target_frames"]
