@@ -21,6 +21,7 @@
 # (default 1,8), after the speed figures. EVERY=K: bring back every k-th held-out render and let
 # the baseline invert only those (a long clip's held-out renders exceed what a call brings back,
 # and inversion takes 1.6 s a frame).
+# STAGE1_CACHE none: no baseline (one GPU is enough then).
 #   bash bench/device/video.sh [DIR] [MIN] [STAGE1_CACHE] [S1] [S2]
 set -o pipefail
 DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safetensors}; S1=${4:-3.5}; S2=${5:-2}
@@ -33,7 +34,7 @@ elif ls .whlav/*.whl >/dev/null 2>&1; then
 fi
 QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$'
 NGPU=$(nvidia-smi -L | wc -l)
-if [ "$NGPU" -ge 2 ] && [ -f "$S1CACHE" ]; then
+if [ "$NGPU" -ge 2 ] && [ "$S1CACHE" != none ] && [ -f "$S1CACHE" ]; then
   CUDA_VISIBLE_DEVICES=1 python3 bench/bench_video.py baseline --dir "$DIR" --out "$OUT/baseline" \
     --stage1-cache "$S1CACHE" --minutes1 "$S1" --minutes2 "$S2" --every "${EVERY:-1}" > "$OUT/baseline.log" 2>&1 &
 fi
@@ -52,4 +53,4 @@ fi
    reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null; \
  tar -cf logs.tar run/log.jsonl run/samples baseline/s1/log.jsonl baseline/s2/log.jsonl baseline.log 2>/dev/null; \
  rm -rf run reenact reenact_orbit relight_orbit baseline/s1 baseline/s2 baseline.log)
-ls -la "$OUT" "$OUT"/baseline 2>/dev/null
+ls -la "$OUT"; ls -la "$OUT"/baseline 2>/dev/null || true
