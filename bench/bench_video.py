@@ -57,9 +57,9 @@ def prepare(video: Path, driver: Path | None, d: Path, size: int, max_frames: in
 
 
 #: exposures of the requested lights for the relit frames, relative to the frame's own (1: the same
-#: mean shading over the camera-facing hemisphere). At 1 a strong side light blows out about a fifth
-#: of the face (the lit side doubles in brightness): a re-fit cannot recover a light from clipped
-#: pixels, even on a perfectly relit frame, so the relit frames are also rendered at half exposure.
+#: mean shading over the camera-facing hemisphere). At 1 a strong side light blows out 9-19 % of the
+#: face (the lit side doubles in brightness): a re-fit cannot recover a light from clipped pixels,
+#: even on a perfectly relit frame, so the relit frames are also rendered at half exposure.
 RELIT_EXPOSURES = (1.0, 0.5)
 
 
@@ -231,9 +231,10 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
                 relit.append(r.render(held, light=light.to(device), context=ctx).cpu()[pick])
                 lights.append(L)
                 which += [(int(k), name, exposure) for k in pick]
-    np.savez_compressed(out / "relit.npz", pred=(torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
-             .numpy(), light=torch.cat(lights).float().numpy(), heldout=np.array([w[0] for w in which]),
-             name=np.array([w[1] for w in which]), exposure=np.array([w[2] for w in which]))
+    pred = (torch.cat(relit).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez_compressed(out / "relit.npz", pred=pred, light=torch.cat(lights).float().numpy(),   # < 16 MiB
+                        heldout=np.array([w[0] for w in which]), name=np.array([w[1] for w in which]),
+                        exposure=np.array([w[2] for w in which]))
     # ---------------------------------------------------- reenactments: by the driver (expression figures),
     # by the driver under an orbiting light, and the target relit by an orbiting light (pictures)
     drv = d / "driver.safetensors"
@@ -446,9 +447,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
 def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data, held, real: np.ndarray,
                    fit_all, model, size: int) -> dict:
     """Scores of relit renders (N, S, S, 3) uint8 of held-out frames ``ks`` under lights ``want``
-    (N, 9, 3) (``model``: the face model): the rig's light re-fitted on them against the requested (RMSE, and scale-invariant),
-    the seam at the mesh border against the real frames', and the same on the real frames relit by
-    the shading ratio (:func:`relit_floor`)."""
+    (N, 9, 3) (``model``: the face model): the rig's light re-fitted on them against the requested
+    (RMSE, and scale-invariant), the share of the face clipped, the seam at the mesh border against
+    the real frames', and the same on the real frames relit by the shading ratio (:func:`relit_floor`)."""
     from portraitrig.eval.rig import light_error
     from portraitrig.render.buffers import render_buffers
     from portraitrig.render.portrait import seam_score
@@ -469,7 +470,8 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
     # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
     # renderer is trained to produce), under the same requested lights
     floor, floor_img = relit_floor(data, held[ks], real[ks.numpy()], person, want, fit_all)
-    out.update(ratio_relit_light_rmse=floor["light_rmse"], ratio_relit_light_rmse_scale_inv=floor["light_rmse_scale_inv"],
+    out.update(ratio_relit_light_rmse=floor["light_rmse"],
+               ratio_relit_light_rmse_scale_inv=floor["light_rmse_scale_inv"],
                seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
     return out
 
@@ -477,10 +479,11 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
 def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: torch.Tensor,
                 fit_all) -> tuple[dict, torch.Tensor]:
     """Light errors (:func:`~portraitrig.eval.rig.light_error`, means) of the rig re-fitted on
-    real frames (N, S, S, 3) uint8 relit to ``lights`` (N, 9, 3) by the whole-portrait shading ratio (:func:`relight_image`, the renderer's training
-    targets) against those lights: how close a re-fit can come to a requested light on a relit
-    frame, the floor a relit render is measured against (the real-frame floor holds for the
-    frames' own light only). Also returns those relit frames (N, 3, S, S) in [0, 1]."""
+    real frames (N, S, S, 3) uint8 relit to ``lights`` (N, 9, 3) by the whole-portrait shading
+    ratio (:func:`relight_image`, the renderer's training targets) against those lights: how
+    close a re-fit can come to a requested light on a relit frame, the floor a relit render is
+    measured against (the real-frame floor holds for the frames' own light only). Also returns
+    those relit frames (N, 3, S, S) in [0, 1]."""
     from portraitrig.eval.rig import light_error
     from portraitrig.methods.video.condition import Conditioner
     from portraitrig.methods.video.config import VideoNetConfig
