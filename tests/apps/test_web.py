@@ -279,6 +279,8 @@ def test_edit_tab_edits_the_fitted_photo(page):
     _wait_src(page, "#edit-after img", timeout=180_000)
     assert "Edited" in page.locator("#edit-status").inner_text()
     assert _src(page, "#edit-before img")
+    # the page fills its outputs one by one: the gallery may arrive a moment after the photo
+    page.wait_for_function("() => document.querySelectorAll('#edit-sweep-gallery img').length >= 3", timeout=30_000)
     assert page.locator("#edit-sweep-gallery img").count() == 3
 
 
