@@ -520,9 +520,10 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 drawn = rend.cond.cond_mask(faces).float()
                 person = drawn[:, 0].cpu().numpy() * mask
             pastes = [mask] * (j - i)
-            if config.paste == "person":  # and where the target's own frame shows them
-                own = rend.cond.cond_mask(rend.cond.face(tgt.params[shown].to(dev, torch.float32))).float()
-                pastes = paste_masks(torch.maximum(drawn, own), mask, config.feather / 2)
+            if config.paste == "person":  # and where the target's own frame shows them (self-driven: the same)
+                region = drawn if config.self_drive else torch.maximum(drawn, rend.cond.cond_mask(
+                    rend.cond.face(tgt.params[shown].to(dev, torch.float32))).float())
+                pastes = paste_masks(region, mask, config.feather / 2)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
