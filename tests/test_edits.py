@@ -141,6 +141,28 @@ def test_rotate_head_composes_in_head_space_and_keeps_centre(model):
     assert torch.equal(r.translation, p.translation)
 
 
+def test_move_in_image_moves_every_projected_point_by_the_map(model):
+    p = RigParams.neutral(model, 2)
+    p.rotation = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.25, -0.1]])
+    p.expression = p.expression + 0.3
+    snap = _snapshot(p)
+    th, k = math.radians(-11.0), 1.07
+    M = k * torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    d = torch.tensor([[0.05, -0.02], [-0.1, 0.08]])
+    q = edits.move_in_image(p, M, d)
+    assert _unchanged(p, snap)
+    before, after = posed_vertices(model, p), posed_vertices(model, q)
+    torch.testing.assert_close(after[..., :2], before[..., :2] @ M.T + d[:, None], atol=2e-5, rtol=0)
+    torch.testing.assert_close(after[..., 2], k * before[..., 2], atol=2e-5, rtol=0)   # depth scales with the head
+    torch.testing.assert_close(q.expression, p.expression)
+    # one map per item
+    M2 = torch.stack([M, torch.eye(2)])
+    r = edits.move_in_image(p, M2, torch.zeros(2))
+    torch.testing.assert_close(posed_vertices(model, r)[1], before[1], atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="similarity"):
+        edits.move_in_image(p, torch.zeros(2, 2), d)
+
+
 def test_gaze(model):
     p = RigParams.neutral(model, 2)
     q = edits.set_gaze(p, 10, -5)

@@ -6,13 +6,20 @@
 # comma-separated KEY=VALUE settings for bench_video.py --set, or NAME=- for the preset as it is.
 # The first variant brings back its renders ($OUT/NAME/{video.json,heldout_pred.npy,relit.npz,
 # video_compare.png,logs.tar}) for `bench_video.py score`; the others their video.json only
-# ($OUT/NAME.json): at most 4 variants (8 files come back).
+# ($OUT/NAME.json): at most 4 variants (8 files come back). SITE=FILE: a packed site with PyAV
+# (bench/device/pack_site.sh; e.g. .whlxav/site.tar.xz): the first variant then also brings back
+# its reenactments (reenact.tar, FRAMES driver frames, default 250) for the cross-reenactment scores.
+# KEEP_PRED=1: the other variants also bring back their held-out renders ($OUT/NAME.heldout_pred.npy;
+# mind the 8 files).
 #   bash bench/device/video_variants.sh DIR MIN NAME=SETS [NAME=SETS ...]
 #   e.g. bash bench/device/video_variants.sh .devdata/v6 5.5 full=- plain=model.texture=0,model.follow_head=false
 set -o pipefail
 DIR=$1; MIN=$2; shift 2
 [ -f "$DIR/target_256.safetensors" ] && [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: video_variants.sh DIR MIN NAME=SETS ... (1 to 4)"; exit 2; }
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
+if [ -n "${SITE:-}" ]; then
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf "$SITE" && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit 1
+fi
 NGPU=$(nvidia-smi -L | wc -l)
 k=0; names=()
 for v in "$@"; do
@@ -20,7 +27,7 @@ for v in "$@"; do
   if [ "$sets" != "-" ]; then IFS=, read -ra kv <<< "$sets"; for x in "${kv[@]}"; do args+=(--set "$x"); done; fi
   mkdir -p "$OUT/$name"
   CUDA_VISIBLE_DEVICES=$(( k % NGPU )) python3 bench/bench_video.py run --dir "$DIR" --out "$OUT/$name" --minutes "$MIN" \
-    --no-fps --every 4 "${args[@]}" > "$OUT/$name.log" 2>&1 &
+    --no-fps --every 4 --reenact-frames "${FRAMES:-250}" "${args[@]}" > "$OUT/$name.log" 2>&1 &
   names+=("$name"); k=$((k + 1))
 done
 wait
@@ -30,9 +37,14 @@ for name in "${names[@]}"; do
   grep -E "Error|Traceback" -A3 "$OUT/$name.log" | grep -v "No module named 'av'" | head -8
   rm -f "$OUT/$name.log"
   if [ "$name" = "$first" ]; then
-    (cd "$OUT/$name" && tar -cf logs.tar run/log.jsonl run/samples 2>/dev/null; rm -rf run reenact reenact_orbit relight_orbit)
+    (cd "$OUT/$name" && tar -cf logs.tar run/log.jsonl run/samples 2>/dev/null
+     [ -n "${SITE:-}" ] && tar -cf reenact.tar reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 \
+       reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null
+     rm -rf run reenact reenact_orbit relight_orbit)
   else
-    mv "$OUT/$name/video.json" "$OUT/$name.json"; rm -rf "$OUT/$name"
+    mv "$OUT/$name/video.json" "$OUT/$name.json"
+    [ -n "${KEEP_PRED:-}" ] && mv "$OUT/$name/heldout_pred.npy" "$OUT/$name.heldout_pred.npy"
+    rm -rf "$OUT/$name"
   fi
 done
 ls -la "$OUT" "$OUT/$first"

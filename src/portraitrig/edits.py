@@ -120,6 +120,25 @@ def rotate_head(params: RigParams, yaw: float = 0.0, pitch: float = 0.0, roll: f
     return params.replace(rotation=matrix_to_axis_angle(R1), translation=params.translation + shift)
 
 
+def move_in_image(params: RigParams, matrix: torch.Tensor, shift: torch.Tensor) -> RigParams:
+    """Move the head by an image-plane similarity ``x -> matrix @ x + shift`` (crop NDC; matrix
+    (2, 2) or (B, 2, 2) = k times a rotation, shift (2,) or (B, 2)): every projected point of
+    the head lands where the map takes it (weak perspective: the scale takes k, the rotation
+    turns about the camera axis by the matrix's angle, the translation is mapped)."""
+    dt, dev, B = params.scale.dtype, params.scale.device, len(params)
+    M = torch.as_tensor(matrix, dtype=dt, device=dev).reshape(-1, 2, 2).expand(B, 2, 2)
+    d = torch.as_tensor(shift, dtype=dt, device=dev).reshape(-1, 2).expand(B, 2)
+    k = torch.sqrt((M[:, 0, 0] * M[:, 1, 1] - M[:, 0, 1] * M[:, 1, 0]).abs())
+    if not bool((k > 0).all()):
+        raise ValueError("move_in_image: the matrix must be a non-degenerate similarity")
+    c, s = M[:, 0, 0] / k, M[:, 1, 0] / k
+    Rz = torch.zeros(B, 3, 3, dtype=dt, device=dev)
+    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c, -s, s, c, 1.0
+    rot = matrix_to_axis_angle(Rz @ axis_angle_to_matrix(params.rotation))
+    t = (M @ params.translation[..., None])[..., 0] + d
+    return params.replace(scale=params.scale * k[:, None], rotation=rot, translation=t)
+
+
 def set_gaze(params: RigParams, yaw_deg: float | torch.Tensor = 0.0, pitch_deg: float | torch.Tensor = 0.0) -> RigParams:
     """Both eyes to (yaw, pitch) degrees in head space (positive yaw: towards image right,
     positive pitch: down; 0, 0 looks straight ahead of the head)."""
@@ -162,5 +181,5 @@ def light_sweep_directions(n: int = 8, elevation_deg: float = 20.0, span_deg: fl
     return [(-span_deg / 2 + span_deg * k / (n - 1), elevation_deg) for k in range(n)]
 
 
-__all__ = ["resolve_light", "relight", "set_expression", "rotate_head", "set_gaze", "gaze_from_direction",
+__all__ = ["resolve_light", "relight", "set_expression", "rotate_head", "move_in_image", "set_gaze", "gaze_from_direction",
            "sweep", "light_sweep_directions"]

@@ -14,7 +14,8 @@ from portraitrig.methods import video
 from portraitrig.methods.video.config import Config, VideoNetConfig
 from portraitrig.methods.video.data import (VideoData, fixed_crop, from_frames, params_to_crop, prepare_video,
                                             sidecar_path, split_count)
-from portraitrig.methods.video.method import VideoMethod, image_loss, median_frame, random_lights
+from portraitrig.methods.video.method import (VideoMethod, background_plate, image_loss, image_theta, median_frame,
+                                              move_person, random_lights, random_moves)
 from portraitrig.methods.video.model import VideoNet
 from portraitrig.methods.video.renderer import VideoRenderer
 
@@ -378,3 +379,151 @@ def test_head_warp_moves_the_prior_with_the_head():
                     frames.light, torch.zeros(3, 1, S, S))
     with pytest.raises(ValueError, match="reference"):
         VideoNetConfig(reference=False, follow_head=True).validate()
+
+
+def test_a_moved_person_lands_where_the_moved_rig_draws_it():
+    """move_person moves the image's person by the same map move_in_image moves the rig: the
+    moved person mask is the mask rendered from the moved parameters, the uncovered background
+    comes from the plate, the rest of the background is the frame's own."""
+    from portraitrig.edits import move_in_image
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    S = 64
+    p = RigParams.neutral(fm, 2)
+    p = p.replace(translation=p.translation + torch.tensor([[0.05, 0.0], [-0.05, 0.1]]))
+    M, d = random_moves(2, torch.Generator().manual_seed(3), "cpu", 0.15, 20.0, 0.1)
+    shift = p.translation + d - (M @ p.translation[..., None])[..., 0]
+    mask = render_buffers(p, fm, size=S, names=("mask",))["mask"]
+    want = render_buffers(move_in_image(p, M, shift), fm, size=S, names=("mask",))["mask"]
+    g = torch.Generator().manual_seed(0)
+    person = torch.rand(2, 3, S, S, generator=g)
+    frame_bg, plate = torch.rand(2, 3, S, S, generator=g), torch.rand(1, 3, S, S, generator=g)
+    image = person * mask + frame_bg * (1 - mask)
+    out, m = move_person(image, mask, plate, image_theta(M, shift))
+    for i in range(2):
+        a, b = m[i, 0] > 0.5, want[i, 0] > 0.5
+        assert (a & b).sum() / (a | b).sum() > 0.93, i
+    still = (m < 1e-6) & (mask < 1e-6)          # background before and after
+    uncovered = (m < 1e-6) & (mask > 1 - 1e-6)   # the person left it
+    assert int(uncovered.sum()) > 20
+    torch.testing.assert_close(out * still, frame_bg * still)
+    torch.testing.assert_close(out * uncovered, plate.expand(2, -1, -1, -1) * uncovered)
+    # no move: the frame comes back where the mask is 0 or 1
+    same, m0 = move_person(image, mask, plate, image_theta(torch.eye(2).expand(2, 2, 2), torch.zeros(2, 2)))
+    hard = ((mask < 1e-6) | (mask > 1 - 1e-6)).expand_as(image)
+    torch.testing.assert_close(same[hard], image[hard], atol=1e-5, rtol=0)
+    # the moves stay in their ranges and are seeded
+    M2, d2 = random_moves(500, torch.Generator().manual_seed(1), "cpu", 0.06, 8.0, 0.05)
+    k = torch.linalg.det(M2).sqrt()
+    ang = torch.rad2deg(torch.atan2(M2[:, 1, 0], M2[:, 0, 0]))
+    assert float(d2.abs().max()) <= 0.06 and float(ang.abs().max()) <= 8.0 + 1e-4 and float(ang.abs().max()) > 7
+    assert float((k - 1).abs().max()) <= 0.05 + 1e-6
+    torch.testing.assert_close(random_moves(3, torch.Generator().manual_seed(1), "cpu", 0.06, 8.0, 0.05)[0], M2[:3])
+
+
+def test_background_plate_is_the_background_seen_behind_the_moving_person():
+    S = 16
+    g = torch.Generator().manual_seed(0)
+    bg = torch.randint(0, 256, (3, S, S), generator=g).to(torch.uint8)
+    frames, masks = [], []
+    for i in range(9):
+        m = torch.zeros(1, S, S)
+        m[:, 4:12, i:i + 5] = 1                      # a person walking across
+        m[:, 14:, :] = 1                             # and a body always at the bottom
+        person = torch.randint(0, 256, (3, S, S), generator=g).to(torch.uint8)
+        frames.append(torch.where(m.bool(), person, bg))
+        masks.append(m)
+    images, masks = torch.stack(frames), torch.stack(masks)
+    plate = background_plate(images, masks)
+    seen = ~(masks.bool().sum(0) >= 9 - 2)[0]        # background in at least 3 frames
+    torch.testing.assert_close(plate[0][:, seen], bg[:, seen].float() / 255)
+    never = masks.bool().all(0)[0]
+    torch.testing.assert_close(plate[0][:, never], images[:, :, never].float().median(0).values / 255)
+
+
+def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
+    """With move_augment 1, every item's input is made from the rig moved by the item's map
+    and its target is the moved person; the same generator gives the same batch."""
+    from portraitrig.edits import move_in_image
+    from portraitrig.methods.video.condition import Conditioner
+
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    cfg.light_augment, cfg.move_augment, cfg.move_shift, cfg.move_roll = 0.0, 1.0, 0.2, 15.0
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    idx = torch.tensor([1, 4, 6])
+    light = m.params.light[idx]
+    x0, t0 = m.inputs(idx, light), m.images[idx].float() / 255
+    x, t = m.move(idx, light, x0, t0, torch.Generator().manual_seed(7))
+    x2, t2 = m.move(idx, light, x0, t0, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(x, x2)
+    torch.testing.assert_close(t, t2)
+    assert not torch.allclose(x, x0) and not torch.allclose(t, t0)
+    # rebuild the input and the target of the items from the drawn maps
+    g = torch.Generator().manual_seed(7)
+    torch.rand(3, generator=g)
+    M, d = random_moves(3, g, "cpu", cfg.move_shift, cfg.move_roll, cfg.move_scale)
+    c = m.params.translation[idx]
+    shift = c + d - (M @ c[..., None])[..., 0]
+    theta = image_theta(M, shift)
+    W = cfg.model.window
+    win = Conditioner.window_index(idx, W)
+    faces = m.cond.move_faces(m.faces[win.reshape(-1)], theta.repeat_interleave(W, 0))
+    now = faces[W - 1::W]
+    want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now), light,
+                         m.cond.cond_mask(now), Conditioner.move_head_warp(m.heads[idx], theta))
+    torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
+    # ... which is what the rig moved by move_in_image shows the network
+    moved = move_in_image(m.params[win.reshape(-1)], M.repeat_interleave(W, 0), shift.repeat_interleave(W, 0))
+    torch.testing.assert_close(Conditioner.move_head_warp(m.heads[idx], theta),
+                               m.cond.head_warp(moved[torch.arange(W - 1, 3 * W, W)]), atol=1e-4, rtol=0)
+    target, _ = move_person(t0, m.masks[idx], m.plate, image_theta(M, shift))
+    torch.testing.assert_close(t, target)
+    # a step of training with it runs and gives a finite loss
+    loss, _ = m.loss(m.model, idx, 0, torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss)
+    cfg.move_augment = 0.0
+    assert VideoMethod(cfg, data, "cpu", say=None).plate is None
+    with pytest.raises(ValueError, match="move_augment"):
+        Config(move_augment=1.5).validate()
+
+
+def test_moved_face_buffers_are_the_buffers_of_the_moved_rig():
+    """Conditioner.move_faces (the banked buffers resampled, normals turned) gives what the
+    rasterizer draws for the rig moved by move_in_image: the same mask, normals and uv."""
+    from portraitrig.edits import move_in_image
+    from portraitrig.methods.video.condition import Conditioner
+
+    fm = load_default_model()
+    S = 96
+    cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1)
+    cond = Conditioner(cfg, "cpu", fm)
+    p = RigParams.neutral(fm, 3).replace(rotation=torch.tensor([[0.1, 0.3, 0.0], [-0.1, -0.2, 0.1], [0.0, 0.1, -0.05]]))
+    M, d = random_moves(3, torch.Generator().manual_seed(2), "cpu", 0.1, 15.0, 0.08)
+    shift = p.translation + d - (M @ p.translation[..., None])[..., 0]
+    got = cond.move_faces(cond.face(p), image_theta(M, shift))
+    want = cond.face(move_in_image(p, M, shift))
+    sl = cond.slices
+    a, b = cond.face_mask(got) > 0.5, cond.face_mask(want) > 0.5
+    assert float((a & b).sum() / (a | b).sum()) > 0.95
+    inner = (a & b)[:, 0]
+    for name, tol in (("normal", 0.03), ("uv", 0.03)):
+        diff = (got[:, sl[name]] - want[:, sl[name]]).abs().mean(1)
+        assert float(diff[inner].mean()) < tol, name
+    # the roll turns the normals: a 20-degree turn left unturned is off several times as much
+    th = torch.deg2rad(torch.tensor(20.0))
+    R = torch.stack([torch.stack([th.cos(), -th.sin()]), torch.stack([th.sin(), th.cos()])]).expand(3, 2, 2)
+    theta = image_theta(R, p.translation - (R @ p.translation[..., None])[..., 0])
+    want = cond.face(move_in_image(p, R, p.translation - (R @ p.translation[..., None])[..., 0]))
+    grid = torch.nn.functional.affine_grid(theta, [3, 1, S, S], align_corners=False)
+    unturned = torch.nn.functional.grid_sample(cond.face(p), grid, mode="nearest", padding_mode="border",
+                                               align_corners=False)
+    inner = ((cond.face_mask(want) > 0.5) & (cond.face_mask(unturned) > 0.5))[:, 0]
+    n = sl["normal"]
+    xy = slice(n.start, n.start + 2)
+
+    def err(f):
+        return float((f[:, xy] - want[:, xy]).abs().mean(1)[inner].mean())
+
+    assert err(unturned) > 2.5 * err(cond.move_faces(cond.face(p), theta))

@@ -89,6 +89,32 @@ class Conditioner:
                              align_corners=False)
 
     @torch.no_grad()
+    def move_faces(self, face: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Face buffers (B, C_buf, S, S) of heads moved in the image plane, from the unmoved
+        ones: resampled by ``theta`` (B, 2, 3, ``affine_grid``'s map of the move) at the nearest
+        pixel (as a rasterizer samples) and the normals turned with the image. What
+        :meth:`face` renders from :func:`~portraitrig.edits.move_in_image`'s parameters, up to
+        the resampling, at a fraction of the cost."""
+        B, _, S, _ = face.shape
+        grid = F.affine_grid(theta.float(), [B, 1, S, S], align_corners=False)
+        out = F.grid_sample(face.float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+        inv = theta[:, :, :2].float()                              # output -> input: the move's inverse
+        turn = inv.transpose(1, 2) / inv.det().abs().sqrt()[:, None, None]   # the move's rotation
+        sl = self.slices["normal"]
+        n = out[:, sl]
+        xy = torch.einsum("bij,bjhw->bihw", turn, n[:, :2])
+        out = torch.cat([out[:, :sl.start], xy, n[:, 2:], out[:, sl.stop:]], 1)
+        return out.to(face.dtype)
+
+    @staticmethod
+    def move_head_warp(head: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`head_warp` of heads moved by ``theta`` (see :meth:`move_faces`) from the
+        unmoved ``head`` (B, 2, 3): the moved crop's points go back through the move, then to the
+        reference (the least-squares similarity is equivariant under a similarity)."""
+        last = torch.tensor([0.0, 0.0, 1.0], device=head.device).expand(head.shape[0], 1, 3)
+        return head.float() @ torch.cat([theta.float(), last], 1)
+
+    @torch.no_grad()
     def prior_normals(self, face: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) whole-portrait normals of face buffers over the prior person mask (see
         the module doc); 0 outside the prior and the face mesh."""

@@ -80,6 +80,16 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     light_augment: float = field(default=0.5, metadata=_h(
         "share of items relit each step with random lights (ratio images of the whole person), 0..1", metavar="P"))
+    move_augment: float = field(default=0.3, metadata=_h(
+        "share of items whose person is moved over the background by a random image-plane similarity "
+        "(the rig moved with it): teaches the renderer head placements the video does not show, 0..1",
+        metavar="P"))
+    move_shift: float = field(default=0.06, metadata=_h(
+        "largest shift of a moved person, crop NDC (1 = half the crop side), each axis", metavar="D"))
+    move_roll: float = field(default=8.0, metadata=_h("largest in-plane turn of a moved person, degrees",
+                                                      metavar="DEG"))
+    move_scale: float = field(default=0.05, metadata=_h("largest relative size change of a moved person",
+                                                        metavar="K"))
     texture_lr: float = field(default=10.0, metadata=_h(
         "learning rate of the neural texture, times the run's (a texel sees few pixels per step)", metavar="X"))
     ssim_weight: float = field(default=0.5, metadata=_h("weight of the 1 - SSIM loss beside L1"))
@@ -93,6 +103,10 @@ class Config:
         self.model.validate()
         if not 0 <= self.light_augment <= 1:
             raise ValueError(f"light_augment is a share of items, in [0, 1]; got {self.light_augment}")
+        if not 0 <= self.move_augment <= 1:
+            raise ValueError(f"move_augment is a share of items, in [0, 1]; got {self.move_augment}")
+        if not (0 <= self.move_shift <= 0.5 and 0 <= self.move_roll <= 45 and 0 <= self.move_scale <= 0.3):
+            raise ValueError("move_shift must be in [0, 0.5], move_roll in [0, 45] degrees, move_scale in [0, 0.3]")
         if self.ssim_weight < 0 or self.grad_weight < 0 or self.texture_lr <= 0:
             raise ValueError("loss weights must be >= 0 and texture_lr > 0")
         if not 0 <= self.holdout < 1:

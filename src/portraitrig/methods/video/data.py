@@ -23,7 +23,7 @@ import torch
 
 from portraitrig.capture.types import Crop
 from portraitrig.errors import InputError
-from portraitrig.face.params import RigParams, axis_angle_to_matrix, matrix_to_axis_angle
+from portraitrig.face.params import RigParams
 from portraitrig.io.imagepack import pack_images, unpack_images
 from portraitrig.neural.cache import FaceCache, build_cache
 
@@ -157,20 +157,17 @@ def params_to_crop(params: RigParams, src: Crop, dst: Crop) -> RigParams:
     """Rig parameters fitted in crop ``src`` re-expressed in crop ``dst`` of the same image
     (the same mesh lands on the same image pixels): the crops' relative similarity is folded
     into scale, in-plane rotation and translation (weak perspective)."""
+    from portraitrig.edits import move_in_image
+
     A = np.vstack([dst.affine, [0, 0, 1]]) @ np.linalg.inv(np.vstack([src.affine, [0, 0, 1]]))
     a, b, bx, by = _similarity(A[:2])
     lam = math.hypot(a, b) * src.size / dst.size
     th = math.atan2(b, a)
     dt, dev = params.scale.dtype, params.scale.device
-    c, s = math.cos(th), math.sin(th)
-    R2 = torch.tensor([[c, -s], [s, c]], dtype=dt, device=dev)
-    Rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dt, device=dev)
-    L = lam * R2
+    L = lam * torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=dt, device=dev)
     shift = L @ torch.ones(2, dtype=dt, device=dev) + torch.tensor([2 * bx / dst.size - 1, 2 * by / dst.size - 1],
                                                                     dtype=dt, device=dev)
-    rot = matrix_to_axis_angle(Rz @ axis_angle_to_matrix(params.rotation))
-    return params.replace(scale=params.scale * lam, rotation=rot, translation=params.translation @ L.T + shift,
-                          crop_size=dst.size)
+    return move_in_image(params, L, shift).replace(crop_size=dst.size)
 
 
 def crop_frame(image: np.ndarray, crop: Crop) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from portraitrig.errors import InputError
 from portraitrig.light import sh
@@ -54,6 +55,58 @@ def median_frame(images: torch.Tensor, max_frames: int = 256, rows: int = 32) ->
     sub = images[pick]
     out = torch.cat([sub[:, :, r:r + rows].float().median(0).values for r in range(0, sub.shape[2], rows)], 1)
     return (out / 255)[None]
+
+
+def random_moves(n: int, generator: torch.Generator, device, shift: float, roll_deg: float,
+                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random image-plane similarities: matrices (n, 2, 2) (a turn within +-``roll_deg``
+    times a size change within 1 +- ``scale``) and offsets (n, 2) within +-``shift`` (crop NDC)."""
+    u = torch.rand(n, 4, generator=generator, device=device) * 2 - 1
+    th = torch.deg2rad(roll_deg * u[:, 0])
+    k = 1 + scale * u[:, 1]
+    c, s = th.cos() * k, th.sin() * k
+    M = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    return M, shift * u[:, 2:]
+
+
+def image_theta(matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) ``affine_grid`` map of the image moved by ``x -> matrix @ x + shift`` (crop NDC):
+    each output point samples the input at ``matrix^-1 (x - shift)``."""
+    inv = torch.linalg.inv(matrix.float())
+    return torch.cat([inv, -(inv @ shift.float()[..., None])], 2)
+
+
+def move_person(image: torch.Tensor, mask: torch.Tensor, plate: torch.Tensor,
+                theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The person of ``image`` (B, 3, S, S) (``mask`` (B, 1, S, S) in [0, 1]) moved by ``theta``
+    (:func:`image_theta`) over the frame's own background, where the person uncovers it filled
+    from ``plate`` (1 or B, 3, S, S), the still background: (the new image, its person mask).
+    The crop's edge extends outward (a body cut by the crop's bottom stays cut there)."""
+    image, mask = image.float(), mask.float()
+    grid = F.affine_grid(theta.float(), list(image.shape), align_corners=False)
+    im = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    m = F.grid_sample(mask, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    back = image * (1 - mask) + plate.float() * mask
+    return im * m + back * (1 - m), m
+
+
+def background_plate(images: torch.Tensor, masks: torch.Tensor, max_frames: int = 256, rows: int = 32,
+                     min_seen: int = 3) -> torch.Tensor:
+    """(1, 3, S, S) the still background in [0, 1]: per pixel the median of the frames (at most
+    ``max_frames``, evenly spaced) where ``masks`` (N, 1, S, S, in [0, 1]) says background;
+    where fewer than ``min_seen`` frames show it, the median of all frames (what usually is
+    there: hair, body)."""
+    n = images.shape[0]
+    pick = torch.linspace(0, n - 1, min(n, max_frames)).round().long().to(images.device)
+    im, bg = images[pick], masks[pick] < 0.5
+    out = []
+    for r in range(0, im.shape[2], rows):
+        x = im[:, :, r:r + rows].float()
+        b = bg[:, :, r:r + rows].expand_as(x)
+        free = torch.where(b, x, torch.full_like(x, float("nan"))).nanmedian(0).values
+        seen = b.sum(0) >= min_seen
+        out.append(torch.where(seen, free, x.median(0).values))
+    return (torch.cat(out, 1) / 255)[None]
 
 
 # ---------------------------------------------------------------------- the method
@@ -106,6 +159,7 @@ class VideoMethod(TrainingMethod):
         if say:
             say(f"video renderer: {n} training frames, {len(data) - n} held out, {mc.image_size} px, "
                 f"window {mc.window}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        self.plate = background_plate(self.images, masks) if config.move_augment > 0 else None
         k = min(config.sample_count, n)
         self._fixed = torch.linspace(0, n - 1, k).round().long().to(self.device)
 
@@ -147,10 +201,47 @@ class VideoMethod(TrainingMethod):
                                                light, new), target)
             light = new
         x = self.inputs(idx, light)
+        if self.plate is not None:
+            x, target = self.move(idx, light, x, target, generator)
         if self.config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         total, parts = image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
         return total, parts
+
+    @torch.no_grad()
+    def move(self, idx, light, x, target, generator):
+        """A share (``move_augment``) of the items moved over the background plate by random
+        image-plane similarities about their heads: the target's person is moved
+        (:func:`move_person`), and the network input is made for the rig moved the same way
+        (:func:`~portraitrig.edits.move_in_image`): the window's face buffers moved
+        (:meth:`Conditioner.move_faces`), the portrait normals over the prior, the
+        head-following warp -- what a reenactment placing the head there shows the network.
+        Made in fp32 outside the step's autocast, as the unmoved items' buffers were."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self._move(idx, light, x, target, generator)
+
+    def _move(self, idx, light, x, target, generator):
+        c = self.config
+        chosen = torch.rand(len(idx), generator=generator, device=self.device) < c.move_augment
+        M, d = random_moves(len(idx), generator, self.device, c.move_shift, c.move_roll, c.move_scale)
+        k = chosen.nonzero()[:, 0]
+        if not len(k):
+            return x, target
+        M, d, W = M[k], d[k], c.model.window
+        centre = self.params.translation[idx[k]]
+        shift = centre + d - (M @ centre[..., None])[..., 0]      # about the head: x -> M (x - c) + c + d
+        theta = image_theta(M, shift)
+        win = Conditioner.window_index(idx[k], W).reshape(-1)
+        faces = self.cond.move_faces(self.faces[win], theta.repeat_interleave(W, 0))
+        index = torch.arange(len(win), device=self.device).view(len(k), W)
+        now = faces[index[:, -1]]
+        head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
+        xm = self.cond.inputs(faces, index, self.cond.prior_normals(now).to(faces.dtype), light[k],
+                              self.cond.cond_mask(now), head)
+        x, target = x.clone(), target.clone()
+        x[k] = xm.to(x.dtype)
+        target[k], _ = move_person(target[k], self.masks[idx[k]], self.plate, theta)
+        return x, target
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -182,4 +273,4 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
     return params.save(path, extras=extras, meta=meta)
 
 
-__all__ = ["VideoMethod", "median_frame", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
+__all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
