@@ -254,6 +254,32 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     return res
 
 
+def placement(params) -> torch.Tensor:
+    """(N, 4) where each frame's head sits in the crop: shift x, y (NDC), in-plane roll
+    (degrees) and size (the weak-perspective scale)."""
+    from portraitrig.face.params import axis_angle_to_matrix
+
+    R = axis_angle_to_matrix(params.rotation.float())
+    roll = torch.rad2deg(torch.atan2(R[:, 1, 0], R[:, 0, 0]))
+    return torch.cat([params.translation.float(), roll[:, None], params.scale.float().reshape(-1, 1)], 1)
+
+
+def outside_training_placement(train, held) -> np.ndarray:
+    """(N,) bool: held-out frames whose head placement (:func:`placement`) lies outside the
+    training frames' range in any of its four numbers (what a renderer must extrapolate)."""
+    a, b = placement(train), placement(held)
+    return ((b < a.min(0).values) | (b > a.max(0).values)).any(1).numpy()
+
+
+def by_placement(pred: np.ndarray, real: np.ndarray, outside: np.ndarray) -> dict:
+    """Mean crop PSNR of renders (N, S, S, 3) uint8 against the real frames, for the frames
+    ``outside`` the training placement and the rest."""
+    _, metric = metrics_fn()
+    psnr = np.array([metric(g, r)["psnr"] for g, r in zip(pred, real)])
+    return {k: {"frames": int(m.sum()), "psnr": round(float(psnr[m].mean()), 3) if m.any() else None}
+            for k, m in (("outside", outside), ("inside", ~outside))}
+
+
 def nearest_frames(train, query) -> torch.Tensor:
     """Index of the training frame nearest each query frame in head pose and expression (the
     frame DiffusionRig inverts to render the query: its best available source)."""
@@ -381,6 +407,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
 
     res: dict = {"frames_heldout": N - n0}
     held = data.params[n0:]
+    outside = outside_training_placement(data.params[:n0], held)
+    res["heldout_outside_training_placement"] = int(outside.sum())
     # --- the floors: the same re-fit on the real held-out frames, identity between real frames
     real_fits = fit_all(real[n0:])
     res["floor_expression"] = expr(held, real_fits)
@@ -402,7 +430,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             k = index[name][:len(pred)]
             res[f"self_{name}"] = {"frames": len(k),
                                    "identity_distance": float(np.mean(identity_distance(embed(pred), e_held[k]))),
-                                   **expr(held[torch.from_numpy(k)], fit_all(pred))}
+                                   **expr(held[torch.from_numpy(k)], fit_all(pred)),
+                                   "by_placement": by_placement(pred, real[n0 + k], outside[k])}
     if len(preds) == 2 and len(index["diffusion"]) < N - n0:
         # both renderers on the frames the baseline inverted (it may invert every k-th only)
         common = np.intersect1d(index["video"], index["diffusion"])

@@ -188,3 +188,41 @@ def test_mesh_views_turns_the_rig_mesh_coloured_from_the_frame():
     assert res["same"] < 8                       # per-vertex colours resampled: close, not exact
     assert res["turn"][0] < 1e-3 and abs(res["turn"][1] - 25) < 1e-3 and abs(res["turn"][2] - 12) < 1e-3
     assert res["moved"] > 3                      # the turned view is another picture
+
+
+PLACEMENT_CHECK = """
+import sys, json, math, numpy as np, torch
+sys.path.insert(0, "bench")
+from bench_video import by_placement, outside_training_placement
+from portraitrig.edits import move_in_image
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+m = load_default_model()
+train = RigParams.neutral(m, 3).replace(translation=torch.tensor([[-0.05, 0.1], [0.0, 0.15], [0.05, 0.2]]))
+train = move_in_image(train, torch.stack([torch.eye(2), torch.tensor([[math.cos(0.1), -math.sin(0.1)],
+                                                                      [math.sin(0.1), math.cos(0.1)]]), torch.eye(2)]),
+                      torch.zeros(2))
+base = train[1]
+held = RigParams.cat([base, base.replace(translation=base.translation + torch.tensor([[-0.2, 0.0]])),
+                      move_in_image(base, 0.95 * torch.tensor([[math.cos(0.3), -math.sin(0.3)],
+                                                               [math.sin(0.3), math.cos(0.3)]]), torch.zeros(2)),
+                      base.replace(scale=base.scale * 1.3)])
+out = outside_training_placement(train, held)
+real = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+pred = real.copy()
+pred[1:] = 255 - pred[1:]
+print(json.dumps({"outside": out.tolist(), "groups": by_placement(pred, real, out)}))
+"""
+
+
+def test_held_out_frames_outside_the_training_placement_are_scored_apart():
+    """bench_video: a held-out frame whose head is shifted, turned in the image plane or sized
+    beyond every training frame's counts as outside; the PSNR is reported for both groups."""
+    proc = subprocess.run([sys.executable, "-c", PLACEMENT_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["outside"] == [False, True, True, True]
+    g = res["groups"]
+    assert g["inside"]["frames"] == 1 and g["outside"]["frames"] == 3
+    assert g["inside"]["psnr"] > 60 and g["outside"]["psnr"] < 10
