@@ -3,7 +3,9 @@
 # conditions): variant k runs on GPU k mod (number of GPUs), all at once, each for MIN minutes
 # on the clip's first 80 %, then on the held-out 20 % (bench_video.py run, no speed figures).
 # Carry the clip's video data (bench_video.py prepare). Each variant is NAME=SETS, SETS being
-# comma-separated KEY=VALUE settings for bench_video.py --set, or NAME=- for the preset as it is.
+# comma-separated KEY=VALUE settings for bench_video.py --set, or NAME=- for the preset as it is;
+# a setting dir=PATH trains that variant on another clip's video data (the preset on several clips
+# at once, e.g. v6=- v14=dir=.devdata/v14).
 # The first variant brings back its renders ($OUT/NAME/{video.json,heldout_pred.npy,relit.npz,
 # video_compare.png,logs.tar}) for `bench_video.py score`; the others their video.json only
 # ($OUT/NAME.json): at most 4 variants (8 files come back). SITE=FILE: a packed site with PyAV
@@ -23,10 +25,16 @@ fi
 NGPU=$(nvidia-smi -L | wc -l)
 k=0; names=()
 for v in "$@"; do
-  name=${v%%=*}; sets=${v#*=}; args=()
-  if [ "$sets" != "-" ]; then IFS=, read -ra kv <<< "$sets"; for x in "${kv[@]}"; do args+=(--set "$x"); done; fi
+  name=${v%%=*}; sets=${v#*=}; args=(); vdir=$DIR
+  if [ "$sets" != "-" ]; then
+    IFS=, read -ra kv <<< "$sets"
+    for x in "${kv[@]}"; do
+      if [ "${x%%=*}" = dir ]; then vdir=${x#dir=}; else args+=(--set "$x"); fi
+    done
+  fi
+  [ -f "$vdir/target_256.safetensors" ] || { echo "$name: no video data in $vdir"; exit 2; }
   mkdir -p "$OUT/$name"
-  CUDA_VISIBLE_DEVICES=$(( k % NGPU )) python3 bench/bench_video.py run --dir "$DIR" --out "$OUT/$name" --minutes "$MIN" \
+  CUDA_VISIBLE_DEVICES=$(( k % NGPU )) python3 bench/bench_video.py run --dir "$vdir" --out "$OUT/$name" --minutes "$MIN" \
     --no-fps --every 4 --reenact-frames "${FRAMES:-250}" "${args[@]}" > "$OUT/$name.log" 2>&1 &
   names+=("$name"); k=$((k + 1))
 done
