@@ -181,5 +181,5 @@ def light_sweep_directions(n: int = 8, elevation_deg: float = 20.0, span_deg: fl
     return [(-span_deg / 2 + span_deg * k / (n - 1), elevation_deg) for k in range(n)]
 
 
-__all__ = ["resolve_light", "relight", "set_expression", "rotate_head", "move_in_image", "set_gaze", "gaze_from_direction",
-           "sweep", "light_sweep_directions"]
+__all__ = ["resolve_light", "relight", "set_expression", "rotate_head", "move_in_image", "set_gaze",
+           "gaze_from_direction", "sweep", "light_sweep_directions"]

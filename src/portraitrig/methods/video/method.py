@@ -7,7 +7,9 @@ image; from the mean person mask: what the network is conditioned on, as at reen
 a frame's mask is unknown). One step: items t with their windows t-window+1..t; a share of
 them is relit with random lights (ratio images of the whole person,
 :func:`~portraitrig.render.portrait.relight_image`) and conditioned on that light's shading;
-loss L1 + SSIM + image gradients (no downloaded weights).
+another share has its person moved over the still background by a random image-plane
+similarity, the rig moved the same way (:meth:`VideoMethod.move`: head placements the video does
+not show); loss L1 + SSIM + image gradients (no downloaded weights).
 """
 from __future__ import annotations
 
@@ -273,4 +275,5 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
     return params.save(path, extras=extras, meta=meta)
 
 
-__all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves", "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
+__all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
+           "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
