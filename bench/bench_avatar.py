@@ -6,8 +6,9 @@ background and the face change when only the expression changes. Prints a table,
 ``avatar.json``, pictures and ``renders.tar`` (held-out renders, turntable views and, with
 ``--driver PARAMS``, frames driven by another clip's fitted rig, each with its requested rig) to
 --out. ``--score OUT`` then re-fits those renders where mediapipe and dlib are installed (head
-pose of the views against the requested, expression of the driven frames against the real-frame
-floor, identity against the same-person level), breaks the held-out error down (inside the face
+pose of the views against the requested and against the same re-fit of the rig's own mesh turned
+the same way (``views_floor``, ``views_vs_floor_deg``), expression of the driven frames against the
+real-frame floor, identity against the same-person level), breaks the held-out error down (inside the face
 mesh / the rest of the person; how much a global misplacement explains) and adds ``score.json``.
 
     python bench/bench_avatar.py --frames .devdata/avatar_d10_256.safetensors --out OUT \
@@ -272,6 +273,18 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
             "best_similarity_mean_shift_px": round(float(np.mean(shifts)), 2)}
 
 
+def relative_pose(fits, reference_fits) -> list:
+    """Per view, degrees between the head rotations re-fitted on two sets of renders of the same
+    requested views (None where either fit failed): the avatar's views against the rig mesh's
+    (:func:`mesh_views`), the pose error with the re-fit's own bias at that view taken out."""
+    from portraitrig.eval.rig import pose_error
+
+    out = []
+    for a, b in zip(fits, reference_fits):
+        out.append(None if a is None or b is None else round(float(pose_error(a.params, b.params)[0]), 2))
+    return out
+
+
 def score(out: Path, frames: Frames, size: int) -> dict:
     """Re-fit what ``renders.tar`` holds (needs mediapipe and dlib): see the module docstring."""
     import io
@@ -324,11 +337,13 @@ def score(out: Path, frames: Frames, size: int) -> dict:
     floor = refit(held.params, fit_all(real_held))
     floor.pop("pose_error_deg")
     res["floor"] = floor
+    fitted = {}
     for name, g in groups.items():
         imgs = [g["images"][k] for k in sorted(g["images"])]
         r: dict = {"n": len(imgs)}
         if g["params"] is not None:
-            r.update(refit(g["params"][:len(imgs)], fit_all(imgs)))
+            fitted[name] = fit_all(imgs)
+            r.update(refit(g["params"][:len(imgs)], fitted[name]))
         r["identity_distance"] = round(float(np.mean(identity_distance(embed(imgs)[:, None], e_train[None]))), 4)
         res[name] = r
     if "views" in res and "pose_error_deg" in res["views"]:
@@ -336,7 +351,9 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         # the re-fit's own error at each view: the rig's mesh (exact geometry) turned the same way
         imgs, requested = mesh_views(held.params[0:1], real_held[0], rigger.model, VIEWS, size)
         write_image(out / "views_floor.png", np.concatenate(imgs[:7], 1))
-        res["views_floor"] = refit(requested, fit_all(imgs))
+        floor_fits = fit_all(imgs)
+        res["views_floor"] = refit(requested, floor_fits)
+        res["views_vs_floor_deg"] = relative_pose(fitted["views"], floor_fits)
     if "heldout" in groups:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
         res["heldout_breakdown"] = heldout_breakdown(imgs, held, heldout_idx(len(held))[:len(imgs)], rigger.model)

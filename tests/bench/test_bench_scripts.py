@@ -226,3 +226,29 @@ def test_held_out_frames_outside_the_training_placement_are_scored_apart():
     g = res["groups"]
     assert g["inside"]["frames"] == 1 and g["outside"]["frames"] == 3
     assert g["inside"]["psnr"] > 60 and g["outside"]["psnr"] < 10
+
+
+RELATIVE_POSE_CHECK = """
+import sys, json, math, torch
+from types import SimpleNamespace
+sys.path.insert(0, "bench")
+from bench_avatar import relative_pose
+from portraitrig.edits import rotate_head
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+m = load_default_model()
+p = RigParams.neutral(m, 1)
+fit = lambda q: SimpleNamespace(params=q)
+a = [fit(rotate_head(p, 22.0, 0.0)), fit(rotate_head(p, 0.0, -10.0)), None, fit(p)]
+b = [fit(rotate_head(p, 25.0, 0.0)), fit(rotate_head(p, 0.0, -10.0)), fit(p), None]
+print(json.dumps(relative_pose(a, b)))
+"""
+
+
+def test_relative_pose_compares_two_refits_view_by_view():
+    """bench_avatar.relative_pose: the angle between two re-fits of each view, None where a fit failed."""
+    proc = subprocess.run([sys.executable, "-c", RELATIVE_POSE_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(got[0] - 3.0) < 0.05 and got[1] < 0.05 and got[2] is None and got[3] is None
