@@ -22,6 +22,10 @@ and back here, on what came back (MediaPipe re-fits, dlib identity, jitter, flic
 seam)::
 
     python bench/bench_video.py score --dir .devdata/video --out OUT
+
+and the README's reenactment picture and clip (driver | target | result | relit result)::
+
+    python bench/bench_video.py picture --dir .devdata/video --out OUT --driver-video DRIVER.mp4
 """
 from __future__ import annotations
 
@@ -538,6 +542,47 @@ def background_mask(data) -> np.ndarray:
     return cv2.dilate(reach, np.ones((9, 9), np.uint8)) == 0
 
 
+def picture(d: Path, out: Path, driver_video: Path, rows: int = 4, seconds: float = 6.0, side: int = 192,
+            size: int = 256) -> list[Path]:
+    """The README's reenactment picture and clip from a run's reenactments (``out/reenact`` and
+    ``out/reenact_orbit``, unpacked from reenact.tar): driver | target | the target performing
+    the driver | the same under a light circling the head, each frame ``side`` px high. The
+    driver's frames come from ``driver_video`` (the frames its fitted rig names), the target's
+    from the clip's video. Writes ``out/reenact_picture.jpg`` (``rows`` frames spread over the
+    reenactment) and ``out/reenact_picture.mp4`` (its first ``seconds``)."""
+    from portraitrig.face.params import RigParams
+    from portraitrig.io.media import VideoWriter, side_by_side
+    from portraitrig.io.video import iter_video_frames, video_info
+    from portraitrig.methods.video.data import VideoData
+
+    req = RigParams.load(out / "reenact" / "params.safetensors")
+    want = [int(s.rsplit("#frame=", 1)[1]) for s in req.sources]
+    need = set(want)
+    drv = {fr.index: fr.image for fr in iter_video_frames(driver_video) if fr.index in need}
+    data = VideoData.load(d / f"target_{size}.safetensors")
+    index = data.frame_index.tolist()
+    T = len(req)
+    tgt_need = {index[k % len(index)] for k in range(T)}
+    tgt = {fr.index: fr.image for fr in iter_video_frames(d / "target.mp4") if fr.index in tgt_need}
+    fps = video_info(out / "reenact" / "result.mp4").fps
+    picks = set(np.linspace(0, T - 1, rows).round().astype(int).tolist())
+    keep_video = int(round(seconds * fps))
+    shown, frames_out = [], out / "reenact_picture.mp4"
+    with VideoWriter(frames_out, fps, crf=26) as w:
+        for k, (res, lit) in enumerate(zip(iter_video_frames(out / "reenact" / "result.mp4"),
+                                           iter_video_frames(out / "reenact_orbit" / "result.mp4"))):
+            if k >= T or (k >= keep_video and k > max(picks)):
+                break
+            row = side_by_side(drv[want[k]], tgt[index[k % len(index)]], res.image, lit.image, height=side)
+            if k < keep_video:
+                w.write(row)
+            if k in picks:
+                shown.append(row)
+    jpg = out / "reenact_picture.jpg"
+    write_image(jpg, np.concatenate(shown, 0))
+    return [jpg, frames_out]
+
+
 def table(res: dict) -> str:
     lines = [f"video renderer on {res['machine']}: {res['steps']} steps in {res['train_s']} s, "
              f"{res['frames_train']} train / {res['frames_heldout']} held-out frames ({res['metrics']})",
@@ -618,6 +663,14 @@ def main() -> None:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--size", type=int, default=256)
     c.add_argument("--max-frames", type=int, default=150)
+    g = sub.add_parser("picture", help="README picture and clip of a run's reenactments: driver | target | "
+                                       "result | relit result (after untarring reenact.tar into OUT)")
+    g.add_argument("--dir", type=Path, default=Path(".devdata/video"))
+    g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--driver-video", type=Path, required=True, help="the driver video the run's driver was fitted on")
+    g.add_argument("--rows", type=int, default=4)
+    g.add_argument("--seconds", type=float, default=6.0)
+    g.add_argument("--size", type=int, default=256)
     b = sub.add_parser("baseline", help="DiffusionRig with inversion on the same held-out frames")
     b.add_argument("--dir", type=Path, default=Path(".devdata/video"))
     b.add_argument("--out", type=Path, required=True)
@@ -656,6 +709,10 @@ def main() -> None:
         res = score(a.dir, a.out, a.size, a.max_frames)
         write_json(a.out / "score.json", res)
         print(json.dumps(res, indent=1))
+        return
+    if a.cmd == "picture":
+        for path in picture(a.dir, a.out, a.driver_video, a.rows, a.seconds, size=a.size):
+            print(path)
         return
     if a.cmd == "baseline":
         res = baseline(a.dir, a.out, a.stage1_cache, a.minutes1, a.minutes2, a.size, a.device, a.steps,

@@ -133,6 +133,12 @@ def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
     shutil.move(cache, d / "target_32.safetensors")
     shutil.move(sidecar_path(cache), sidecar_path(d / "target_32.safetensors"))
     shutil.copy(d / "tiny_target.mp4", d / "target.mp4")
+    # the target's own rig drives it (a driver fitted on target.mp4): the reenactments run too
+    from portraitrig.methods.video.data import VideoData
+
+    own = VideoData.load(d / "target_32.safetensors").params
+    own.replace(sources=[f"{d / 'target.mp4'}#frame={i}" for i in range(len(own))]).save(
+        d / "driver.safetensors", meta={"fps": 25.0})
     out = tmp_path / "o"
     check_ok(run_script("bench_video.py", "run", "--dir", str(d), "--out", str(out), "--minutes", "0.03", "--size", "32",
                         "--preset", "tiny", "--no-fps", "--every", "2", "--device", "cpu",
@@ -146,6 +152,18 @@ def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
     z = np.load(out / "relit.npz")     # 3 lights at each exposure, on min(16, held) frames
     assert sorted(set(z["exposure"].tolist())) == [0.5, 1.0] and z["pred"].shape == (12, 32, 32, 3)
     assert z["light"].shape == (12, 9, 3) and (z["name"][:2] == "left").all()
+    # the README picture of the reenactments: driver | target | result | relit result
+    assert res["reenact"]["frames"] == 12 and "error" not in res["reenact_orbit"]
+    check_ok(run_script("bench_video.py", "picture", "--dir", str(d), "--out", str(out), "--driver-video",
+                        str(d / "target.mp4"), "--rows", "3", "--seconds", "0.2", "--size", "32"))
+    from PIL import Image
+
+    from portraitrig.io.video import video_info
+
+    pic = np.asarray(Image.open(out / "reenact_picture.jpg"))
+    info = video_info(d / "target.mp4")           # four panels of the target video's aspect
+    assert pic.shape[0] == 3 * 192 and pic.shape[1] == 4 * round(192 * info.width / info.height)
+    assert video_info(out / "reenact_picture.mp4").frame_count >= 1
     check_ok(run_script("bench_video.py", "baseline", "--dir", str(d), "--out", str(out / "baseline"),
                         "--stage1-cache", str(d / "target_32.safetensors"), "--minutes1", "0.02", "--minutes2", "0.02",
                         "--size", "32", "--preset1", "tiny", "--preset2", "tiny", "--steps", "2", "--every", "2",
