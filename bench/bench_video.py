@@ -622,6 +622,12 @@ def end_to_end(model: Path, driver: Path, out: Path, workers: list[int], max_fra
     return res
 
 
+def data_args(parser) -> None:
+    """--dir (the clip's video data, from ``prepare``) and --out (a run's output folder)."""
+    parser.add_argument("--dir", type=Path, default=Path(".devdata/video"))
+    parser.add_argument("--out", type=Path, required=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -659,21 +665,18 @@ def main() -> None:
     e.add_argument("--max-frames", type=int)
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     c = sub.add_parser("score", help="CPU side: re-fits, identity, stability, relighting of a run's OUT")
-    c.add_argument("--dir", type=Path, default=Path(".devdata/video"))
-    c.add_argument("--out", type=Path, required=True)
+    data_args(c)
     c.add_argument("--size", type=int, default=256)
     c.add_argument("--max-frames", type=int, default=150)
     g = sub.add_parser("picture", help="README picture and clip of a run's reenactments: driver | target | "
                                        "result | relit result (after untarring reenact.tar into OUT)")
-    g.add_argument("--dir", type=Path, default=Path(".devdata/video"))
-    g.add_argument("--out", type=Path, required=True)
+    data_args(g)
     g.add_argument("--driver-video", type=Path, required=True, help="the driver video the run's driver was fitted on")
     g.add_argument("--rows", type=int, default=4)
     g.add_argument("--seconds", type=float, default=6.0)
     g.add_argument("--size", type=int, default=256)
     b = sub.add_parser("baseline", help="DiffusionRig with inversion on the same held-out frames")
-    b.add_argument("--dir", type=Path, default=Path(".devdata/video"))
-    b.add_argument("--out", type=Path, required=True)
+    data_args(b)
     b.add_argument("--stage1-cache", type=Path, required=True, help="portraitrig prepare cache of the generic prior")
     b.add_argument("--minutes1", type=float, default=3.5)
     b.add_argument("--minutes2", type=float, default=2.0)
