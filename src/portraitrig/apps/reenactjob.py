@@ -515,14 +515,19 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             shown = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
             frames = stream(params[i:j]) if diffusion is None else diffusion(params[i:j], bgs, shown)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            if gains is not None or config.paste == "person":  # the person: the mask the renderer conditions on
-                faces = stream.last_faces if diffusion is None else rend.cond.face(params[i:j].to(dev, torch.float32))
-                drawn = rend.cond.cond_mask(faces).float()
+            if gains is not None or config.paste == "person":  # the person: where the renderer may draw them
+                if diffusion is None:
+                    faces, heads = stream.last_faces, stream.last_heads
+                else:
+                    here = params[i:j].to(dev, torch.float32)
+                    faces, heads = rend.cond.face(here), rend.head_warps(here)
+                drawn = rend.cond.drawn_mask(faces, heads)
                 person = drawn[:, 0].cpu().numpy() * mask
             pastes = [mask] * (j - i)
             if config.paste == "person":  # and where the target's own frame shows them (self-driven: the same)
-                region = drawn if config.self_drive else torch.maximum(drawn, rend.cond.cond_mask(
-                    rend.cond.face(tgt.params[shown].to(dev, torch.float32))).float())
+                own = tgt.params[shown].to(dev, torch.float32)
+                region = drawn if config.self_drive else torch.maximum(
+                    drawn, rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own)))
                 pastes = paste_masks(region, mask, config.feather / 2)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,

@@ -527,3 +527,33 @@ def test_moved_face_buffers_are_the_buffers_of_the_moved_rig():
         return float((f[:, xy] - want[:, xy]).abs().mean(1)[inner].mean())
 
     assert err(unturned) > 2.5 * err(cond.move_faces(cond.face(p), theta))
+
+
+def test_drawn_mask_follows_the_head():
+    """Where the renderer may draw the person: the prior and the face mesh, and (follow_head)
+    the prior moved with the head, so a reenacted head moved aside keeps its hair."""
+    from portraitrig.edits import move_in_image
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    S = 64
+    mean = RigParams.neutral(fm, 1)
+    prior = torch.nn.functional.max_pool2d(render_buffers(mean, fm, size=S, names=("mask",))["mask"], 9, 1, 4)
+    moved = move_in_image(mean, torch.eye(2), torch.tensor([0.4, 0.0]))        # a fifth of the crop to the right
+    for follow in (True, False):
+        cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1,
+                             follow_head=follow)
+        cond = Conditioner(cfg, "cpu", fm)
+        cond.set_prior(prior, torch.rand(1, 3, S, S), Conditioner.mean_head_pose(mean))
+        face = cond.face(moved)
+        head = cond.head_warp(moved) if follow else torch.tensor([[[1.0, 0.0, -0.4], [0.0, 1.0, 0.0]]])
+        drawn = cond.drawn_mask(face, head)                               # without follow_head: no warp
+        base = cond.cond_mask(face)
+        assert bool((drawn >= base - 1e-6).all())
+        want = torch.roll(prior, S // 5, dims=3) > 0.5                    # the prior where the head went
+        if follow:
+            assert float((drawn[want > 0] > 0.5).float().mean()) > 0.97
+            assert float((base[want > 0] > 0.5).float().mean()) < 0.9     # the unmoved mask misses part of it
+        else:
+            torch.testing.assert_close(drawn, base.float())

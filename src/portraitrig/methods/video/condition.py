@@ -158,6 +158,20 @@ class Conditioner:
         """The person mask the network sees: the prior united with the face mesh's mask."""
         return torch.maximum(self.prior.to(face.dtype), self.face_mask(face))
 
+    @torch.no_grad()
+    def drawn_mask(self, face: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, S, S) where the renderer may draw the person: :meth:`cond_mask`, united (with
+        ``follow_head`` and the frames' :meth:`head_warp` ``head``) with the prior moved with the
+        head, where the hair and the outline go when the head moves."""
+        m = self.cond_mask(face).float()
+        if head is None or not self.config.follow_head:
+            return m
+        S = self.config.image_size
+        grid = F.affine_grid(head.float(), [head.shape[0], 1, S, S], align_corners=False)
+        moved = F.grid_sample(self.prior.float().expand(head.shape[0], -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="zeros", align_corners=False)
+        return torch.maximum(m, moved)
+
     @staticmethod
     def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
         """(B, window) indices t-window+1..t, clamped at 0."""

@@ -151,13 +151,15 @@ class VideoRenderer(NeuralRenderer):
 class FrameStream:
     """Renders a sequence a few frames at a time: ``stream(params, light=None)`` -> (b, 3, S, S);
     the face buffers of the last window - 1 frames are kept for the next call's windows, and
-    those of the frames just rendered in ``last_faces`` (for their person mask)."""
+    those of the frames just rendered in ``last_faces`` and their head warps in ``last_heads``
+    (for their person mask: :meth:`Conditioner.drawn_mask`)."""
 
     def __init__(self, renderer: VideoRenderer):
         self.r = renderer
         self.faces: torch.Tensor | None = None
         self.heads: torch.Tensor | None = None
         self.last_faces: torch.Tensor | None = None
+        self.last_heads: torch.Tensor | None = None
 
     @torch.no_grad()
     def __call__(self, params: RigParams, light=None) -> torch.Tensor:
@@ -168,7 +170,7 @@ class FrameStream:
         new = r.cond.face(p)
         self.last_faces = new
         faces = new if self.faces is None else torch.cat([self.faces, new])
-        heads = r.head_warps(p)
+        heads = self.last_heads = r.head_warps(p)
         if heads is not None and self.heads is not None:
             heads = torch.cat([self.heads, heads])
         k = faces.shape[0] - new.shape[0]
