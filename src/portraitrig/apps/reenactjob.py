@@ -522,7 +522,8 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                     here = params[i:j].to(dev, torch.float32)
                     faces, heads = rend.cond.face(here), rend.head_warps(here)
                 drawn = rend.cond.drawn_mask(faces, heads)
-                person = drawn[:, 0].cpu().numpy() * mask
+                if gains is not None:
+                    person = drawn[:, 0].cpu().numpy() * mask
             pastes = [mask] * (j - i)
             if config.paste == "person":  # and where the target's own frame shows them (self-driven: the same)
                 own = tgt.params[shown].to(dev, torch.float32)

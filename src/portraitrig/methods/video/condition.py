@@ -29,6 +29,14 @@ from portraitrig.render.portrait import border_offset, inflated_normals, portrai
 FEATHER = 1 / 8   # the join's reach outside the face mesh, share of the image side (portrait_normals' default)
 
 
+def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:
+    """``x`` (1 or B, C, S, S) resampled by ``theta`` (B, 2, 3, ``affine_grid``'s map: each
+    output point samples the input at ``theta @ (x, y, 1)``, NDC), in float."""
+    B, S = theta.shape[0], x.shape[-1]
+    grid = F.affine_grid(theta.float(), [B, 1, S, S], align_corners=False)
+    return F.grid_sample(x.float().expand(B, -1, -1, -1), grid, mode=mode, padding_mode=padding, align_corners=False)
+
+
 class Conditioner:
     def __init__(self, config: VideoNetConfig, device="cpu", face_model=None, work: int = 64):
         self.config = config
@@ -83,10 +91,7 @@ class Conditioner:
     def follow(self, theta: torch.Tensor) -> torch.Tensor:
         """(B, 4, S, S): the reference frame and the prior (as ``2x - 1``) warped by ``theta``
         (B, 2, 3) from :meth:`head_warp`."""
-        S = self.config.image_size
-        grid = F.affine_grid(theta.float(), [theta.shape[0], 4, S, S], align_corners=False)
-        return F.grid_sample(self.follow_src.expand(theta.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                             align_corners=False)
+        return warp(self.follow_src, theta)
 
     @torch.no_grad()
     def move_faces(self, face: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -95,9 +100,7 @@ class Conditioner:
         pixel (as a rasterizer samples) and the normals turned with the image. What
         :meth:`face` renders from :func:`~portraitrig.edits.move_in_image`'s parameters, up to
         the resampling, at a fraction of the cost."""
-        B, _, S, _ = face.shape
-        grid = F.affine_grid(theta.float(), [B, 1, S, S], align_corners=False)
-        out = F.grid_sample(face.float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+        out = warp(face, theta, mode="nearest")
         inv = theta[:, :, :2].float()                              # output -> input: the move's inverse
         turn = inv.transpose(1, 2) / inv.det().abs().sqrt()[:, None, None]   # the move's rotation
         sl = self.slices["normal"]
@@ -166,11 +169,7 @@ class Conditioner:
         m = self.cond_mask(face).float()
         if head is None or not self.config.follow_head:
             return m
-        S = self.config.image_size
-        grid = F.affine_grid(head.float(), [head.shape[0], 1, S, S], align_corners=False)
-        moved = F.grid_sample(self.prior.float().expand(head.shape[0], -1, -1, -1), grid, mode="bilinear",
-                              padding_mode="zeros", align_corners=False)
-        return torch.maximum(m, moved)
+        return torch.maximum(m, warp(self.prior, head, padding="zeros"))
 
     @staticmethod
     def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
@@ -193,4 +192,4 @@ class Conditioner:
         return torch.cat(parts, 1)
 
 
-__all__ = ["Conditioner"]
+__all__ = ["Conditioner", "warp"]

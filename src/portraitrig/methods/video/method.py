@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from portraitrig.errors import InputError
 from portraitrig.light import sh
-from portraitrig.methods.video.condition import Conditioner
+from portraitrig.methods.video.condition import Conditioner, warp
 from portraitrig.methods.video.config import Config
 from portraitrig.methods.video.data import VideoData, load_or_prepare
 from portraitrig.methods.video.model import VideoNet
@@ -85,9 +84,8 @@ def move_person(image: torch.Tensor, mask: torch.Tensor, plate: torch.Tensor,
     from ``plate`` (1 or B, 3, S, S), the still background: (the new image, its person mask).
     The crop's edge extends outward (a body cut by the crop's bottom stays cut there)."""
     image, mask = image.float(), mask.float()
-    grid = F.affine_grid(theta.float(), list(image.shape), align_corners=False)
-    im = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    m = F.grid_sample(mask, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    moved = warp(torch.cat([image, mask], 1), theta)
+    im, m = moved[:, :3], moved[:, 3:]
     back = image * (1 - mask) + plate.float() * mask
     return im * m + back * (1 - m), m
 
