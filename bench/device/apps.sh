@@ -10,7 +10,7 @@ DRIVER=${1:-.devdata/drv/liveportrait_d10.mp4}; MIN=${2:-1}; EDITS=${3:-20}
 QUIET='Warn|warn_once|originates|is_torch_version|\^\^\^|^\s*$|^W0000|^I0000|absl'
 bash bench/device/web.sh "$EDITS" || exit 1
 . bench/device/setup.sh >/dev/null || exit 1
-tar -C /tmp/site -xJf .whlx/site.tar.xz || exit 1
+unpack_site .whlx/site.tar.xz || exit 1
 timeout 200 python3 bench/bench_video.py run --dir .devdata/video --out "$OUT" --minutes "$MIN" --no-fps \
   --reenact-frames 8 2>&1 | grep -v -E "$QUIET" | tail -4
 timeout 240 python3 bench/bench_video.py e2e --out "$OUT" --driver "$DRIVER" --workers 1,8 --max-frames 300 2>&1 \

@@ -3,6 +3,8 @@
 # (.whl/: diffusers and what it needs beyond the machine's image) into /tmp/site, puts it and
 # src/ on PYTHONPATH, sets OUT, and prints the GPU, torch and diffusers versions. Without .whl/
 # (a call that needs no DiffusionRig, short of carry room) it installs nothing.
+# Defines unpack_site FILE (a packed site from bench/device/pack_site.sh into /tmp/site) and
+# REENACT_FILES (the reenactment outputs of `bench_video.py run` that a call brings back).
 #   . bench/device/setup.sh
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
@@ -15,3 +17,6 @@ python3 -c "
 import importlib.util, torch
 d = __import__('diffusers').__version__ if importlib.util.find_spec('diffusers') else 'not installed'
 print('torch', torch.__version__, 'diffusers', d, torch.cuda.get_device_name())"
+unpack_site() { mkdir -p /tmp/site && tar -C /tmp/site -xJf "$1"; }
+REENACT_FILES="reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 reenact_orbit/result.mp4
+  reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4"

@@ -28,7 +28,7 @@ DIR=${1:-.devdata/video}; MIN=${2:-5.5}; S1CACHE=${3:-.devdata/cache_stage1.safe
 . bench/device/setup.sh || exit 1
 SITE=${SITE:-.whlx/site.tar.xz}
 if [ -f "$SITE" ]; then
-  mkdir -p /tmp/site && tar -C /tmp/site -xJf "$SITE" || exit 1
+  unpack_site "$SITE" || exit 1
 elif ls .whlav/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlav/*.whl || exit 1
 fi
@@ -49,8 +49,7 @@ if [ -n "${E2E_DRIVER:-}" ]; then
   rm -rf "$OUT"/e2e_*
 fi
 # what comes back: at most 8 files, so the videos and logs travel as two tar files
-(cd "$OUT" && tar -cf reenact.tar reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 \
-   reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null; \
+(cd "$OUT" && tar -cf reenact.tar $REENACT_FILES 2>/dev/null; \
  tar -cf logs.tar run/log.jsonl run/samples baseline/s1/log.jsonl baseline/s2/log.jsonl baseline.log 2>/dev/null; \
  rm -rf run reenact reenact_orbit relight_orbit baseline/s1 baseline/s2 baseline.log)
 ls -la "$OUT"; ls -la "$OUT"/baseline 2>/dev/null || true

@@ -18,10 +18,8 @@
 set -o pipefail
 DIR=$1; MIN=$2; shift 2
 [ -f "$DIR/target_256.safetensors" ] && [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: video_variants.sh DIR MIN NAME=SETS ... (1 to 4)"; exit 2; }
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
-if [ -n "${SITE:-}" ]; then
-  mkdir -p /tmp/site && tar -C /tmp/site -xJf "$SITE" && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit 1
-fi
+. bench/device/setup.sh || exit 1
+if [ -n "${SITE:-}" ]; then unpack_site "$SITE" || exit 1; fi
 NGPU=$(nvidia-smi -L | wc -l)
 k=0; names=()
 for v in "$@"; do
@@ -46,8 +44,7 @@ for name in "${names[@]}"; do
   rm -f "$OUT/$name.log"
   if [ "$name" = "$first" ]; then
     (cd "$OUT/$name" && tar -cf logs.tar run/log.jsonl run/samples 2>/dev/null
-     [ -n "${SITE:-}" ] && tar -cf reenact.tar reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 \
-       reenact_orbit/result.mp4 reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 2>/dev/null
+     [ -n "${SITE:-}" ] && tar -cf reenact.tar $REENACT_FILES 2>/dev/null
      rm -rf run reenact reenact_orbit relight_orbit)
   else
     mv "$OUT/$name/video.json" "$OUT/$name.json"
