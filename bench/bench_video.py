@@ -191,14 +191,18 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
     np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     name, metric = metrics_fn()
-    per_crop, per_frame = [], []
+    per_crop, per_frame, per_inside = [], [], []
+    inside = data.in_frame()[0, 0].numpy()   # the crop's pixels inside the video frame (the rest is padding)
     S = data.size
     mask = border_mask(S, 0.08)
     ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
-    frames = {fr.index: fr.image for fr in iter_video_frames(video) if fr.index in set(data.frame_index[n0:].tolist())}
+    frames = {fr.index: fr.image for fr in iter_video_frames(video) if fr.index in set(data.frame_index[n0:].tolist())} \
+        if video.is_file() else {}   # without the clip (a call short of carry room): no full-frame figures
     for k in range(len(held)):
         g, ref = u8(pred[k]), crops[k].permute(1, 2, 0).numpy()
         per_crop.append(metric(g, ref, face[k, 0].numpy()))
+        m = metric(g, ref, inside)
+        per_inside.append({"psnr": m["psnr_masked"], "ssim": m["ssim_masked"]})
         fi = int(data.frame_index[n0 + k])
         if fi in frames:
             full = paste_frame(frames[fi], g, data.crop, mask, ring)
@@ -207,6 +211,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     res["metrics"] = name
     res["heldout_saved_index"] = keep.tolist()
     res["heldout_crop"] = {k: mean(per_crop, k) for k in per_crop[0]}
+    res["heldout_crop_in_frame"] = {"share": round(float(inside.mean()), 3), **{k: mean(per_inside, k) for k in per_inside[0]}}
     res["heldout_full_frame"] = {k: mean(per_frame, k) for k in (per_frame[0] if per_frame else {})}
     # ---------------------------------------------------- compare picture
     pick = torch.linspace(0, len(held) - 1, 4).round().long()
@@ -246,7 +251,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             ("reenact_orbit", drv, ReenactConfig(light="left", light_orbit=4.0, audio="target")),
             ("relight_orbit", None, ReenactConfig(self_drive=True, light="left", light_orbit=4.0, audio="target"))]
     for name, driver, rc in jobs:
-        if driver is not None and not driver.is_file():
+        if driver is not None and not driver.is_file() or not video.is_file():
             continue
         rc.target_video, rc.device, rc.max_frames, rc.crf = str(video), device, reenact_frames, 23
         t = time.time()
@@ -589,6 +594,8 @@ def table(res: dict) -> str:
              "| measure | value |", "|---|---|"]
     for k, v in res["heldout_crop"].items():
         lines.append(f"| held-out crop {k} | {v} |")
+    for k, v in res.get("heldout_crop_in_frame", {}).items():
+        lines.append(f"| held-out crop inside the frame {k} | {v} |")
     for k, v in res["heldout_full_frame"].items():
         lines.append(f"| held-out full frame {k} | {v} |")
     for size in ("fps_256", "fps_512"):

@@ -39,7 +39,7 @@ done
 wait
 first=${names[0]}
 for name in "${names[@]}"; do
-  echo "== $name"; grep -E "^video renderer|held-out" "$OUT/$name.log" | grep -v "^{" | head -9
+  echo "== $name"; grep -E "^video renderer|held-out" "$OUT/$name.log" | grep -v "^{" | head -12
   grep -E "Error|Traceback" -A3 "$OUT/$name.log" | grep -v "No module named 'av'" | head -8
   rm -f "$OUT/$name.log"
   if [ "$name" = "$first" ]; then

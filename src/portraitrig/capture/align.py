@@ -156,6 +156,12 @@ def _valid_mask(inverse: np.ndarray, image_size: tuple[int, int], size: int) -> 
     return (x >= 0) & (x < image_size[0]) & (y >= 0) & (y < image_size[1])
 
 
+def crop_in_image(crop: Crop) -> np.ndarray:
+    """(size, size) bool: the pixels of ``crop`` that show its image; the rest of a crop
+    reaching past the image's edge is padding (mirrored in by :func:`align_face`)."""
+    return _valid_mask(crop.inverse, tuple(crop.image_size), crop.size)
+
+
 def _soften_padding(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Blend reflected padding towards a blurred copy, more so farther from the image."""
     import cv2

@@ -489,6 +489,31 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
         Config(move_augment=1.5).validate()
 
 
+def test_padding_beyond_the_frame_is_taught_the_median_frame(tmp_path):
+    """Where the fixed crop reaches past the video frame (mirrored padding that no output
+    shows), the training target is the median training frame; inside it, the frame."""
+    import dataclasses
+
+    data = VideoData.load(video.tiny_data(tmp_path))
+    S = data.size
+    cfg = video.PRESETS["tiny"]()
+    cfg.light_augment, cfg.move_augment = 0.0, 0.0
+    assert bool(data.in_frame().all()) and VideoMethod(cfg, data, "cpu", say=None).padding is None
+    w = S * 5 // 8   # a frame narrower than the crop: its right part is padding
+    narrow = dataclasses.replace(data, crop=Crop(np.array([[1.0, 0, 0], [0, 1.0, 0]]), S, (w, S)))
+    inside = narrow.in_frame()
+    assert inside.shape == (1, 1, S, S) and bool(inside[..., :w].all()) and not bool(inside[..., w:].any())
+    m = VideoMethod(cfg, narrow, "cpu", say=None)
+    idx = torch.tensor([0, 3])
+    out = torch.rand(2, 3, S, S, generator=torch.Generator().manual_seed(0))
+    loss, _ = m.loss(lambda x: out, idx, 0, torch.Generator().manual_seed(1))
+    frames = m.images[idx].float() / 255
+    want, _ = image_loss(out, torch.where(inside, frames, median_frame(m.images)), cfg.ssim_weight, cfg.grad_weight)
+    torch.testing.assert_close(loss, want)
+    mirrored, _ = image_loss(out, frames, cfg.ssim_weight, cfg.grad_weight)
+    assert abs(float(mirrored) - float(loss)) > 1e-4   # the synthetic clip moves a little in the padding
+
+
 def test_moved_face_buffers_are_the_buffers_of_the_moved_rig():
     """Conditioner.move_faces (the banked buffers resampled, normals turned) gives what the
     rasterizer draws for the rig moved by move_in_image: the same mask, normals and uv."""

@@ -66,6 +66,14 @@ class VideoData:
     def crops(self) -> torch.Tensor:
         return self.cache.images()
 
+    def in_frame(self) -> torch.Tensor:
+        """(1, 1, S, S) bool: the fixed crop's pixels inside the video frame. A crop zoomed out
+        past the frame's edge (usual: ~35 % of the long clips' crops) is mirrored padding there,
+        which no output shows (paste-back writes the frame only)."""
+        from portraitrig.capture.align import crop_in_image
+
+        return torch.from_numpy(crop_in_image(self.crop))[None, None]
+
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 

@@ -9,7 +9,8 @@ them is relit with random lights (ratio images of the whole person,
 :func:`~portraitrig.render.portrait.relight_image`) and conditioned on that light's shading;
 another share has its person moved over the still background by a random image-plane
 similarity, the rig moved the same way (:meth:`VideoMethod.move`: head placements the video does
-not show); loss L1 + SSIM + image gradients (no downloaded weights).
+not show); where the fixed crop reaches past the video frame, the target is the still median
+frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded weights).
 """
 from __future__ import annotations
 
@@ -132,10 +133,11 @@ class VideoMethod(TrainingMethod):
         self.images = data.crops()[:n].to(self.device)                           # uint8 (n, 3, S, S)
         masks = data.masks[:n].to(self.device).float() / 255                     # (n, 1, S, S)
         self.params = data.params[:n].to(self.device, torch.float32)
+        median = median_frame(self.images)
         with torch.no_grad():
             model.person_prior.copy_(masks.mean(0, keepdim=True).cpu())
             if mc.reference:
-                model.reference.copy_(median_frame(self.images).cpu())
+                model.reference.copy_(median.cpu())
             if mc.follow_head:
                 model.head_pose.copy_(Conditioner.mean_head_pose(self.params).cpu())
         self.model = model.to(self.device)
@@ -160,6 +162,11 @@ class VideoMethod(TrainingMethod):
             say(f"video renderer: {n} training frames, {len(data) - n} held out, {mc.image_size} px, "
                 f"window {mc.window}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
         self.plate = background_plate(self.images, masks) if config.move_augment > 0 else None
+        # where the fixed crop reaches past the video frame its pixels are mirrored padding,
+        # which no output shows: the network is taught the still median frame there instead of
+        # spending itself on a mirrored copy of the moving person
+        inside = data.in_frame().to(self.device)
+        self.padding = None if bool(inside.all()) else (inside, median)
         k = min(config.sample_count, n)
         self._fixed = torch.linspace(0, n - 1, k).round().long().to(self.device)
 
@@ -203,6 +210,9 @@ class VideoMethod(TrainingMethod):
         x = self.inputs(idx, light)
         if self.plate is not None:
             x, target = self.move(idx, light, x, target, generator)
+        if self.padding is not None:
+            inside, median = self.padding
+            target = torch.where(inside, target, median)
         if self.config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         total, parts = image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
