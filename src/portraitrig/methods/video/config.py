@@ -137,11 +137,13 @@ def _tiny() -> Config:
 
 
 def _run(size: str) -> Config:
-    """lr 1e-4: on the H200 (bf16, 256 preset) 5e-4 stalled and then collapsed to a flat image
-    after ~12k steps, and 2e-4 (fp32) reached 16.1 dB on held-out frames where 1e-4 reached
-    19.5 dB in the same 4 minutes (docs/performance.md)."""
+    """lr 2e-4, batch 8: training for minutes is limited by steps, not by items. On the H200
+    (bf16, 256 preset, 6.5 min, two clips, the same steps) 2e-4 beat 1e-4 by 0.25-0.3 dB on the
+    held-out crop (0.95 dB inside the face mesh on one clip); batch 32 ran 2.3x fewer steps and
+    lost 2.6-3.7 dB against batch 8 (docs/performance.md). 5e-4 collapsed to a flat image after
+    ~12k steps in an early model with a sigmoid output."""
     return Config(model=preset(size),
-                  train=TrainConfig(steps=20000, batch_size=8 if size == "256" else 4, lr=1e-4, warmup_steps=100,
+                  train=TrainConfig(steps=20000, batch_size=8 if size == "256" else 4, lr=2e-4, warmup_steps=100,
                                     schedule="cosine", ema_decay=0.999, log_every=50, sample_every=1000))
 
 
