@@ -251,7 +251,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             ("reenact_orbit", drv, ReenactConfig(light="left", light_orbit=4.0, audio="target")),
             ("relight_orbit", None, ReenactConfig(self_drive=True, light="left", light_orbit=4.0, audio="target"))]
     for name, driver, rc in jobs:
-        if driver is not None and not driver.is_file() or not video.is_file():
+        if (driver is not None and not driver.is_file()) or not video.is_file():
             continue
         rc.target_video, rc.device, rc.max_frames, rc.crf = str(video), device, reenact_frames, 23
         t = time.time()

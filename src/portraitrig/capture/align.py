@@ -83,7 +83,7 @@ def align_face(image: np.ndarray, landmarks: Landmarks, size: int = 256) -> Alig
         raise ValueError(f"landmarks are for an image of size {landmarks.image_size}, got {(w, h)}")
     crop = ffhq_crop(landmarks, size)
     out = warp_affine(image, crop.affine, (crop.size, crop.size), border=cv2.BORDER_REFLECT_101)
-    valid = _valid_mask(crop.inverse, (w, h), crop.size)
+    valid = crop_in_image(crop)
     if not valid.all():
         out = _soften_padding(out, valid)
     return AlignedFace(out, crop, landmarks.transformed(crop.affine, (crop.size, crop.size)), valid)

@@ -92,11 +92,13 @@ def move_person(image: torch.Tensor, mask: torch.Tensor, plate: torch.Tensor,
 
 
 def background_plate(images: torch.Tensor, masks: torch.Tensor, max_frames: int = 256, rows: int = 32,
-                     min_seen: int = 3) -> torch.Tensor:
+                     min_seen: int = 3, median: torch.Tensor | None = None) -> torch.Tensor:
     """(1, 3, S, S) the still background in [0, 1]: per pixel the median of the frames (at most
     ``max_frames``, evenly spaced) where ``masks`` (N, 1, S, S, in [0, 1]) says background;
     where fewer than ``min_seen`` frames show it, the median of all frames (what usually is
-    there: hair, body)."""
+    there: hair, body): ``median``, :func:`median_frame` of the same frames when not given."""
+    if median is None:
+        median = median_frame(images, max_frames, rows)
     n = images.shape[0]
     pick = torch.linspace(0, n - 1, min(n, max_frames)).round().long().to(images.device)
     im, bg = images[pick], masks[pick] < 0.5
@@ -106,8 +108,8 @@ def background_plate(images: torch.Tensor, masks: torch.Tensor, max_frames: int 
         b = bg[:, :, r:r + rows].expand_as(x)
         free = torch.where(b, x, torch.full_like(x, float("nan"))).nanmedian(0).values
         seen = b.sum(0) >= min_seen
-        out.append(torch.where(seen, free, x.median(0).values))
-    return (torch.cat(out, 1) / 255)[None]
+        out.append(torch.where(seen, free / 255, median[0, :, r:r + rows].to(free.dtype)))
+    return torch.cat(out, 1)[None]
 
 
 # ---------------------------------------------------------------------- the method
@@ -161,7 +163,7 @@ class VideoMethod(TrainingMethod):
         if say:
             say(f"video renderer: {n} training frames, {len(data) - n} held out, {mc.image_size} px, "
                 f"window {mc.window}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-        self.plate = background_plate(self.images, masks) if config.move_augment > 0 else None
+        self.plate = background_plate(self.images, masks, median=median) if config.move_augment > 0 else None
         # where the fixed crop reaches past the video frame its pixels are mirrored padding,
         # which no output shows: the network is taught the still median frame there instead of
         # spending itself on a mirrored copy of the moving person
