@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from portraitrig.config import set_from_text, to_dict
+from portraitrig.face.params import RigParams
 from portraitrig.io.atomic import write_image, write_json
 from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
@@ -114,7 +115,6 @@ VIEWS = [(0.0, 0.0), (-30.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0), (-30.
 
 
 def turntable(r, params, out: Path, renders: dict | None = None) -> list:
-    from portraitrig.face.params import RigParams
 
     imgs, notes = r.render_views(params, VIEWS)
     write_image(out / "turntable.png", np.concatenate([u8(x) for x in imgs[:7]], 1))
@@ -132,7 +132,6 @@ def mesh_views(params, image: np.ndarray, face_model, views, size: int) -> tuple
     on these renders is the re-fit's own error at that view. Returns (images, requested rigs)."""
     from portraitrig.edits import rotate_head
     from portraitrig.face.base import posed_vertices
-    from portraitrig.face.params import RigParams
     from portraitrig.fit.photometric import mesh_laplacian
     from portraitrig.render.buffers import render_buffers
     from portraitrig.render.raster import rasterize
@@ -165,7 +164,6 @@ def driven(r, driver_params, out: Path, renders: dict, n_max: int = 100) -> dict
     """Frames driven by another clip's fitted rig (relative to its first frame, from the
     avatar's reference rig), kept for the re-fit scores."""
     from portraitrig.apps.avatarjob import drive
-    from portraitrig.face.params import RigParams
 
     drv = RigParams.load(driver_params)[:n_max].to(r.device)
     req = drive(r.reference, drv, relative=True)
@@ -295,7 +293,6 @@ def score(out: Path, frames: Frames, size: int) -> dict:
     from common import embed_crops, fit_crops
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, pose_error, summarize
-    from portraitrig.face.params import RigParams
     from portraitrig.pipeline import Rigger
 
     groups: dict = {}

@@ -270,3 +270,25 @@ def test_relative_pose_compares_two_refits_view_by_view():
     check_ok(proc)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert abs(got[0] - 3.0) < 0.05 and got[1] < 0.05 and got[2] is None and got[3] is None
+
+
+def test_profile_video_step_measures_each_variant_on_cpu(tmp_path):
+    """The training-step profile runs each variant's steps of the real Trainer and reports them."""
+    import shutil
+
+    from portraitrig.methods import video
+    from portraitrig.methods.video.data import sidecar_path
+
+    cache = video.tiny_data(tmp_path, n=8)
+    shutil.move(cache, tmp_path / "target_32.safetensors")
+    shutil.move(sidecar_path(cache), sidecar_path(tmp_path / "target_32.safetensors"))
+    out = tmp_path / "p.json"
+    check_ok(run_script("profile_video_step.py", "--dir", str(tmp_path), "--size", "32", "--preset", "tiny",
+                        "--device", "cpu", "--steps", "2", "--variants", "plain=-;moved=move_augment=1.0,train.batch_size=3",
+                        "--out", str(out)))
+    res = json.loads(out.read_text())
+    check_machine(res["machine"])
+    assert set(res["variants"]) == {"plain", "moved"}
+    moved = res["variants"]["moved"]
+    assert moved["batch"] == 3 and moved["settings"] == {"move_augment": "1.0", "train.batch_size": "3"}
+    assert all(v["steps_per_s"] > 0 and v["first_step_s"] >= 0 for v in res["variants"].values())

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from portraitrig.accel.constants import device_constant
 from portraitrig.errors import InputError
 
 _Y00 = 0.5 / math.sqrt(math.pi)
@@ -56,13 +57,13 @@ def _poly(n: torch.Tensor) -> torch.Tensor:
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     """(..., 3) unit normals (camera space) -> (..., 9) irradiance basis (see module doc)."""
-    c = torch.as_tensor(SH_CONSTANTS, dtype=normals.dtype, device=normals.device)
+    c = device_constant(SH_CONSTANTS, normals.dtype, normals.device)
     return _poly(normals) * c
 
 
 def sh_orthonormal(dirs: torch.Tensor) -> torch.Tensor:
     """(..., 3) unit directions -> (..., 9) orthonormal real SH ``Y_k`` (same order)."""
-    c = torch.as_tensor(_YC, dtype=dirs.dtype, device=dirs.device)
+    c = device_constant(_YC, dirs.dtype, dirs.device)
     return _poly(dirs) * c
 
 
@@ -162,9 +163,14 @@ def _front_basis_f64() -> torch.Tensor:
     return (w[:, None] * sh_basis(d)).sum(0) / w.sum()
 
 
+@functools.lru_cache(maxsize=None)
+def _front_basis_values() -> tuple[float, ...]:
+    return tuple(_front_basis_f64().tolist())
+
+
 def mean_front_shading(light: torch.Tensor) -> torch.Tensor:
     """(..., 9, 3) light -> (..., 3): mean RGB shading over the camera-facing hemisphere of normals."""
-    return torch.einsum("k,...kc->...c", _front_basis_f64().to(light.device, light.dtype), light)
+    return torch.einsum("k,...kc->...c", device_constant(_front_basis_values(), light.dtype, light.device), light)
 
 
 def match_exposure(light: torch.Tensor, reference: torch.Tensor, max_gain: float = 20.0) -> torch.Tensor:
@@ -175,7 +181,7 @@ def match_exposure(light: torch.Tensor, reference: torch.Tensor, max_gain: float
     ``max_gain`` times: a light from behind leaves the front nearly unlit) and whatever the
     scaling cannot reach is made up with ambient light. (..., 9, 3) each, broadcast."""
     m_new, m_ref = mean_front_shading(light), mean_front_shading(reference).clamp(min=0)
-    lum_w = torch.tensor((0.2126, 0.7152, 0.0722), dtype=light.dtype, device=light.device)
+    lum_w = device_constant((0.2126, 0.7152, 0.0722), light.dtype, light.device)
     pos = m_new.clamp(min=0)
     spread = pos.amax(-1) - pos.amin(-1)
     neutral = (spread <= 0.02 * pos.amax(-1)) | (pos.amax(-1) <= 1e-6)

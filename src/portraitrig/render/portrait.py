@@ -31,6 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from portraitrig.accel.constants import device_constant
 from portraitrig.light.sh import shade
 
 BACKGROUNDS = ("keep", "relight")
@@ -92,7 +93,7 @@ def _check(name: str, t: torch.Tensor, channels: int) -> None:
 def _neighbours(h: torch.Tensor) -> torch.Tensor:
     """Sum of the 4 neighbours of (B, 1, H, W) ``h``, replicated at the image border (zero
     normal derivative)."""
-    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=h.dtype, device=h.device)
+    cross = device_constant(((0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0)), h.dtype, h.device)
     return F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), cross.view(1, 1, 3, 3))
 
 
@@ -292,7 +293,7 @@ def relight_image(image: torch.Tensor, normals: torch.Tensor, person_mask: torch
     field = torch.where(valid > 0, field, rim)
     m = person_mask.to(dt).clamp(0, 1)
     if background == "relight":
-        front = torch.tensor(_FRONT, dtype=dt, device=image.device).view(1, 3, 1, 1).expand(len(image), 3, 1, 1)
+        front = device_constant(_FRONT, dt, image.device).view(1, 3, 1, 1).expand(len(image), 3, 1, 1)
         wall = portrait_shading(front, new_light) / portrait_shading(front, old_light).clamp_min(min_shading)
         bg_field = wall.clamp(lo, hi) - 1  # (B, 3, 1, 1)
     else:
@@ -316,7 +317,7 @@ def face_only_relight(image: torch.Tensor, face_normal: torch.Tensor, face_mask:
 
 # ---------------------------------------------------------------------- seam measure
 def _grad_mag(image: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    w = device_constant(_LUMA, image.dtype, image.device).view(1, 3, 1, 1)
     y = (image * w).sum(1, keepdim=True) if image.shape[1] == 3 else image
     p = F.pad(y, (1, 1, 1, 1), mode="replicate")
     gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2

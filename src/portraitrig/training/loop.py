@@ -26,7 +26,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from portraitrig.errors import InputError, PortraitRigError

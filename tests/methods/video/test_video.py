@@ -489,6 +489,45 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
         Config(move_augment=1.5).validate()
 
 
+def test_share_count_gives_the_share_exactly_over_steps():
+    """The moved items per step: floor((s+1) n p) - floor(s n p), so any run of steps moves the
+    share of its items up to one item, and each step moves one of the two nearest counts."""
+    from portraitrig.methods.video.method import share_count
+
+    counts = [share_count(s, 8, 0.3) for s in range(1000)]
+    assert set(counts) == {2, 3} and sum(counts) == 2400
+    assert abs(sum(counts[137:437]) - 0.3 * 8 * 300) <= 1
+    assert [share_count(s, 3, 1.0) for s in range(4)] == [3, 3, 3, 3]
+    assert [share_count(s, 8, 0.0) for s in range(4)] == [0, 0, 0, 0]
+
+
+def test_compiled_loss_matches_the_eager_loss(tmp_path):
+    """With train.compile the method's image loss is compiled: same loss and gradient."""
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    cfg.train.compile = True
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    assert m.image_loss is not image_loss
+    a = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    b = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for fn in (m.image_loss, image_loss):
+        total, parts = fn(a, b, cfg.ssim_weight, cfg.grad_weight)
+        grads.append((total.detach(), torch.autograd.grad(total, a)[0]))
+        assert set(parts) == {"l1", "ssim", "grad"}
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-4)
+    cfg.train.compile = False
+    assert VideoMethod(cfg, data, "cpu", say=None).image_loss is image_loss
+
+
+def test_closed_form_inverse_matches_linalg():
+    from portraitrig.methods.video.method import inverse_2x2
+
+    M, _ = random_moves(64, torch.Generator().manual_seed(4), "cpu", 0.1, 30.0, 0.2)
+    torch.testing.assert_close(inverse_2x2(M), torch.linalg.inv(M), atol=1e-6, rtol=1e-5)
+
+
 def test_padding_beyond_the_frame_is_taught_the_median_frame(tmp_path):
     """Where the fixed crop reaches past the video frame (mirrored padding that no output
     shows), the training target is the median training frame; inside it, the frame."""

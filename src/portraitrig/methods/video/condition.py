@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from portraitrig.accel.constants import device_constant
 from portraitrig.methods.video.config import VideoNetConfig
 from portraitrig.render import spec
 from portraitrig.render.portrait import border_offset, inflated_normals, portrait_normals, portrait_shading
@@ -102,7 +103,8 @@ class Conditioner:
         the resampling, at a fraction of the cost."""
         out = warp(face, theta, mode="nearest")
         inv = theta[:, :, :2].float()                              # output -> input: the move's inverse
-        turn = inv.transpose(1, 2) / inv.det().abs().sqrt()[:, None, None]   # the move's rotation
+        det = inv[:, 0, 0] * inv[:, 1, 1] - inv[:, 0, 1] * inv[:, 1, 0]   # closed form: no host sync on a GPU
+        turn = inv.transpose(1, 2) / det.abs().sqrt()[:, None, None]   # the move's rotation
         sl = self.slices["normal"]
         n = out[:, sl]
         xy = torch.einsum("bij,bjhw->bihw", turn, n[:, :2])
@@ -114,7 +116,7 @@ class Conditioner:
         """:meth:`head_warp` of heads moved by ``theta`` (see :meth:`move_faces`) from the
         unmoved ``head`` (B, 2, 3): the moved crop's points go back through the move, then to the
         reference (the least-squares similarity is equivariant under a similarity)."""
-        last = torch.tensor([0.0, 0.0, 1.0], device=head.device).expand(head.shape[0], 1, 3)
+        last = device_constant((0.0, 0.0, 1.0), torch.float32, head.device).expand(head.shape[0], 1, 3)
         return head.float() @ torch.cat([theta.float(), last], 1)
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,26 @@ def random_moves(n: int, generator: torch.Generator, device, shift: float, roll_
     return M, shift * u[:, 2:]
 
 
+def inverse_2x2(matrix: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 2) inverses in closed form (``torch.linalg.inv`` checks for singular matrices,
+    a host synchronisation on a GPU each training step)."""
+    a, b, c, d = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 1, 0], matrix[..., 1, 1]
+    adj = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)
+    return adj / (a * d - b * c)[..., None, None]
+
+
 def image_theta(matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """(B, 2, 3) ``affine_grid`` map of the image moved by ``x -> matrix @ x + shift`` (crop NDC):
     each output point samples the input at ``matrix^-1 (x - shift)``."""
-    inv = torch.linalg.inv(matrix.float())
+    inv = inverse_2x2(matrix.float())
     return torch.cat([inv, -(inv @ shift.float()[..., None])], 2)
+
+
+def share_count(step: int, n: int, share: float) -> int:
+    """How many of a step's ``n`` items take an augmentation given to a ``share`` of them:
+    ``floor((step + 1) n share) - floor(step n share)``, the share exactly over any run of steps
+    and known without reading the GPU (a random count would be a host synchronisation)."""
+    return math.floor((step + 1) * n * share) - math.floor(step * n * share)
 
 
 def move_person(image: torch.Tensor, mask: torch.Tensor, plate: torch.Tensor,
@@ -169,6 +185,9 @@ class VideoMethod(TrainingMethod):
         # spending itself on a mirrored copy of the moving person
         inside = data.in_frame().to(self.device)
         self.padding = None if bool(inside.all()) else (inside, median)
+        # with train.compile the loss is compiled too: its ~80 small kernels (SSIM's pools, the
+        # gradients) fused into a few, fewer launches for a step limited by the host
+        self.image_loss = torch.compile(image_loss, dynamic=False) if config.train.compile else image_loss
         k = min(config.sample_count, n)
         self._fixed = torch.linspace(0, n - 1, k).round().long().to(self.device)
 
@@ -211,49 +230,50 @@ class VideoMethod(TrainingMethod):
             light = new
         x = self.inputs(idx, light)
         if self.plate is not None:
-            x, target = self.move(idx, light, x, target, generator)
+            x, target = self.move(idx, light, x, target, generator, step)
         if self.padding is not None:
             inside, median = self.padding
             target = torch.where(inside, target, median)
         if self.config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        total, parts = image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
+        total, parts = self.image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
         return total, parts
 
     @torch.no_grad()
-    def move(self, idx, light, x, target, generator):
+    def move(self, idx, light, x, target, generator, step: int = 0):
         """A share (``move_augment``) of the items moved over the background plate by random
-        image-plane similarities about their heads: the target's person is moved
-        (:func:`move_person`), and the network input is made for the rig moved the same way
+        image-plane similarities about their heads (:func:`share_count` of them at ``step``, the
+        items a random choice): the target's person is moved (:func:`move_person`), and the
+        network input is made for the rig moved the same way
         (:func:`~portraitrig.edits.move_in_image`): the window's face buffers moved
         (:meth:`Conditioner.move_faces`), the portrait normals over the prior, the
         head-following warp -- what a reenactment placing the head there shows the network.
-        Made in fp32 outside the step's autocast, as the unmoved items' buffers were."""
+        Made in fp32 outside the step's autocast, as the unmoved items' buffers were; no host
+        synchronisation (the GPU runs on while the next step is prepared)."""
         with torch.autocast(self.device.type, enabled=False):
-            return self._move(idx, light, x, target, generator)
+            return self._move(idx, light, x, target, generator, step)
 
-    def _move(self, idx, light, x, target, generator):
+    def _move(self, idx, light, x, target, generator, step):
         c = self.config
-        chosen = torch.rand(len(idx), generator=generator, device=self.device) < c.move_augment
+        order = torch.rand(len(idx), generator=generator, device=self.device)
         M, d = random_moves(len(idx), generator, self.device, c.move_shift, c.move_roll, c.move_scale)
-        k = chosen.nonzero()[:, 0]
-        if not len(k):
+        n = share_count(step, len(idx), c.move_augment)
+        if not n:
             return x, target
+        k = order.argsort()[:n]                                    # which items: a random choice
         M, d, W = M[k], d[k], c.model.window
         centre = self.params.translation[idx[k]]
         shift = centre + d - (M @ centre[..., None])[..., 0]      # about the head: x -> M (x - c) + c + d
         theta = image_theta(M, shift)
         win = Conditioner.window_index(idx[k], W).reshape(-1)
         faces = self.cond.move_faces(self.faces[win], theta.repeat_interleave(W, 0))
-        index = torch.arange(len(win), device=self.device).view(len(k), W)
+        index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head)
-        x, target = x.clone(), target.clone()
-        x[k] = xm.to(x.dtype)
-        target[k], _ = move_person(target[k], self.masks[idx[k]], self.plate, theta)
-        return x, target
+        moved, _ = move_person(target[k], self.masks[idx[k]], self.plate, theta)
+        return x.index_copy(0, k, xm.to(x.dtype)), target.index_copy(0, k, moved.to(target.dtype))
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -286,4 +306,4 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
 
 
 __all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
-           "image_loss", "ssim_torch", "gradient_l1", "random_lights", "write_target", "TARGET"]
+           "image_loss", "ssim_torch", "gradient_l1", "random_lights", "share_count", "inverse_2x2", "write_target", "TARGET"]
