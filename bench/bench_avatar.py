@@ -40,7 +40,7 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import steps_per_second
+from common import steps_per_second, vertex_colours
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -131,25 +131,11 @@ def mesh_views(params, image: np.ndarray, face_model, views, size: int) -> tuple
     frame's median colour. Its geometry is exactly the requested one, so the pose a re-fit misses
     on these renders is the re-fit's own error at that view. Returns (images, requested rigs)."""
     from portraitrig.edits import rotate_head
-    from portraitrig.face.base import posed_vertices
-    from portraitrig.fit.photometric import mesh_laplacian
     from portraitrig.render.buffers import render_buffers
-    from portraitrig.render.raster import rasterize
 
     p = params.to("cpu", torch.float32)
     img = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255
-    v = posed_vertices(face_model, p)                                         # (1, V, 3), NDC
-    at = v[:, None, :, :2]
-    col = F.grid_sample(img, at, align_corners=False)[0, :, 0].T              # (V, 3)
-    depth = rasterize(v, face_model.faces, image.shape[0]).depth[:, None]       # (1, 1, S, S)
-    seen = v[0, :, 2] <= F.grid_sample(depth, at, mode="nearest", align_corners=False)[0, 0, 0] + 0.02
-    if seen.any() and not seen.all():
-        A = -mesh_laplacian(face_model.faces, face_model.n_vertices)
-        A.fill_diagonal_(0)
-        col[~seen] = col[seen].mean(0)
-        for _ in range(50):   # hidden vertices: repeated averages of their neighbours
-            col[~seen] = ((A @ col) / A.sum(1, keepdim=True).clamp_min(1))[~seen]
-    p = p.replace(albedo=col[None])
+    p = p.replace(albedo=vertex_colours(p, image, face_model)[None])
     back = img[0].reshape(3, -1).median(1).values.view(1, 3, 1, 1)
     out, requested = [], []
     for yaw, pitch in views:

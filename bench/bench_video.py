@@ -383,9 +383,11 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
 def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     """The CPU side (MediaPipe fits, dlib identity) of what ``run`` and ``baseline`` wrote to
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
-    the real-frame floor, landmark jitter and background flicker against the real target
+    the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
+    mesh under the same requests, ``mesh_floor``, both by thirds of distance from the target's
+    own expressions), landmark jitter and background flicker against the real target
     video's, relit frames' re-fitted light against the floor, and the seam measure."""
-    from common import embed_crops, fit_crops
+    from common import embed_crops, fit_crops, vertex_colours
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, light_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
@@ -410,6 +412,14 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             return {"fit_failures": len(fits)}
         e = expression_error(requested[ok], RigParams.cat([fits[i].params for i in ok]), rigger.model)
         return {"fit_failures": len(fits) - len(ok), **{k: v["mean"] for k, v in summarize(e).items()}}
+
+    def per_frame_expr(requested: RigParams, fits) -> np.ndarray:   # % IOD per item, NaN where no face
+        e = np.full(len(fits), np.nan)
+        ok = [i for i, f in enumerate(fits) if f is not None]
+        if ok:
+            e[ok] = expression_error(requested[ok], RigParams.cat([fits[i].params for i in ok]),
+                                     rigger.model)["expression_vertex_pct_iod"]
+        return e
 
     def embed(images):
         return embed_crops(enc, images)
@@ -464,6 +474,26 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                             embed(crops[::5])[:, None], e_train[None]))),
                         "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None,
                         "flicker": flicker(np.stack(crops), background_mask(data))}
+        # the re-fit's own error on these requested expressions: the target's mesh under each
+        # requested rig (exactly its geometry), coloured from the first training frame and laid
+        # over the result, so the re-fit sees the same hair and outline around it
+        q = req[:len(crops)]
+        q = q.replace(albedo=vertex_colours(data.params[:1], real[0], rigger.model)[None].expand(len(q), -1, -1))
+        mesh = []
+        for a in range(0, len(q), 16):
+            b = render_buffers(q[a:a + 16], rigger.model, size=size, names=("albedo", "mask"))
+            under = torch.from_numpy(np.stack(crops[a:a + 16])).permute(0, 3, 1, 2).float() / 255
+            mesh += [u8(x) for x in b["mask"] * b["albedo"].clamp(0, 1) + (1 - b["mask"]) * under]
+        mesh_fits = fit_all(mesh)
+        res["cross"]["mesh_floor"] = expr(q, mesh_fits)
+        # both errors by how far each request lies from the target's own expressions (thirds by
+        # the distance to the nearest training frame's expression coefficients)
+        far = torch.cdist(q.expression.float(), data.params[:n0].expression.float()).min(1).values.numpy()
+        res["cross"]["by_distance"] = [
+            {"distance": float(far[t].mean()), "frames": len(t),
+             **{name: float(np.nanmean(per_frame_expr(q[torch.from_numpy(t)], [f[i] for i in t])))
+                for name, f in (("result", fits), ("mesh_floor", mesh_fits))}}
+            for t in np.array_split(np.argsort(far), 3) if len(t)]
         real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(real[:max_frames]) if f is not None]
         res["real_video"] = {"jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
                              "flicker": flicker(real[:max_frames], background_mask(data))}

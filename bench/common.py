@@ -179,6 +179,36 @@ def fit_crops(rigger, images, label: str = "image") -> list:
     return fits
 
 
+def vertex_colours(params, image, face_model):
+    """(V, 3) colours in [0, 1] of the rig's mesh under ``params`` (one item, NDC of ``image``)
+    taken from ``image`` (S, S, 3) uint8 where it shows the vertex (the z-buffer decides); hidden
+    vertices take repeated averages of their neighbours' colours. The texture of the measures'
+    floors: the rig's own mesh rendered with the requested parameters, whose geometry is exactly
+    the requested one, so what a re-fit misses on it is the re-fit's own error there."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from portraitrig.face.base import posed_vertices
+    from portraitrig.fit.photometric import mesh_laplacian
+    from portraitrig.render.raster import rasterize
+
+    p = params.to("cpu", torch.float32)
+    img = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255
+    v = posed_vertices(face_model, p)                                         # (1, V, 3), NDC
+    at = v[:, None, :, :2]
+    col = F.grid_sample(img, at, align_corners=False)[0, :, 0].T              # (V, 3)
+    depth = rasterize(v, face_model.faces, image.shape[0]).depth[:, None]       # (1, 1, S, S)
+    seen = v[0, :, 2] <= F.grid_sample(depth, at, mode="nearest", align_corners=False)[0, 0, 0] + 0.02
+    if seen.any() and not seen.all():
+        A = -mesh_laplacian(face_model.faces, face_model.n_vertices)
+        A.fill_diagonal_(0)
+        col[~seen] = col[seen].mean(0)
+        for _ in range(50):   # hidden vertices: repeated averages of their neighbours
+            col[~seen] = ((A @ col) / A.sum(1, keepdim=True).clamp_min(1))[~seen]
+    return col
+
+
 def embed_crops(encoder, images):
     """(N, 128) identity embeddings of crops with ``encoder`` (:class:`portraitrig.eval.identity.IdentityEncoder`)."""
     import numpy as np

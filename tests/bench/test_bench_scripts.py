@@ -188,16 +188,21 @@ b = render_buffers(p, m, size=96, names=("albedo", "mask"))
 frame = (b["mask"] * b["albedo"] + (1 - b["mask"]) * 0.5)[0]
 frame = (frame.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 imgs, req = mesh_views(p, frame, m, [(0.0, 0.0), (25.0, 0.0), (0.0, -12.0)], 96)
+from common import vertex_colours
+col = vertex_colours(p, frame, m)
+err = (col - p.albedo[0]).abs().mean(-1)
 inside = b["mask"][0, 0].numpy() > 0.99
 diff = np.abs(imgs[0].astype(float) - frame.astype(float)).mean(-1)[inside]
 print(json.dumps({"same": float(np.median(diff)), "turn": [float(x) for x in pose_error(RigParams.cat([p] * 3), req)],
-                  "shapes": [list(x.shape) for x in imgs], "moved": float(np.abs(imgs[1].astype(float) - frame).mean())}))
+                  "shapes": [list(x.shape) for x in imgs], "moved": float(np.abs(imgs[1].astype(float) - frame).mean()),
+                  "colour_err_median": float(err.median()), "colour_range": [float(col.min()), float(col.max())]}))
 """
 
 
 def test_mesh_views_turns_the_rig_mesh_coloured_from_the_frame():
     """bench_avatar.mesh_views (the novel-view pose measure's floor): unturned, the mesh coloured
-    from a frame rendered by the rig reproduces that frame; turned, its rig is the requested turn."""
+    from a frame rendered by the rig reproduces that frame; turned, its rig is the requested turn.
+    The colours (common.vertex_colours, also the cross-reenactment floor's) are the vertices' own."""
     proc = subprocess.run([sys.executable, "-c", MESH_VIEWS_CHECK], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     check_ok(proc)
@@ -206,6 +211,10 @@ def test_mesh_views_turns_the_rig_mesh_coloured_from_the_frame():
     assert res["same"] < 8                       # per-vertex colours resampled: close, not exact
     assert res["turn"][0] < 1e-3 and abs(res["turn"][1] - 25) < 1e-3 and abs(res["turn"][2] - 12) < 1e-3
     assert res["moved"] > 3                      # the turned view is another picture
+    # common.vertex_colours: each vertex's own random colour back (a constant colour would miss by
+    # ~0.15, another vertex's by ~0.2), hidden ones from their neighbours, all in [0, 1]
+    assert res["colour_err_median"] < 0.1
+    assert 0 <= res["colour_range"][0] and res["colour_range"][1] <= 1
 
 
 PLACEMENT_CHECK = """
