@@ -560,9 +560,10 @@ def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: 
     p = params.to("cpu", torch.float32)
     cond = Conditioner(VideoNetConfig(image_size=data.size), "cpu")
     cond.set_prior(person.mean(0, keepdim=True))
-    normals = cond.normals(cond.face(p), person)
+    face = cond.face(p)
+    normals = cond.normals(face, person)
     img = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-    relit = relight_image(img, normals, person, p.light, lights.float())
+    relit = relight_image(img, normals, person, p.light, lights.float(), face_mask=cond.face_mask(face))
     fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in relit])
     ok = [i for i, f in enumerate(fits) if f is not None]
     errs = light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))

@@ -1,6 +1,5 @@
 """`portraitrig heldout`: generate (held-out edits into npz parts), parts joined, score, sheet."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

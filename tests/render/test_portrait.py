@@ -171,6 +171,32 @@ def test_relight_sphere_from_a_to_b():
     assert (smooth - img_b).abs()[0][:, core].mean() < 0.02
 
 
+def test_relight_spares_the_face_mesh_inside_from_the_smoothing():
+    # face_mask: the ratio stays as it is deep inside the face mesh (its own normals, what the
+    # rig's light fit reads) and is smoothed along its border and beyond, as without a face mask
+    disc, n = _sphere()
+    img_a = _render(n, disc, LIGHT_A)
+    x, y = _grid()
+    d = torch.sqrt((x - CX) ** 2 + (y - CY) ** 2)
+    face = (d < 0.6 * R).float()[None, None]
+    sharp = relight_image(img_a, n, disc, LIGHT_A, LIGHT_B, smoothing=0)
+    smooth = relight_image(img_a, n, disc, LIGHT_A, LIGHT_B, smoothing=1 / 16)
+    mixed = relight_image(img_a, n, disc, LIGHT_A, LIGHT_B, smoothing=1 / 16, face_mask=face, face_band=1 / 32)
+    band = S / 32
+    inside, outside = d < 0.6 * R - band - 3, d > 0.6 * R + 3
+    assert torch.allclose(mixed[0][:, inside], sharp[0][:, inside], atol=1e-6)
+    assert torch.allclose(mixed[0][:, outside], smooth[0][:, outside], atol=1e-6)
+    assert (sharp - smooth).abs()[0][:, inside].max() > 1e-3      # the two differ there: the test can fail
+    # between the two, a blend of them (no jump at the border)
+    lo, hi = torch.minimum(sharp, smooth), torch.maximum(sharp, smooth)
+    assert ((mixed >= lo - 1e-6) & (mixed <= hi + 1e-6)).all()
+    # an empty face mask changes nothing
+    none = relight_image(img_a, n, disc, LIGHT_A, LIGHT_B, smoothing=1 / 16, face_mask=torch.zeros_like(face))
+    assert torch.allclose(none, smooth, atol=1e-6)
+    with pytest.raises(ValueError, match="face_mask"):
+        relight_image(img_a, n, disc, LIGHT_A, LIGHT_B, face_mask=face[:, :, :10])
+
+
 def test_relight_per_frame_lights():
     # a batch of frames, each with its own old and new light (a light moving over time)
     disc, true_n = _sphere()

@@ -262,20 +262,31 @@ _FRONT = (0.0, 0.0, -1.0)
 def relight_image(image: torch.Tensor, normals: torch.Tensor, person_mask: torch.Tensor,
                   old_light: torch.Tensor, new_light: torch.Tensor, background: str = "keep",
                   ratio_range: tuple[float, float] = (0.2, 5.0), smoothing: float = 1 / 64,
-                  min_shading: float = 0.05) -> torch.Tensor:
+                  min_shading: float = 0.05, face_mask: torch.Tensor | None = None,
+                  face_band: float = 1 / 64) -> torch.Tensor:
     """Relight the whole person from ``old_light`` to ``new_light`` (B, 9, 3 each).
 
     image: (B, 3, H, W) in [0, 1]; normals: (B, 3, H, W) from :func:`portrait_normals`;
     person_mask: (B, 1, H, W) in [0, 1] (soft edges blend the relit person into the
     background). The person's pixels are multiplied by the shading ratio new / old, clamped
     to ``ratio_range`` and smoothed over a window of ``smoothing`` x the image side (0: none)
-    inside the person only. ``background``: ``"keep"`` leaves it as it is, ``"relight"`` lights
-    it as a camera-facing wall by the same lights. Returns (B, 3, H, W) in [0, 1]."""
+    inside the person only. ``face_mask`` (B, 1, H, W) in [0, 1], the face mesh's: where given,
+    the smoothing spares the mesh's inside farther than ``face_band`` x the image side from its
+    border (the mesh's own normals, whose shading the rig's light fit reads: smoothed, the
+    relit face drifts from the requested light) and acts on the band along the border, where
+    the mesh's normals meet the proxy's (unsmoothed there, the border shows a seam).
+    ``background``: ``"keep"`` leaves it as it is, ``"relight"`` lights it as a camera-facing
+    wall by the same lights. Returns (B, 3, H, W) in [0, 1]."""
     _check("image", image, 3)
     _check("normals", normals, 3)
     _check("person_mask", person_mask, 1)
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    if face_mask is not None:
+        _check("face_mask", face_mask, 1)
+        if face_mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"face_mask must be {tuple(image.shape[-2:])} like the image, "
+                             f"got {tuple(face_mask.shape[-2:])}")
     lo, hi = ratio_range
     if not 0 < lo <= 1 <= hi:
         raise ValueError(f"ratio_range must satisfy 0 < lo <= 1 <= hi, got {ratio_range}")
@@ -287,7 +298,14 @@ def relight_image(image: torch.Tensor, normals: torch.Tensor, person_mask: torch
     field = ((new / old.clamp_min(min_shading)).clamp(lo, hi) - 1) * valid
     k = _odd(smoothing * max(image.shape[-2:])) if smoothing > 0 else 1
     if k > 1:
-        field = _normalised_blur(field, valid, k)
+        smooth = _normalised_blur(field, valid, k)
+        if face_mask is None:
+            field = smooth
+        else:
+            r = max(1, round(face_band * max(image.shape[-2:])))
+            inner = -F.max_pool2d(-face_mask.to(dt).clamp(0, 1), 2 * r + 1, stride=1, padding=r)   # eroded by r
+            sharp = _box_blur(inner, 2 * (r // 2) + 1)                                             # soft edge
+            field = sharp * field + (1 - sharp) * smooth
     # soft mask edges just outside the normals' domain take the nearest ratios
     rim = _normalised_blur(field, valid, 5, passes=1)
     field = torch.where(valid > 0, field, rim)

@@ -489,6 +489,32 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
         Config(move_augment=1.5).validate()
 
 
+def test_relit_targets_spare_the_face_mesh_from_the_smoothing(tmp_path, monkeypatch):
+    """The relit training targets are made with the items' own face-mesh masks (relight_image's
+    face_mask: the ratio inside the mesh left unsmoothed), the frames' lights and the drawn ones."""
+    import portraitrig.methods.video.method as vm
+
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    cfg.light_augment, cfg.move_augment = 1.0, 0.0
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    seen, original = {}, vm.relight_image
+
+    def spy(image, normals, person, old, new, **kw):
+        seen.update(old=old, new=new, **kw)
+        return original(image, normals, person, old, new, **kw)
+
+    monkeypatch.setattr(vm, "relight_image", spy)
+    idx = torch.tensor([0, 3, 5])
+    m.loss(m.model, idx, 0, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(seen["face_mask"], m.cond.face_mask(m.faces[idx]).float())
+    assert 0 < float(seen["face_mask"].mean()) < 1
+    torch.testing.assert_close(seen["old"], m.params.light[idx])
+    g = torch.Generator().manual_seed(2)
+    torch.rand(3, generator=g)
+    torch.testing.assert_close(seen["new"], random_lights(m.params.light[idx], g))
+
+
 def test_share_count_gives_the_share_exactly_over_steps():
     """The moved items per step: floor((s+1) n p) - floor(s n p), so any run of steps moves the
     share of its items up to one item, and each step moves one of the two nearest counts."""

@@ -226,7 +226,8 @@ class VideoMethod(TrainingMethod):
             new = torch.where(relit.view(-1, 1, 1), new, light)
             target = torch.where(relit.view(-1, 1, 1, 1),
                                  relight_image(target, self.normals_true[idx].float(), self.masks[idx].float(),
-                                               light, new), target)
+                                               light, new, face_mask=self.cond.face_mask(self.faces[idx]).float()),
+                                 target)
             light = new
         x = self.inputs(idx, light)
         if self.plate is not None:
@@ -306,4 +307,5 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
 
 
 __all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
-           "image_loss", "ssim_torch", "gradient_l1", "random_lights", "share_count", "inverse_2x2", "write_target", "TARGET"]
+           "image_loss", "ssim_torch", "gradient_l1", "random_lights", "share_count", "inverse_2x2", "write_target",
+           "TARGET"]
