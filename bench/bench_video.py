@@ -384,10 +384,10 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     """The CPU side (MediaPipe fits, dlib identity) of what ``run`` and ``baseline`` wrote to
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
-    mesh under the same requests, ``mesh_floor``, both by thirds of distance from the target's
+    mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of distance from the target's
     own expressions), landmark jitter and background flicker against the real target
     video's, relit frames' re-fitted light against the floor, and the seam measure."""
-    from common import embed_crops, fit_crops, vertex_colours
+    from common import embed_crops, fit_crops, render_textured, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, light_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
@@ -475,15 +475,16 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                         "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None,
                         "flicker": flicker(np.stack(crops), background_mask(data))}
         # the re-fit's own error on these requested expressions: the target's mesh under each
-        # requested rig (exactly its geometry), coloured from the first training frame and laid
-        # over the result, so the re-fit sees the same hair and outline around it
+        # requested rig (exactly its geometry), textured from its most neutral training frame and
+        # laid over the result, so the re-fit sees the same hair and outline around it
         q = req[:len(crops)]
-        q = q.replace(albedo=vertex_colours(data.params[:1], real[0], rigger.model)[None].expand(len(q), -1, -1))
+        r0 = int(data.params[:n0].expression.float().norm(dim=-1).argmin())
+        texture = uv_texture(data.params[r0:r0 + 1], real[r0], rigger.model)
         mesh = []
         for a in range(0, len(q), 16):
-            b = render_buffers(q[a:a + 16], rigger.model, size=size, names=("albedo", "mask"))
+            colour, m = render_textured(q[a:a + 16], texture, rigger.model, size)
             under = torch.from_numpy(np.stack(crops[a:a + 16])).permute(0, 3, 1, 2).float() / 255
-            mesh += [u8(x) for x in b["mask"] * b["albedo"].clamp(0, 1) + (1 - b["mask"]) * under]
+            mesh += [u8(x) for x in colour + (1 - m) * under]
         mesh_fits = fit_all(mesh)
         res["cross"]["mesh_floor"] = expr(q, mesh_fits)
         # both errors by how far each request lies from the target's own expressions (thirds by

@@ -182,9 +182,10 @@ def fit_crops(rigger, images, label: str = "image") -> list:
 def vertex_colours(params, image, face_model):
     """(V, 3) colours in [0, 1] of the rig's mesh under ``params`` (one item, NDC of ``image``)
     taken from ``image`` (S, S, 3) uint8 where it shows the vertex (the z-buffer decides); hidden
-    vertices take repeated averages of their neighbours' colours. The texture of the measures'
-    floors: the rig's own mesh rendered with the requested parameters, whose geometry is exactly
-    the requested one, so what a re-fit misses on it is the re-fit's own error there."""
+    vertices take repeated averages of their neighbours' colours. The colours of the avatar's
+    novel-view floor (``bench_avatar.mesh_views``): the rig's own mesh turned as requested, so
+    the pose a re-fit misses on it is the re-fit's own error there. Coarse (one colour per
+    vertex): for expressions, whose re-fit reads brows and lips, see :func:`uv_texture`."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -207,6 +208,54 @@ def vertex_colours(params, image, face_model):
         for _ in range(50):   # hidden vertices: repeated averages of their neighbours
             col[~seen] = ((A @ col) / A.sum(1, keepdim=True).clamp_min(1))[~seen]
     return col
+
+
+def uv_texture(params, image, face_model, size: int = 128):
+    """(3, size, size) texture in [0, 1] of the rig's mesh under ``params`` (one item, NDC of
+    ``image``) unwrapped from ``image`` (S, S, 3) uint8 through the rendered uv buffer: each
+    pixel the mesh covers lands on its texel (texels hit by several pixels take their mean);
+    texels no pixel reached (hidden, or between pixels) take repeated averages of their filled
+    neighbours. Sharper than :func:`vertex_colours` (eyebrows, lips): the texture of the
+    cross-reenactment floor."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from portraitrig.render.buffers import render_buffers
+
+    p = params.to("cpu", torch.float32)
+    img = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1) / 255      # (3, S, S)
+    b = render_buffers(p, face_model, size=image.shape[0], names=("uv", "mask"))
+    on = b["mask"][0, 0] > 0.99
+    uv = b["uv"][0][:, on]                                                                  # (2, P)
+    texel = (uv[1] * size).long().clamp(0, size - 1) * size + (uv[0] * size).long().clamp(0, size - 1)
+    tex = torch.zeros(3, size * size).index_add_(1, texel, img[:, on])
+    n = torch.zeros(size * size).index_add_(0, texel, torch.ones(len(texel)))
+    tex, filled = (tex / n.clamp_min(1)).view(1, 3, size, size), (n > 0).float().view(1, 1, size, size)
+    for _ in range(4 * size):   # hidden texels: averages of filled neighbours, growing inwards
+        if bool(filled.all()):
+            break
+        s = F.avg_pool2d(tex * filled, 3, 1, 1, count_include_pad=False)
+        w = F.avg_pool2d(filled, 3, 1, 1, count_include_pad=False)
+        grow = (filled == 0) & (w > 0)
+        tex = torch.where(grow, s / w.clamp_min(1e-6), tex)
+        filled = torch.where(grow, torch.ones_like(filled), filled)
+    return tex[0]
+
+
+def render_textured(params, texture, face_model, size: int):
+    """(B, 3, size, size) colours and (B, 1, size, size) mask of the rig's mesh under ``params``
+    coloured by ``texture`` (3, T, T) (:func:`uv_texture`) at the rendered uv buffer."""
+    import torch
+    import torch.nn.functional as F
+
+    from portraitrig.render.buffers import render_buffers
+
+    b = render_buffers(params.to("cpu", torch.float32), face_model, size=size, names=("uv", "mask"))
+    grid = (b["uv"] * 2 - 1).permute(0, 2, 3, 1)
+    colour = F.grid_sample(texture[None].expand(len(grid), -1, -1, -1), grid, mode="bilinear",
+                           padding_mode="border", align_corners=False)
+    return colour * b["mask"], b["mask"]
 
 
 def embed_crops(encoder, images):

@@ -202,7 +202,7 @@ print(json.dumps({"same": float(np.median(diff)), "turn": [float(x) for x in pos
 def test_mesh_views_turns_the_rig_mesh_coloured_from_the_frame():
     """bench_avatar.mesh_views (the novel-view pose measure's floor): unturned, the mesh coloured
     from a frame rendered by the rig reproduces that frame; turned, its rig is the requested turn.
-    The colours (common.vertex_colours, also the cross-reenactment floor's) are the vertices' own."""
+    The colours (common.vertex_colours) are the vertices' own."""
     proc = subprocess.run([sys.executable, "-c", MESH_VIEWS_CHECK], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     check_ok(proc)
@@ -215,6 +215,40 @@ def test_mesh_views_turns_the_rig_mesh_coloured_from_the_frame():
     # ~0.15, another vertex's by ~0.2), hidden ones from their neighbours, all in [0, 1]
     assert res["colour_err_median"] < 0.1
     assert 0 <= res["colour_range"][0] and res["colour_range"][1] <= 1
+
+
+UV_TEXTURE_CHECK = """
+import sys, json, numpy as np, torch, torch.nn.functional as F
+sys.path.insert(0, "bench")
+from common import render_textured, uv_texture
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+m = load_default_model()
+g = torch.Generator().manual_seed(0)
+truth = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(128, 128), mode="bilinear", align_corners=False)[0]
+p = RigParams.neutral(m, 1)
+colour, mask = render_textured(p, truth, m, 128)
+frame = (((colour + (1 - mask) * 0.5)[0].permute(1, 2, 0).numpy()) * 255 + 0.5).astype(np.uint8)
+tex = uv_texture(p, frame, m, 128)
+again, _ = render_textured(p, tex, m, 128)
+inside = mask[0, 0] > 0.99
+shuffled = truth[:, torch.randperm(128, generator=g)]
+print(json.dumps({"shape": list(tex.shape), "range": [float(tex.min()), float(tex.max())],
+                  "again": float((again - colour)[0][:, inside].abs().mean()),
+                  "other": float((render_textured(p, shuffled, m, 128)[0] - colour)[0][:, inside].abs().mean())}))
+"""
+
+
+def test_uv_texture_unwraps_a_frame_that_render_textured_draws_again():
+    """common.uv_texture (the cross-reenactment floor's texture): a frame drawn by render_textured
+    from a texture, unwrapped through the uv buffer, draws the same frame again."""
+    proc = subprocess.run([sys.executable, "-c", UV_TEXTURE_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["shape"] == [3, 128, 128] and 0 <= res["range"][0] and res["range"][1] <= 1
+    assert res["again"] < 0.02                   # 8-bit frame, bilinear resampling twice
+    assert res["other"] > 5 * res["again"]       # another texture draws another frame
 
 
 PLACEMENT_CHECK = """
