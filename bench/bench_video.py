@@ -384,8 +384,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     """The CPU side (MediaPipe fits, dlib identity) of what ``run`` and ``baseline`` wrote to
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
-    mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of distance from the target's
-    own expressions), landmark jitter and background flicker against the real target
+    mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
+    distance from the target's own expressions), landmark jitter and background flicker against the real target
     video's, relit frames' re-fitted light against the floor, and the seam measure."""
     from common import embed_crops, fit_crops, render_textured, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance

@@ -238,6 +238,8 @@ def uv_texture(params, image, face_model, size: int = 128):
         s = F.avg_pool2d(tex * filled, 3, 1, 1, count_include_pad=False)
         w = F.avg_pool2d(filled, 3, 1, 1, count_include_pad=False)
         grow = (filled == 0) & (w > 0)
+        if not bool(grow.any()):   # nothing filled to grow from (no pixel on the mesh)
+            break
         tex = torch.where(grow, s / w.clamp_min(1e-6), tex)
         filled = torch.where(grow, torch.ones_like(filled), filled)
     return tex[0]
