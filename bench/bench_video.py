@@ -513,6 +513,56 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     return res
 
 
+def target_table(score_res: dict, video: dict | None = None):
+    """The figures of ``score`` (and of ``run``'s video.json, ``video``) against the issue's
+    targets: a :class:`common.Table` of (measure, value, target, met), met being yes / no, or '-'
+    where the target is not a number here (a figure beside another)."""
+    from common import Table
+
+    t = Table("measure", "value", "target", "met", title="against the targets")
+
+    def row(name, value, target, ok):
+        t.add(name, None if value is None else float(value), target, "-" if ok is None else ("yes" if ok else "no"))
+
+    ff = (video or {}).get("heldout_full_frame")
+    if ff:
+        row("held-out full frame PSNR (dB)", ff["psnr"], ">= 27", ff["psnr"] >= 27)
+        row("held-out full frame SSIM", ff["ssim"], ">= 0.90", ff["ssim"] >= 0.90)
+    same = score_res.get("identity_same_person")
+    self_v = score_res.get("self_video", {})
+    if "identity_distance" in self_v:
+        d = self_v["identity_distance"]
+        row("held-out identity distance", d, f"<= {same:.3f}", d <= same)
+    floor = score_res.get("floor_expression", {}).get("expression_vertex_pct_iod")
+    cross = score_res.get("cross")
+    if cross and floor and "expression_vertex_pct_iod" in cross:
+        e = cross["expression_vertex_pct_iod"]
+        row("cross expression / real-frame floor", e / floor, "<= 1.5", e / floor <= 1.5)
+        mesh = cross.get("mesh_floor", {}).get("expression_vertex_pct_iod")
+        if mesh:
+            row("cross expression / textured-mesh floor", e / mesh, "(beside)", None)
+        row("cross identity distance", cross["identity_distance_to_target"], f"<= {same:.3f}",
+            cross["identity_distance_to_target"] <= same)
+        real = score_res.get("real_video", {})
+        if cross.get("jitter") and real.get("jitter"):
+            r = cross["jitter"]["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"]
+            row("jitter / real video's", r, "<= 1.2", r <= 1.2)
+        if real.get("flicker"):
+            r = cross["flicker"] / real["flicker"]
+            row("flicker / real video's", r, "<= 1.2", r <= 1.2)
+    lfloor = score_res.get("floor_light_rmse_scale_inv")
+    for key, label in (("relight", "own exposure"), ("relight_exposure_0.5", "half exposure")):
+        rl = score_res.get(key)
+        if rl and lfloor:
+            r = rl["light_rmse_scale_inv"] / lfloor
+            row(f"relit light / floor ({label})", r, "<= 2", r <= 2)
+            row(f"relit targets' light / floor ({label})", rl["ratio_relit_light_rmse_scale_inv"] / lfloor,
+                "(beside)", None)
+            s = rl["seam_relit"] / rl["seam_real"]
+            row(f"seam / real frames' ({label})", s, "<= 1", s <= 1)
+    return t
+
+
 def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data, held, real: np.ndarray,
                    fit_all, model, size: int) -> dict:
     """Scores of relit renders (N, S, S, 3) uint8 of held-out frames ``ks`` under lights ``want``
@@ -751,6 +801,8 @@ def main() -> None:
         res = score(a.dir, a.out, a.size, a.max_frames)
         write_json(a.out / "score.json", res)
         print(json.dumps(res, indent=1))
+        video = json.loads((a.out / "video.json").read_text()) if (a.out / "video.json").is_file() else None
+        target_table(res, video).print()
         return
     if a.cmd == "picture":
         for path in picture(a.dir, a.out, a.driver_video, a.rows, a.seconds, size=a.size):

@@ -251,6 +251,43 @@ def test_uv_texture_unwraps_a_frame_that_render_textured_draws_again():
     assert res["other"] > 5 * res["again"]       # another texture draws another frame
 
 
+TARGET_TABLE_CHECK = """
+import sys, json
+sys.path.insert(0, "bench")
+from bench_video import target_table
+score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
+         "floor_expression": {"expression_vertex_pct_iod": 2.0},
+         "cross": {"expression_vertex_pct_iod": 3.2, "mesh_floor": {"expression_vertex_pct_iod": 3.0},
+                   "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1},
+         "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2},
+         "floor_light_rmse_scale_inv": 0.04,
+         "relight_exposure_0.5": {"light_rmse_scale_inv": 0.076, "ratio_relit_light_rmse_scale_inv": 0.08,
+                                  "seam_relit": 1.1, "seam_real": 1.0}}
+video = {"heldout_full_frame": {"psnr": 27.2, "ssim": 0.89}}
+t = target_table(score, video)
+print(json.dumps({r[0]: [r[1], r[3]] for r in t.rows}))
+"""
+
+
+def test_target_table_sets_each_figure_against_its_target():
+    """bench_video.target_table: score's figures as ratios against the issue's targets, met or not."""
+    proc = subprocess.run([sys.executable, "-c", TARGET_TABLE_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rows["held-out full frame PSNR (dB)"] == [27.2, "yes"]
+    assert rows["held-out full frame SSIM"] == [0.89, "no"]
+    assert rows["held-out identity distance"][1] == "yes" and rows["cross identity distance"][1] == "no"
+    assert abs(rows["cross expression / real-frame floor"][0] - 1.6) < 1e-9
+    assert rows["cross expression / real-frame floor"][1] == "no"
+    assert rows["cross expression / textured-mesh floor"][1] == "-"
+    assert rows["jitter / real video's"][1] == "yes" and abs(rows["flicker / real video's"][0] - 0.5) < 1e-9
+    assert abs(rows["relit light / floor (half exposure)"][0] - 1.9) < 1e-9
+    assert rows["relit light / floor (half exposure)"][1] == "yes"
+    assert rows["seam / real frames' (half exposure)"][1] == "no"
+    assert not any(k.endswith("(own exposure)") for k in rows)   # no own-exposure relit frames scored
+
+
 PLACEMENT_CHECK = """
 import sys, json, math, numpy as np, torch
 sys.path.insert(0, "bench")
