@@ -5,7 +5,7 @@ mode), and the GPU's busy share (kernel time over wall time, from the profiler, 
 A rate far below what the GPU could do with a busy share well under 1 means the step is limited
 by the host: Python and kernel launches, or a synchronisation that stops the host queueing ahead.
 
-    python bench/profile_video_step.py --dir .devdata/v14 --variants "eager=-;compile=train.compile=true"
+    python bench/profile_video_step.py --dir .devdata/v14 --variants "compiled=-;eager=train.compile=false"
     python bench/profile_video_step.py --dir DIR --size 32 --preset tiny --device cpu --steps 3   # checks the script
 
 Variants are separated by ";"; each is NAME=SETS, SETS comma-separated KEY=VALUE settings of the preset (as
