@@ -115,7 +115,6 @@ VIEWS = [(0.0, 0.0), (-30.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0), (-30.
 
 
 def turntable(r, params, out: Path, renders: dict | None = None) -> list:
-
     imgs, notes = r.render_views(params, VIEWS)
     write_image(out / "turntable.png", np.concatenate([u8(x) for x in imgs[:7]], 1))
     if renders is not None:

@@ -385,8 +385,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
-    distance from the target's own expressions), landmark jitter and background flicker against the real target
-    video's, relit frames' re-fitted light against the floor, and the seam measure."""
+    distance from the target's own expressions), landmark jitter and background flicker against
+    the real target video's, relit frames' re-fitted light against the floor, and the seam measure."""
     from common import embed_crops, fit_crops, render_textured, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, light_error, summarize
@@ -490,10 +490,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         # both errors by how far each request lies from the target's own expressions (thirds by
         # the distance to the nearest training frame's expression coefficients)
         far = torch.cdist(q.expression.float(), data.params[:n0].expression.float()).min(1).values.numpy()
+        per = {"result": per_frame_expr(q, fits), "mesh_floor": per_frame_expr(q, mesh_fits)}
         res["cross"]["by_distance"] = [
-            {"distance": float(far[t].mean()), "frames": len(t),
-             **{name: float(np.nanmean(per_frame_expr(q[torch.from_numpy(t)], [f[i] for i in t])))
-                for name, f in (("result", fits), ("mesh_floor", mesh_fits))}}
+            {"distance": float(far[t].mean()), "frames": len(t), **{k: float(np.nanmean(e[t])) for k, e in per.items()}}
             for t in np.array_split(np.argsort(far), 3) if len(t)]
         real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(real[:max_frames]) if f is not None]
         res["real_video"] = {"jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,

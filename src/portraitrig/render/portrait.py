@@ -303,8 +303,7 @@ def relight_image(image: torch.Tensor, normals: torch.Tensor, person_mask: torch
             field = smooth
         else:
             r = max(1, round(face_band * max(image.shape[-2:])))
-            inner = -F.max_pool2d(-face_mask.to(dt).clamp(0, 1), 2 * r + 1, stride=1, padding=r)   # eroded by r
-            sharp = _box_blur(inner, 2 * (r // 2) + 1)                                             # soft edge
+            sharp = _box_blur(_erode(face_mask.to(dt).clamp(0, 1), r), 2 * (r // 2) + 1)   # eroded, soft edge
             field = sharp * field + (1 - sharp) * smooth
     # soft mask edges just outside the normals' domain take the nearest ratios
     rim = _normalised_blur(field, valid, 5, passes=1)
