@@ -508,7 +508,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             key = "relight" if x == 1 else f"relight_exposure_{x:g}"
             res[key] = relight_scores(z["pred"][rows], torch.from_numpy(z["light"][rows]),
                                       torch.from_numpy(z["heldout"][rows]).long(), data, held, real[n0:], fit_all,
-                                      rigger.model, size)
+                                      rigger.model, size, outside)
     return res
 
 
@@ -559,15 +559,20 @@ def target_table(score_res: dict, video: dict | None = None):
                 "(beside)", None)
             s = rl["seam_relit"] / rl["seam_real"]
             row(f"seam / real frames' ({label})", s, "<= 1", s <= 1)
+            inside = rl.get("seam_ratio_by_placement", {}).get("inside", {}).get("ratio")
+            if inside is not None:
+                row("  on frames inside the training placement", inside, "(beside)", None)
     return t
 
 
 def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data, held, real: np.ndarray,
-                   fit_all, model, size: int) -> dict:
+                   fit_all, model, size: int, outside: np.ndarray | None = None) -> dict:
     """Scores of relit renders (N, S, S, 3) uint8 of held-out frames ``ks`` under lights ``want``
     (N, 9, 3) (``model``: the face model): the rig's light re-fitted on them against the requested
     (RMSE, and scale-invariant), the share of the face clipped, the seam at the mesh border against
-    the real frames', and the same on the real frames relit by the shading ratio (:func:`relit_floor`)."""
+    the real frames', and the same on the real frames relit by the shading ratio (:func:`relit_floor`).
+    ``outside`` (per held-out frame, :func:`outside_training_placement`): the seam ratio (relit
+    over real) also for the frames outside the training placement and the rest."""
     from portraitrig.eval.rig import light_error
     from portraitrig.render.buffers import render_buffers
     from portraitrig.render.portrait import seam_score
@@ -578,13 +583,17 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
     face = render_buffers(held[ks], model, size=size, names=("mask",))["mask"]
     person = data.masks[data.n_train:][ks].float() / 255
     t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    sr, sq = (seam_score(t(x), face, person).numpy() for x in (relit, real[ks.numpy()]))   # relit, real
     out = {"frames": len(relit), "fit_failures": len(relit) - len(ok),
            "light_rmse": float(np.mean(errs["light_rmse"])),
            "light_rmse_scale_inv": float(np.mean(errs["light_rmse_scale_inv"])),
            "clipped_face_share": float(((t(relit).amax(1) >= 253 / 255) | (t(relit).amin(1) <= 2 / 255)).float()
                                        .mul(face[:, 0]).sum() / face.sum().clamp_min(1)),
-           "seam_relit": float(seam_score(t(relit), face, person).mean()),
-           "seam_real": float(seam_score(t(real[ks.numpy()]), face, person).mean())}
+           "seam_relit": float(sr.mean()), "seam_real": float(sq.mean())}
+    if outside is not None:
+        o = outside[ks.numpy()]
+        out["seam_ratio_by_placement"] = {k: {"frames": int(m.sum()), "ratio": float(sr[m].mean() / sq[m].mean())
+                                              if m.any() else None} for k, m in (("outside", o), ("inside", ~o))}
     # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
     # renderer is trained to produce), under the same requested lights
     floor, floor_img = relit_floor(data, held[ks], real[ks.numpy()], person, want, fit_all)

@@ -267,10 +267,13 @@ def embed_crops(encoder, images):
     return np.stack([encoder.embed(np.ascontiguousarray(x)) for x in images])
 
 
-def steps_per_second(method, cfg, n: int = 30) -> float:
-    """Training steps per second of ``method`` with ``cfg.train`` (after 5 warm-up steps): a
-    schedule's length that fits a time budget. The steps taken are thrown away: the model's
-    weights are put back, so the same method then trains from its initial state."""
+def steps_per_second(method, cfg, n: int = 30, windows: int = 3, warmup: int = 10) -> float:
+    """Training steps per second of ``method`` with ``cfg.train``: a schedule's length that fits
+    a time budget. The fastest of ``windows`` runs of ``n`` steps after ``warmup`` steps: a
+    compiled step may still recompile in its first steps (a new share of moved items is a new
+    shape), and one slow window made a run's schedule end a quarter early. The steps taken are
+    thrown away: the model's weights are put back, so the same method then trains from its
+    initial state."""
     import copy
 
     import torch
@@ -280,16 +283,19 @@ def steps_per_second(method, cfg, n: int = 30) -> float:
     start = copy.deepcopy(method.model.state_dict())
     tr = Trainer(method, cfg.train)
     sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
-    for k in range(5):
+    for k in range(warmup):
         tr.step(k)
-    sync()
-    t = time.perf_counter()
-    for k in range(n):
-        tr.step(5 + k)
-    sync()
-    rate = n / (time.perf_counter() - t)
+    rates, step = [], warmup
+    for _ in range(max(1, windows)):
+        sync()
+        t = time.perf_counter()
+        for _ in range(n):
+            tr.step(step)
+            step += 1
+        sync()
+        rates.append(n / (time.perf_counter() - t))
     method.model.load_state_dict(start)
-    return rate
+    return max(rates)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -262,7 +262,9 @@ score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
          "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2},
          "floor_light_rmse_scale_inv": 0.04,
          "relight_exposure_0.5": {"light_rmse_scale_inv": 0.076, "ratio_relit_light_rmse_scale_inv": 0.08,
-                                  "seam_relit": 1.1, "seam_real": 1.0}}
+                                  "seam_relit": 1.1, "seam_real": 1.0,
+                                  "seam_ratio_by_placement": {"inside": {"frames": 3, "ratio": 1.04},
+                                                              "outside": {"frames": 1, "ratio": 1.3}}}}
 video = {"heldout_full_frame": {"psnr": 27.2, "ssim": 0.89}}
 t = target_table(score, video)
 print(json.dumps({r[0]: [r[1], r[3]] for r in t.rows}))
@@ -285,6 +287,7 @@ def test_target_table_sets_each_figure_against_its_target():
     assert abs(rows["relit light / floor (half exposure)"][0] - 1.9) < 1e-9
     assert rows["relit light / floor (half exposure)"][1] == "yes"
     assert rows["seam / real frames' (half exposure)"][1] == "no"
+    assert rows["  on frames inside the training placement"] == [1.04, "-"]
     assert not any(k.endswith("(own exposure)") for k in rows)   # no own-exposure relit frames scored
 
 

@@ -256,6 +256,25 @@ def split_albedo(image: torch.Tensor, normals: torch.Tensor, light: torch.Tensor
     return albedo, s
 
 
+def soften_border(field: torch.Tensor, valid: torch.Tensor, face_mask: torch.Tensor | None,
+                  smoothing: float = 1 / 64, face_band: float = 1 / 64) -> torch.Tensor:
+    """A (B, C, H, W) field over the person (``valid`` (B, 1, H, W), 1 where it is defined)
+    smoothed over a window of ``smoothing`` x the image side (0: returned as it is), inside
+    ``valid`` only. With the face mesh's ``face_mask`` (B, 1, H, W) in [0, 1] the mesh's inside
+    farther than ``face_band`` x the image side from its border keeps the field as it is, and the
+    smoothing acts on the band along the border and beyond, where the mesh's normals meet the
+    proxy's (what would show as a seam), blending in without a step."""
+    k = _odd(smoothing * max(field.shape[-2:])) if smoothing > 0 else 1
+    if k <= 1:
+        return field
+    smooth = _normalised_blur(field, valid.to(field.dtype), k)
+    if face_mask is None:
+        return smooth
+    r = max(1, round(face_band * max(field.shape[-2:])))
+    sharp = _box_blur(_erode(face_mask.to(field.dtype).clamp(0, 1), r), 2 * (r // 2) + 1)   # eroded, soft edge
+    return sharp * field + (1 - sharp) * smooth
+
+
 _FRONT = (0.0, 0.0, -1.0)
 
 
@@ -296,15 +315,7 @@ def relight_image(image: torch.Tensor, normals: torch.Tensor, person_mask: torch
     old = portrait_shading(normals.to(dt), old_light)
     new = portrait_shading(normals.to(dt), new_light)
     field = ((new / old.clamp_min(min_shading)).clamp(lo, hi) - 1) * valid
-    k = _odd(smoothing * max(image.shape[-2:])) if smoothing > 0 else 1
-    if k > 1:
-        smooth = _normalised_blur(field, valid, k)
-        if face_mask is None:
-            field = smooth
-        else:
-            r = max(1, round(face_band * max(image.shape[-2:])))
-            sharp = _box_blur(_erode(face_mask.to(dt).clamp(0, 1), r), 2 * (r // 2) + 1)   # eroded, soft edge
-            field = sharp * field + (1 - sharp) * smooth
+    field = soften_border(field, valid, face_mask, smoothing, face_band)
     # soft mask edges just outside the normals' domain take the nearest ratios
     rim = _normalised_blur(field, valid, 5, passes=1)
     field = torch.where(valid > 0, field, rim)
@@ -371,4 +382,5 @@ def angular_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["BACKGROUNDS", "angular_error_deg", "border_offset", "face_only_relight", "inflate", "inflated_normals",
-           "person_domain", "portrait_normals", "portrait_shading", "relight_image", "seam_score", "split_albedo"]
+           "person_domain", "portrait_normals", "portrait_shading", "relight_image", "seam_score", "soften_border",
+           "split_albedo"]

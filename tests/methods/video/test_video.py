@@ -1,4 +1,5 @@
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -329,12 +330,13 @@ def test_a_model_folder_from_before_the_texture_still_loads(tmp_path):
     net = scramble(VideoNet(cfg))
     folder = net.save_pretrained(tmp_path / "old")
     conf = json.loads((folder / "config.json").read_text())
-    for key in ("texture", "texture_size", "texture_levels"):     # written before these fields existed
-        conf_model = conf.get("config", conf)
+    for key in ("texture", "texture_size", "texture_levels", "shading_band", "proxy_follows_head"):
+        conf_model = conf.get("config", conf)                      # written before these fields existed
         conf_model.pop(key, None)
     (folder / "config.json").write_text(json.dumps(conf))
     back = VideoNet.from_pretrained(folder)
     assert back.config.texture == 0 and len(back.texture) == 0
+    assert back.config.shading_band == 0 and not back.config.proxy_follows_head   # conditioned as it was trained
     x = torch.randn(1, cfg.in_channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(back(x), net(x))
@@ -471,8 +473,9 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
     win = Conditioner.window_index(idx, W)
     faces = m.cond.move_faces(m.faces[win.reshape(-1)], theta.repeat_interleave(W, 0))
     now = faces[W - 1::W]
-    want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now), light,
-                         m.cond.cond_mask(now), Conditioner.move_head_warp(m.heads[idx], theta))
+    head = Conditioner.move_head_warp(m.heads[idx], theta)
+    want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now, head), light,
+                         m.cond.cond_mask(now), head)
     torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
     # ... which is what the rig moved by move_in_image shows the network
     moved = move_in_image(m.params[win.reshape(-1)], M.repeat_interleave(W, 0), shift.repeat_interleave(W, 0))
@@ -647,3 +650,95 @@ def test_drawn_mask_follows_the_head():
             assert float((base[want > 0] > 0.5).float().mean()) < 0.9     # the unmoved mask misses part of it
         else:
             torch.testing.assert_close(drawn, base.float())
+
+
+def test_turn_normals_turns_a_warped_proxy_as_the_image_turned():
+    """An inflated silhouette's normals, warped by a rotation and shift and turned with it, match
+    the normals inflated from the warped silhouette; unturned (or turned the other way) they do not."""
+    from portraitrig.methods.video.condition import turn_normals, warp
+    from portraitrig.render.portrait import angular_error_deg, inflated_normals
+
+    S = 64
+    y, x = torch.meshgrid(torch.linspace(-1, 1, S), torch.linspace(-1, 1, S), indexing="ij")
+    blob = (((x / 0.35) ** 2 + ((y - 0.1) / 0.6) ** 2) < 1).float()[None, None]
+    a = math.radians(25)
+    theta = torch.tensor([[[math.cos(a), -math.sin(a), 0.1], [math.sin(a), math.cos(a), -0.05]]])
+    moved = warp(blob, theta, padding="zeros") > 0.5
+    want = inflated_normals(moved)
+    n = warp(inflated_normals(blob > 0.5), theta, padding="zeros")
+    n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    both = moved & (want.norm(dim=1, keepdim=True) > 0.5)
+    err = {name: float(angular_error_deg(v, want)[both].mean()) for name, v in (
+        ("turned", turn_normals(n, theta)), ("unturned", n),
+        ("wrong way", turn_normals(n, torch.cat([theta[:, :, :2].transpose(1, 2), theta[:, :, 2:]], 2))))}
+    assert err["turned"] < 4 and err["unturned"] > 3 * err["turned"] and err["wrong way"] > 6 * err["turned"], err
+
+
+def test_proxy_normals_follow_the_head():
+    """With proxy_follows_head, a head moved aside gets whole-portrait normals over the prior moved
+    with it (hair and skin just past the mesh border keep their shading); without, the unmoved
+    prior leaves a hole there. The option needs the head warps, and follow_head."""
+    from portraitrig.edits import move_in_image
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.render.buffers import render_buffers
+
+    fm = load_default_model()
+    S = 64
+    mean = RigParams.neutral(fm, 1)
+    prior = torch.nn.functional.max_pool2d(render_buffers(mean, fm, size=S, names=("mask",))["mask"], 9, 1, 4)
+    moved = move_in_image(mean, torch.eye(2), torch.tensor([0.4, 0.0]))        # a fifth of the crop to the right
+    want = torch.roll(prior, S // 5, dims=3) > 0.5                            # the prior where the head went
+    want = -torch.nn.functional.max_pool2d(-want.float(), 5, 1, 2) > 0.5      # a 2-px margin for the resampling
+    cover, still = {}, {}
+    for follows in (True, False):
+        cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1,
+                             follow_head=True, proxy_follows_head=follows)
+        cond = Conditioner(cfg, "cpu", fm)
+        cond.set_prior(prior, torch.rand(1, 3, S, S), Conditioner.mean_head_pose(mean))
+        face = cond.face(moved)
+        n = cond.prior_normals(face, cond.head_warp(moved))
+        cover[follows] = float((n.norm(dim=1, keepdim=True)[want] > 0.5).float().mean())
+        if follows:
+            with pytest.raises(ValueError, match="head warps"):
+                cond.prior_normals(face)
+        # the unmoved head: both ways give the same normals (up to the resampling)
+        still[follows] = cond.prior_normals(cond.face(mean), cond.head_warp(mean))
+    assert cover[True] > 0.99 and cover[False] < 0.95, cover
+    assert float((still[True] - still[False]).norm(dim=1).mean()) < 0.02
+    with pytest.raises(ValueError, match="follow_head"):
+        VideoNetConfig(proxy_follows_head=True).validate()
+
+
+def test_input_shading_is_smoothed_along_the_mesh_border_only():
+    """shading_band: the network's input shading is smoothed along the face mesh border (where the
+    mesh's normals meet the proxy's; the seam measure drops) and left as it is deeper inside the
+    mesh; 0 feeds it as it is."""
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.render.portrait import _erode, portrait_shading, seam_score
+
+    fm = load_default_model()
+    S = 64
+    p = RigParams.neutral(fm, 2)
+    prior = torch.nn.functional.max_pool2d(render_buffers(p[:1], fm, size=S, names=("mask",))["mask"], 15, 1, 7)
+    light = torch.zeros(2, 9, 3)
+    light[:, 0], light[:, 3] = 2.0, torch.tensor([0.6, -0.6])[:, None]      # from one side, from the other
+    xs = {}
+    for band in (0.0, 1 / 16):
+        cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1,
+                             shading_band=band)
+        cond = Conditioner(cfg, "cpu", fm)
+        cond.set_prior(prior)
+        face = cond.face(p)
+        normals = cond.prior_normals(face)
+        x = cond.inputs(face, torch.arange(2)[:, None], normals, light, cond.cond_mask(face))
+        C = cfg.buffer_channels
+        xs[band] = x[:, C:C + 3]
+    fmask = cond.face_mask(face)
+    torch.testing.assert_close(xs[0.0], portrait_shading(normals, light))
+    deep = _erode((fmask > 0.5).float(), 8) > 0
+    torch.testing.assert_close(xs[1 / 16][deep.expand(-1, 3, -1, -1)], xs[0.0][deep.expand(-1, 3, -1, -1)])
+    person = (prior > 0.5).float().expand(2, -1, -1, -1)
+    raw, soft = (seam_score(xs[b], fmask, person) for b in (0.0, 1 / 16))
+    assert bool((soft < 0.8 * raw).all()), (raw, soft)
+    assert bool((xs[1 / 16][(normals.norm(dim=1, keepdim=True) < 0.5).expand(-1, 3, -1, -1)] == 0).all())

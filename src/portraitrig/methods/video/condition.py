@@ -4,7 +4,8 @@ Per frame: the face buffers (:class:`~portraitrig.render.spec.BufferStack`), and
 whole-portrait normals of the face mesh joined to an inflated person silhouette (the method of
 :func:`~portraitrig.render.portrait.portrait_normals`). The network input of frame t is the
 face buffers of frames t-window+1..t (clamped at the sequence start), the portrait shading of
-frame t under its light, and its person mask (``2m - 1``).
+frame t under its light (smoothed along the face mesh border with ``shading_band``), and its
+person mask (``2m - 1``).
 
 The person mask the network sees is the target's mean person mask (``prior``) united with the
 frame's face mesh: a reenacted frame has no mask of its own. The prior's inflation is solved
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from portraitrig.accel.constants import device_constant
 from portraitrig.methods.video.config import VideoNetConfig
 from portraitrig.render import spec
-from portraitrig.render.portrait import border_offset, inflated_normals, portrait_normals, portrait_shading
+from portraitrig.render.portrait import (border_offset, inflated_normals, portrait_normals, portrait_shading,
+                                         soften_border)
 
 FEATHER = 1 / 8   # the join's reach outside the face mesh, share of the image side (portrait_normals' default)
 
@@ -36,6 +38,16 @@ def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear", padding: 
     B, S = theta.shape[0], x.shape[-1]
     grid = F.affine_grid(theta.float(), [B, 1, S, S], align_corners=False)
     return F.grid_sample(x.float().expand(B, -1, -1, -1), grid, mode=mode, padding_mode=padding, align_corners=False)
+
+
+def turn_normals(n: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Normals (B, 3, S, S) of an image resampled by ``theta`` (B, 2, 3, :func:`warp`'s map)
+    turned as the image was: x and y by the similarity's rotation, z as it is."""
+    inv = theta[:, :, :2].float()                              # output -> input: the move's inverse
+    det = inv[:, 0, 0] * inv[:, 1, 1] - inv[:, 0, 1] * inv[:, 1, 0]   # closed form: no host sync on a GPU
+    turn = inv.transpose(1, 2) / det.abs().sqrt()[:, None, None]   # the move's rotation
+    xy = torch.einsum("bij,bjhw->bihw", turn, n[:, :2].float())
+    return torch.cat([xy, n[:, 2:].float()], 1)
 
 
 class Conditioner:
@@ -53,8 +65,8 @@ class Conditioner:
         ``follow_head``: the reference frame (1, 3, S, S) in [0, 1] and the mean head pose (1, 6)
         the warped channels come from."""
         self.prior = prior.float()
-        dom = F.interpolate(self.prior, size=(self.work, self.work), mode="area") > 0.5
-        self.proxy = inflated_normals(dom)
+        self.prior_work = F.interpolate(self.prior, size=(self.work, self.work), mode="area")
+        self.proxy = inflated_normals(self.prior_work > 0.5)
         if self.config.follow_head:
             if reference is None or head_pose is None:
                 raise ValueError("follow_head needs the reference frame and the mean head pose")
@@ -102,13 +114,8 @@ class Conditioner:
         :meth:`face` renders from :func:`~portraitrig.edits.move_in_image`'s parameters, up to
         the resampling, at a fraction of the cost."""
         out = warp(face, theta, mode="nearest")
-        inv = theta[:, :, :2].float()                              # output -> input: the move's inverse
-        det = inv[:, 0, 0] * inv[:, 1, 1] - inv[:, 0, 1] * inv[:, 1, 0]   # closed form: no host sync on a GPU
-        turn = inv.transpose(1, 2) / det.abs().sqrt()[:, None, None]   # the move's rotation
         sl = self.slices["normal"]
-        n = out[:, sl]
-        xy = torch.einsum("bij,bjhw->bihw", turn, n[:, :2])
-        out = torch.cat([out[:, :sl.start], xy, n[:, 2:], out[:, sl.stop:]], 1)
+        out = torch.cat([out[:, :sl.start], turn_normals(out[:, sl], theta), out[:, sl.stop:]], 1)
         return out.to(face.dtype)
 
     @staticmethod
@@ -120,9 +127,12 @@ class Conditioner:
         return head.float() @ torch.cat([theta.float(), last], 1)
 
     @torch.no_grad()
-    def prior_normals(self, face: torch.Tensor) -> torch.Tensor:
+    def prior_normals(self, face: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, S, S) whole-portrait normals of face buffers over the prior person mask (see
-        the module doc); 0 outside the prior and the face mesh."""
+        the module doc); 0 outside the prior and the face mesh. With ``proxy_follows_head`` the
+        prior and its proxy are first moved with the frames' head warps ``head`` (B, 2, 3,
+        :meth:`head_warp`), the proxy's normals turned with the image; where the moved prior
+        does not reach, the unmoved one stays (the shoulders do not turn with the head)."""
         if self.proxy is None:
             raise RuntimeError("set_prior first")
         n_face = face[:, self.slices["normal"]].float()
@@ -131,13 +141,21 @@ class Conditioner:
         n_lo = F.interpolate(n_face, size=(w, w), mode="area")
         m_lo = F.interpolate(m_face, size=(w, w), mode="area")
         n_lo = n_lo / n_lo.norm(dim=1, keepdim=True).clamp_min(1e-6) * (m_lo > 0.5)
-        proxy = self.proxy.expand(len(face), -1, -1, -1)
+        if self.config.proxy_follows_head:
+            if head is None:
+                raise ValueError("proxy_follows_head: the frames' head warps are needed")
+            moved = turn_normals(warp(self.proxy, head, padding="zeros"), head)
+            inside = warp(self.prior_work, head, padding="zeros") > 0.5
+            proxy = torch.where(inside, moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-6), self.proxy)
+            prior = torch.maximum(warp(self.prior, head, padding="zeros"), self.prior)   # the body stays
+        else:
+            proxy, prior = self.proxy.expand(len(face), -1, -1, -1), self.prior
         outer = proxy + border_offset(n_lo, m_lo, proxy, FEATHER * w)
         if w != S:
             outer = F.interpolate(outer, size=(S, S), mode="bilinear", align_corners=False)
         n = torch.where(m_face > 0.5, n_face, outer)
         n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        dom = (self.prior > 0.5) | (m_face > 0.5)
+        dom = (prior > 0.5) | (m_face > 0.5)
         return torch.where(dom, n, torch.zeros_like(n))
 
     @property
@@ -185,7 +203,13 @@ class Conditioner:
         head (B, 2, 3) their :meth:`head_warp` (needed with ``follow_head``)."""
         B = index.shape[0]
         win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
-        shading = portrait_shading(normals.float(), light.float()).to(win.dtype)
+        shading = portrait_shading(normals.float(), light.float())
+        band = self.config.shading_band
+        if band > 0:   # smoothed along the mesh border as the relit targets are (no step to copy)
+            valid = normals.float().norm(dim=1, keepdim=True) > 0.5
+            now = self.face_mask(faces[index[:, -1]]).float()
+            shading = torch.where(valid, soften_border(shading, valid, now, band, band), torch.zeros_like(shading))
+        shading = shading.to(win.dtype)
         parts = [win, shading, cond_mask.to(win.dtype) * 2 - 1]
         if self.config.follow_head:
             if head is None:
@@ -194,4 +218,4 @@ class Conditioner:
         return torch.cat(parts, 1)
 
 
-__all__ = ["Conditioner", "warp"]
+__all__ = ["Conditioner", "turn_normals", "warp"]

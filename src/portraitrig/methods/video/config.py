@@ -18,7 +18,24 @@ class VideoNetConfig(DictConfig):
     """U-Net from rig buffers to RGB. Input per pixel: the face buffers ``buffers`` of the
     frames t-window+1..t, the whole-portrait shading (3) and the person mask (1) of frame t,
     and (``reference``) the target's median training frame (3, kept in the model): the static
-    background and where hair and clothes usually are, which the rig does not model."""
+    background and where hair and clothes usually are, which the rig does not model.
+
+    Two options against the seam relit renders show at the face mesh border (both off in the
+    presets, and in models saved before them):
+
+    - ``shading_band`` > 0: the input shading is smoothed along the face mesh border over that
+      share of the image side (:func:`~portraitrig.render.portrait.soften_border`), as the relit
+      training targets are: there the mesh's normals meet the whole-portrait proxy's.
+    - ``proxy_follows_head`` (needs ``follow_head``): the whole-portrait normals outside the mesh
+      come from the prior's proxy moved with the head (:meth:`Conditioner.head_warp`), as the
+      hair and the outline are; unmoved, a head placed where the video did not show it has no
+      shading on the skin and hair just past the mesh border.
+
+    Together (1/64 and on; one run on the long clip, H200, 6 min) they cut the input shading's
+    seam measure from 2.4 to 0.84 and the relit renders' seam from 1.16x to 1.12x the real
+    frames' (1.13x to 1.07x on the held-out frames inside the training placement), but the
+    held-out PSNR inside the person fell from 25.8 to 24.8 dB and the training loss levelled off
+    higher (docs/performance.md): not the presets' yet."""
 
     image_size: int = 256
     buffers: tuple[str, ...] = ("normal", "mask", "regions", "uv")  # uv: where on the face each pixel is
@@ -30,6 +47,8 @@ class VideoNetConfig(DictConfig):
     texture_size: int = 256                              # side of the texture's finest level
     texture_levels: int = 4                              # pyramid levels (each half the last's side)
     follow_head: bool = False                            # reference + prior warped with the head (needs reference)
+    shading_band: float = 0.0                            # input shading smoothed along the face mesh border (x side)
+    proxy_follows_head: bool = False                     # whole-portrait normals' proxy warped with the head
 
     @property
     def buffer_channels(self) -> int:
@@ -53,8 +72,12 @@ class VideoNetConfig(DictConfig):
             raise ValueError(f"widths must be in 1..{MAX_CHANNELS}, got {self.widths}")
         if not 1 <= self.window <= 16 or not 0 <= self.blocks <= 8:
             raise ValueError("window must be in 1..16 and blocks in 0..8")
+        if not 0 <= self.shading_band <= 0.25:
+            raise ValueError(f"shading_band is a share of the image side, in [0, 0.25]; got {self.shading_band}")
         if self.follow_head and not self.reference:
             raise ValueError("follow_head warps the reference frame: it needs reference")
+        if self.proxy_follows_head and not self.follow_head:
+            raise ValueError("proxy_follows_head moves the proxy with the head warps of follow_head: it needs follow_head")
         if not 0 <= self.texture <= 64:
             raise ValueError(f"texture channels must be in 0..64, got {self.texture}")
         if self.texture:

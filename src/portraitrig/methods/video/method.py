@@ -166,11 +166,12 @@ class VideoMethod(TrainingMethod):
         faces, n_true, n_cond, cmask, heads = [], [], [], [], []
         for i in range(0, n, 32):  # chunks bound the rasterizer's and the multigrid's memory
             f = self.cond.face(self.params[i:i + 32])
-            if mc.follow_head:
-                heads.append(self.cond.head_warp(self.params[i:i + 32]))
+            h = self.cond.head_warp(self.params[i:i + 32]) if mc.follow_head else None
+            if h is not None:
+                heads.append(h)
             faces.append(f.to(bank_dtype))
             n_true.append(self.cond.normals(f, masks[i:i + 32]).to(bank_dtype))
-            n_cond.append(self.cond.prior_normals(f).to(bank_dtype))
+            n_cond.append(self.cond.prior_normals(f, h).to(bank_dtype))
             cmask.append(self.cond.cond_mask(f).to(bank_dtype))
         self.faces, self.normals_true = torch.cat(faces), torch.cat(n_true)
         self.normals_cond, self.cond_masks = torch.cat(n_cond), torch.cat(cmask)
@@ -271,7 +272,7 @@ class VideoMethod(TrainingMethod):
         index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
-        xm = self.cond.inputs(faces, index, self.cond.prior_normals(now).to(faces.dtype), light[k],
+        xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head)
         moved, _ = move_person(target[k], self.masks[idx[k]], self.plate, theta)
         return x.index_copy(0, k, xm.to(x.dtype)), target.index_copy(0, k, moved.to(target.dtype))

@@ -137,9 +137,8 @@ class VideoRenderer(NeuralRenderer):
             t = torch.arange(k + i, k + min(B, i + self.max_batch), device=self.device)
             w = self.config.window
             win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
-            f = faces[t]
-            x = self.cond.inputs(faces, win, self.cond.prior_normals(f), light[i:i + len(t)], self.cond.cond_mask(f),
-                                 None if heads is None else heads[t])
+            f, h = faces[t], None if heads is None else heads[t]
+            x = self.cond.inputs(faces, win, self.cond.prior_normals(f, h), light[i:i + len(t)], self.cond.cond_mask(f), h)
             out.append(self.net(x.to(self.dtype), clamp=True).float())
         return torch.cat(out)
 
