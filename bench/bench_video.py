@@ -557,6 +557,9 @@ def target_table(score_res: dict, video: dict | None = None):
             row(f"relit light / floor ({label})", r, "<= 2", r <= 2)
             row(f"relit targets' light / floor ({label})", rl["ratio_relit_light_rmse_scale_inv"] / lfloor,
                 "(beside)", None)
+            if rl.get("mesh_floor_light_rmse_scale_inv"):
+                row(f"  the rig's own mesh so lit / floor ({label})", rl["mesh_floor_light_rmse_scale_inv"] / lfloor,
+                    "(beside)", None)
             s = rl["seam_relit"] / rl["seam_real"]
             row(f"seam / real frames' ({label})", s, "<= 1", s <= 1)
             inside = rl.get("seam_ratio_by_placement", {}).get("inside", {}).get("ratio")
@@ -600,6 +603,35 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
     out.update(ratio_relit_light_rmse=floor["light_rmse"],
                ratio_relit_light_rmse_scale_inv=floor["light_rmse_scale_inv"],
                seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
+    # the measure's own floor on these lights: the rig's Lambertian mesh under them
+    mesh = relit_mesh_floor(held[ks], real[ks.numpy()], want, model, fit_all, size)
+    out.update(mesh_floor_light_rmse_scale_inv=mesh["requested"], mesh_floor_own_light_rmse_scale_inv=mesh["own"])
+    return out
+
+
+def relit_mesh_floor(params, frames: np.ndarray, lights: torch.Tensor, model, fit_all, size: int) -> dict:
+    """How close the light re-fit comes on a relit image that is exactly the rig's own model: each
+    real frame (N, S, S, 3) uint8 with its face mesh (``params``) redrawn Lambertian (each frame's
+    per-vertex albedo solved photometrically, :func:`~portraitrig.fit.photometric.fit_appearance`,
+    times the SH shading of the mesh's normals) under the requested ``lights`` (N, 9, 3), the rest
+    of the frame as it is, then re-fitted like a render. Returns the mean scale-invariant light
+    errors: ``requested`` (against ``lights``) and ``own`` (the mesh under its own solved light,
+    against it: the measure's noise on a perfect image, which should sit at the real-frame floor)."""
+    from portraitrig.eval.rig import light_error
+    from portraitrig.fit.photometric import fit_appearance
+    from portraitrig.render.buffers import render_buffers
+    from portraitrig.render.portrait import portrait_shading
+
+    img = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    p = fit_appearance(img, params.to("cpu", torch.float32), model)
+    b = render_buffers(p, model, size=size, names=("albedo", "normal", "mask"))
+    out = {}
+    for key, light in (("requested", lights.float()), ("own", p.light.float())):
+        drawn = torch.where(b["mask"] > 0.5, (b["albedo"] * portrait_shading(b["normal"], light)).clamp(0, 1), img)
+        fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in drawn])
+        ok = [i for i, f in enumerate(fits) if f is not None]
+        out[key] = float(np.mean(light_error(light[ok], torch.cat([fits[i].params.light for i in ok]))
+                                 ["light_rmse_scale_inv"])) if ok else None
     return out
 
 
