@@ -40,7 +40,7 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import steps_per_second, vertex_colours
+from common import budget_schedule, steps_per_second, vertex_colours
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -56,8 +56,8 @@ def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name
     if method == "splat":  # a cosine schedule sized to the time budget (Gaussians need the decay)
         m = mod.Method.create(cfg, frames, device)
         rate = steps_per_second(m, cfg)
-        steps = max(100, int(rate * minutes * 60 * 0.97))
-        cfg.train = dataclasses.replace(cfg.train, steps=steps, time_limit=minutes * 1.05, sample_every=2000,
+        steps, limit = budget_schedule(rate, minutes)
+        cfg.train = dataclasses.replace(cfg.train, steps=steps, time_limit=limit, sample_every=2000,
                                         ckpt_every=100_000)
         extra = {"steps_per_s": round(rate, 1), "schedule_steps": steps}
     else:

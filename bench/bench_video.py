@@ -169,10 +169,10 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     if cfg.train.schedule == "constant":
         cfg.train.steps, cfg.train.time_limit = 200_000, minutes
     else:   # the preset's decaying schedule, sized to the time budget
-        from common import steps_per_second
+        from common import budget_schedule, steps_per_second
 
         rate = steps_per_second(method, cfg)
-        cfg.train.steps, cfg.train.time_limit = max(100, int(rate * minutes * 60 * 0.97)), minutes * 1.05
+        cfg.train.steps, cfg.train.time_limit = budget_schedule(rate, minutes)
     model = train(method, cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]
     res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
