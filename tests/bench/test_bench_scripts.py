@@ -394,7 +394,8 @@ p = RigParams.neutral(m, 2)
 p = p.replace(albedo=torch.rand(1, m.n_vertices, 3, generator=g).expand(2, -1, -1) * 0.3 + 0.4)
 own = torch.zeros(2, 9, 3); own[:, 0] = 1.0; own[:, 2] = 0.1
 b = render_buffers(p, m, size=96, names=("albedo", "normal", "mask"))
-frames = torch.where(b["mask"] > 0.5, b["albedo"] * portrait_shading(b["normal"], own), torch.full_like(b["albedo"], 0.5))
+frames = torch.where(b["mask"] > 0.5, b["albedo"] * portrait_shading(b["normal"], own),
+                     torch.full_like(b["albedo"], 0.5))
 frames = (frames.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
 want = own.clone() * 0.7; want[:, 1] = torch.tensor([0.3, -0.3])[:, None]    # side lights, none clipped
 seen = []
@@ -406,7 +407,8 @@ def fit_all(images):   # a judge that knows the geometry: the light alone, solve
 res = relit_mesh_floor(p, frames, want, m, fit_all, 96)
 d = (seen[0] - seen[1]).abs().amax(1)
 print(json.dumps({**res, "changed": float((d > 0.02).float().mean()),
-                  "outside_same": float((seen[0] - torch.from_numpy(frames).permute(0, 3, 1, 2) / 255)[:, :, 0:4, 0:4].abs().max())}))
+                  "outside_same": float((seen[0] - torch.from_numpy(frames).permute(0, 3, 1, 2) / 255)
+                                        [:, :, 0:4, 0:4].abs().max())}))
 """
 
 

@@ -77,7 +77,7 @@ class VideoNetConfig(DictConfig):
         if self.follow_head and not self.reference:
             raise ValueError("follow_head warps the reference frame: it needs reference")
         if self.proxy_follows_head and not self.follow_head:
-            raise ValueError("proxy_follows_head moves the proxy with the head warps of follow_head: it needs follow_head")
+            raise ValueError("proxy_follows_head moves the proxy with follow_head's head warps: it needs follow_head")
         if not 0 <= self.texture <= 64:
             raise ValueError(f"texture channels must be in 0..64, got {self.texture}")
         if self.texture:

@@ -138,7 +138,8 @@ class VideoRenderer(NeuralRenderer):
             w = self.config.window
             win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
             f, h = faces[t], None if heads is None else heads[t]
-            x = self.cond.inputs(faces, win, self.cond.prior_normals(f, h), light[i:i + len(t)], self.cond.cond_mask(f), h)
+            x = self.cond.inputs(faces, win, self.cond.prior_normals(f, h), light[i:i + len(t)],
+                                 self.cond.cond_mask(f), h)
             out.append(self.net(x.to(self.dtype), clamp=True).float())
         return torch.cat(out)
 
