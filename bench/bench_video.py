@@ -386,7 +386,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
     distance from the target's own expressions), landmark jitter and background flicker against
-    the real target video's, relit frames' re-fitted light against the floor, and the seam measure."""
+    the real target video's, relit frames' re-fitted light against the floor (and against the
+    re-fit's own error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the
+    seam measure (also split by training placement)."""
     from common import embed_crops, fit_crops, render_textured, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, light_error, summarize
