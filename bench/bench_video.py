@@ -391,7 +391,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     seam measure (also split by training placement)."""
     from common import embed_crops, fit_crops, render_textured, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
-    from portraitrig.eval.rig import expression_error, light_error, summarize
+    from portraitrig.eval.rig import expression_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
     from portraitrig.face.params import RigParams
     from portraitrig.io.video import iter_video_frames
@@ -433,9 +433,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     # --- the floors: the same re-fit on the real held-out frames, identity between real frames
     real_fits = fit_all(real[n0:])
     res["floor_expression"] = expr(held, real_fits)
-    ok = [i for i, f in enumerate(real_fits) if f is not None]
-    res["floor_light_rmse"] = float(np.mean(light_error(held.light[ok], torch.cat(
-        [real_fits[i].params.light for i in ok]))["light_rmse"]))
+    floor_light = light_errors(held.light, real_fits)
+    res["floor_light_rmse"] = floor_light["light_rmse"]
     e_held, e_train = embed(real[n0:]), embed(real[:n0:max(1, n0 // 16)])
     res["identity_same_person"] = float(np.mean(identity_distance(e_held[:, None], e_train[None])))
     # --- self-reenactment (the video renderer, and DiffusionRig with inversion when it ran)
@@ -502,8 +501,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     # --- relighting: re-fitted light against the requested, and the seam at the mesh border
     if (out / "relit.npz").is_file():
         z = np.load(out / "relit.npz")
-        res["floor_light_rmse_scale_inv"] = float(np.mean(light_error(held.light[ok], torch.cat(
-            [real_fits[i].params.light for i in ok]))["light_rmse_scale_inv"]))
+        res["floor_light_rmse_scale_inv"] = floor_light["light_rmse_scale_inv"]
         exposures = z["exposure"] if "exposure" in z.files else np.ones(len(z["pred"]))
         for x in np.unique(exposures)[::-1]:
             rows = np.nonzero(exposures == x)[0]
@@ -578,21 +576,19 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
     the real frames', and the same on the real frames relit by the shading ratio (:func:`relit_floor`).
     ``outside`` (per held-out frame, :func:`outside_training_placement`): the seam ratio (relit
     over real) also for the frames outside the training placement and the rest."""
-    from portraitrig.eval.rig import light_error
     from portraitrig.render.buffers import render_buffers
     from portraitrig.render.portrait import seam_score
 
     fits = fit_all(relit)
-    ok = [i for i, f in enumerate(fits) if f is not None]
-    errs = light_error(want[ok], torch.cat([fits[i].params.light for i in ok]))
+    errs = light_errors(want, fits)
     face = render_buffers(held[ks], model, size=size, names=("mask",))["mask"]
     person = data.masks[data.n_train:][ks].float() / 255
-    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    sr, sq = (seam_score(t(x), face, person).numpy() for x in (relit, real[ks.numpy()]))   # relit, real
-    out = {"frames": len(relit), "fit_failures": len(relit) - len(ok),
-           "light_rmse": float(np.mean(errs["light_rmse"])),
-           "light_rmse_scale_inv": float(np.mean(errs["light_rmse_scale_inv"])),
-           "clipped_face_share": float(((t(relit).amax(1) >= 253 / 255) | (t(relit).amin(1) <= 2 / 255)).float()
+    frames = real[ks.numpy()]
+    relit_t, real_t = (torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255 for a in (relit, frames))
+    sr, sq = (seam_score(x, face, person).numpy() for x in (relit_t, real_t))
+    out = {"frames": len(relit), "fit_failures": sum(f is None for f in fits),
+           "light_rmse": errs["light_rmse"], "light_rmse_scale_inv": errs["light_rmse_scale_inv"],
+           "clipped_face_share": float(((relit_t.amax(1) >= 253 / 255) | (relit_t.amin(1) <= 2 / 255)).float()
                                        .mul(face[:, 0]).sum() / face.sum().clamp_min(1)),
            "seam_relit": float(sr.mean()), "seam_real": float(sq.mean())}
     if outside is not None:
@@ -601,12 +597,12 @@ def relight_scores(relit: np.ndarray, want: torch.Tensor, ks: torch.Tensor, data
                                               if m.any() else None} for k, m in (("outside", o), ("inside", ~o))}
     # the relit floor: the same re-fit on the real frames relit by the shading ratio (what the
     # renderer is trained to produce), under the same requested lights
-    floor, floor_img = relit_floor(data, held[ks], real[ks.numpy()], person, want, fit_all)
+    floor, floor_img = relit_floor(data, held[ks], frames, person, want, fit_all)
     out.update(ratio_relit_light_rmse=floor["light_rmse"],
                ratio_relit_light_rmse_scale_inv=floor["light_rmse_scale_inv"],
                seam_ratio_relit=float(seam_score(floor_img, face, person).mean()))
     # the measure's own floor on these lights: the rig's Lambertian mesh under them
-    mesh = relit_mesh_floor(held[ks], real[ks.numpy()], want, model, fit_all, size)
+    mesh = relit_mesh_floor(held[ks], frames, want, model, fit_all, size)
     out.update(mesh_floor_light_rmse_scale_inv=mesh["requested"], mesh_floor_own_light_rmse_scale_inv=mesh["own"])
     return out
 
@@ -619,7 +615,6 @@ def relit_mesh_floor(params, frames: np.ndarray, lights: torch.Tensor, model, fi
     of the frame as it is, then re-fitted like a render. Returns the mean scale-invariant light
     errors: ``requested`` (against ``lights``) and ``own`` (the mesh under its own solved light,
     against it: the measure's noise on a perfect image, which should sit at the real-frame floor)."""
-    from portraitrig.eval.rig import light_error
     from portraitrig.fit.photometric import fit_appearance
     from portraitrig.render.buffers import render_buffers
     from portraitrig.render.portrait import portrait_shading
@@ -629,12 +624,21 @@ def relit_mesh_floor(params, frames: np.ndarray, lights: torch.Tensor, model, fi
     b = render_buffers(p, model, size=size, names=("albedo", "normal", "mask"))
     out = {}
     for key, light in (("requested", lights.float()), ("own", p.light.float())):
-        drawn = torch.where(b["mask"] > 0.5, (b["albedo"] * portrait_shading(b["normal"], light)).clamp(0, 1), img)
-        fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in drawn])
-        ok = [i for i, f in enumerate(fits) if f is not None]
-        out[key] = float(np.mean(light_error(light[ok], torch.cat([fits[i].params.light for i in ok]))
-                                 ["light_rmse_scale_inv"])) if ok else None
+        drawn = torch.where(b["mask"] > 0.5, b["albedo"] * portrait_shading(b["normal"], light), img)
+        out[key] = light_errors(light, fit_all([u8(x) for x in drawn])).get("light_rmse_scale_inv")
     return out
+
+
+def light_errors(lights: torch.Tensor, fits: list) -> dict:
+    """Mean light errors (:func:`~portraitrig.eval.rig.light_error`) of re-fits ``fits`` (a
+    list, None where no face was found) against ``lights`` (N, 9, 3); empty when none fitted."""
+    from portraitrig.eval.rig import light_error
+
+    ok = [i for i, f in enumerate(fits) if f is not None]
+    if not ok:
+        return {}
+    errs = light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))
+    return {k: float(np.mean(v)) for k, v in errs.items()}
 
 
 def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: torch.Tensor,
@@ -645,7 +649,6 @@ def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: 
     close a re-fit can come to a requested light on a relit frame, the floor a relit render is
     measured against (the real-frame floor holds for the frames' own light only). Also returns
     those relit frames (N, 3, S, S) in [0, 1]."""
-    from portraitrig.eval.rig import light_error
     from portraitrig.methods.video.condition import Conditioner
     from portraitrig.methods.video.config import VideoNetConfig
     from portraitrig.render.portrait import relight_image
@@ -657,10 +660,7 @@ def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: 
     normals = cond.normals(face, person)
     img = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     relit = relight_image(img, normals, person, p.light, lights.float(), face_mask=cond.face_mask(face))
-    fits = fit_all([(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in relit])
-    ok = [i for i, f in enumerate(fits) if f is not None]
-    errs = light_error(lights[ok].float(), torch.cat([fits[i].params.light for i in ok]))
-    return {k: float(np.mean(v)) for k, v in errs.items()}, relit
+    return light_errors(lights, fit_all([u8(x) for x in relit])), relit
 
 
 def background_mask(data) -> np.ndarray:
