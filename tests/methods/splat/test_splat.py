@@ -181,6 +181,67 @@ def test_mesh_offsets_are_bounded(model_and_rig):
     assert float(g["mesh_offset"].detach().abs().max()) <= cfg.max_offset + 1e-5
 
 
+def test_the_expression_mlp_can_see_the_condition_clamped_to_the_training_range(model_and_rig):
+    """clamp_condition: the expression MLP sees each condition value clamped to the recorded
+    range, so a condition beyond it gives the Gaussians of the clamped condition; the mesh (passed
+    as vertices) still moves them. Off, or with no recorded range (older models), it sees all."""
+    fm, cfg, rig = model_and_rig
+    d = cfg.cond_dim
+    low, high = tuple([-0.5] * d), tuple([0.5] * d)
+    base = SplatModel(cfg, fm.faces)
+    _scramble(base.expr_mlp)
+    state = base.state_dict()
+
+    def with_(**kw):
+        m = SplatModel(SplatConfig(**{**cfg.to_dict(), **kw}), fm.faces)
+        m.load_state_dict(state)  # the range is not part of the weights
+        return m
+
+    clamped = with_(clamp_condition=True, cond_low=low, cond_high=high)
+    verts = rig["verts"][:1]
+    far = torch.full((1, d), 3.0)
+    far[0, 0] = -4.0
+    edge = far.clamp(-0.5, 0.5)
+    a, b = clamped.gaussians(verts, far), clamped.gaussians(verts, edge)
+    assert torch.equal(a["colors"], b["colors"]) and torch.equal(a["means"], b["means"])
+    inside = torch.full((1, d), 0.25)
+    assert torch.equal(clamped.gaussians(verts, inside)["colors"], base.gaussians(verts, inside)["colors"])
+    for m in (with_(clamp_condition=False, cond_low=low, cond_high=high), with_(clamp_condition=True)):
+        assert not torch.allclose(m.gaussians(verts, far)["colors"], m.gaussians(verts, edge)["colors"])
+    moved = clamped.gaussians(verts + torch.tensor([0.2, 0.0, 0.0]), far)
+    assert torch.allclose(moved["means"][:, :clamped.n_mesh], a["means"][:, :clamped.n_mesh] + torch.tensor([0.2, 0, 0]),
+                          atol=1e-5)
+
+
+def test_the_condition_range_must_be_a_range():
+    d = 3
+    for bad in ({"cond_low": (0.0,) * d}, {"cond_low": (0.0,) * 2, "cond_high": (1.0,) * 2},
+                {"cond_low": (1.0,) * d, "cond_high": (0.0,) * d},
+                {"cond_low": (0.0,) * d, "cond_high": (float("inf"),) * d}):
+        with pytest.raises(ValueError, match="cond_low"):
+            SplatConfig(cond_dim=d, **bad).validate()
+    SplatConfig(cond_dim=d, cond_low=(0.0,) * d, cond_high=(0.0,) * d).validate()
+
+
+def test_the_training_frames_condition_range_is_recorded_and_saved(splat_model, tmp_path):
+    """The method records the range of its training frames' condition (expression and gaze) in
+    the model's config; the model folder keeps it."""
+    from portraitrig.methods import load_renderer
+    from portraitrig.methods.splat import tiny_data
+    from portraitrig.neural.frames import Frames
+
+    r = load_renderer(splat_model)
+    fr = Frames.load(tiny_data(tmp_path))   # the frames the fixture trained on (deterministic)
+    train_idx, _ = fr.split(PRESETS["tiny"]().holdout)
+    p = fr.params[train_idx]
+    cond = torch.cat([p.expression, p.gaze.flatten(1)], 1)
+    assert len(r.config.cond_low) == r.config.cond_dim == cond.shape[1]
+    assert torch.allclose(torch.tensor(r.config.cond_low), cond.amin(0), atol=1e-6)
+    assert torch.allclose(torch.tensor(r.config.cond_high), cond.amax(0), atol=1e-6)
+    assert float((cond.amax(0) - cond.amin(0)).max()) > 0
+    assert r.config.clamp_condition is False   # off in the presets until measured
+
+
 def test_initialisation_puts_free_gaussians_on_the_person_beside_the_face():
     import torch.nn.functional as F
 

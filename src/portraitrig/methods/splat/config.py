@@ -8,6 +8,7 @@ Gaussians live in their triangle's frame, in units of the triangle's size (see
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from portraitrig.config import DictConfig
@@ -32,6 +33,12 @@ class SplatConfig(DictConfig):
     max_offset: float = 1.0          # mesh Gaussians: free to move this many triangle sizes off their triangle
     trusted_yaw: float = 30.0        # head turns (degrees) the training video covers (set at creation)
     trusted_pitch: float = 15.0
+    clamp_condition: bool = False    # the expression MLP sees each condition value clamped to the range the
+                                     # training frames spanned (cond_low..cond_high); the mesh itself follows
+                                     # the whole expression. Off: it extrapolates, which on held-out frames
+                                     # beyond that range can paint blotches of colour on the face
+    cond_low: tuple[float, ...] = ()   # per condition value, its range over the training frames (set at
+    cond_high: tuple[float, ...] = ()  # creation; empty in models made before it: nothing is clamped)
 
     def validate(self) -> None:
         if not 16 <= self.image_size <= 2048:
@@ -43,6 +50,11 @@ class SplatConfig(DictConfig):
             raise ValueError("network sizes out of range")
         if not (4 <= self.background_res <= 1024 and self.max_offset > 0):
             raise ValueError("background_res in 4..1024, max_offset > 0")
+        lo, hi = self.cond_low, self.cond_high
+        if len(lo) != len(hi) or (lo and len(lo) != self.cond_dim):
+            raise ValueError(f"cond_low and cond_high must both be empty or have cond_dim ({self.cond_dim}) values")
+        if not all(math.isfinite(a) and math.isfinite(b) and a <= b for a, b in zip(lo, hi)):
+            raise ValueError("cond_low..cond_high must be finite ranges (low <= high)")
 
 
 @dataclass

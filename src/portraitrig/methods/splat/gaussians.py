@@ -128,6 +128,14 @@ class SplatModel(nn.Module):
                 cam_rot: torch.Tensor | None = None, cam_trans: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.gaussians(verts, cond, cam_scale, cam_rot, cam_trans)
 
+    def mlp_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """What the expression MLP sees of the condition (B, cond_dim): with ``clamp_condition``
+        and a recorded range, each value clamped to the range the training frames spanned."""
+        cond = cond.float()
+        if self.cfg.clamp_condition and self.cfg.cond_low:   # the range lives in the config, not the weights
+            cond = torch.minimum(torch.maximum(cond, cond.new_tensor(self.cfg.cond_low)), cond.new_tensor(self.cfg.cond_high))
+        return cond
+
     def body_gaussians(self, cam_scale: torch.Tensor, cam_rot: torch.Tensor,
                        cam_trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The body Gaussians in each item's head space: means (B, M, 3), rot (B, M, 3, 3), scales
@@ -152,7 +160,8 @@ class SplatModel(nn.Module):
         R, size = triangle_frames(verts.float(), self.faces)
         Rf, kf = R[:, self.face_index], size[:, self.face_index]                      # (B, n, 3, 3), (B, n)
         anchor = (verts.float()[:, self.faces[self.face_index]] * self.bary[None, :, :, None]).sum(2)
-        h = torch.cat([self.mesh_feature[None].expand(B, -1, -1), cond.float()[:, None].expand(-1, self.n_mesh, -1)], -1)
+        cond = self.mlp_condition(cond)
+        h = torch.cat([self.mesh_feature[None].expand(B, -1, -1), cond[:, None].expand(-1, self.n_mesh, -1)], -1)
         d = self.expr_mlp(h).float()                                                    # (B, n, 6)
         local = cfg.max_offset * torch.tanh((self.mesh_offset[None] + d[..., :3]) / cfg.max_offset)
         mesh_means = anchor + kf[..., None] * (Rf @ local[..., None])[..., 0]
@@ -164,7 +173,7 @@ class SplatModel(nn.Module):
         free_d = None
         if not cfg.use_prior:
             hf = torch.cat([self.free_feature[None].expand(B, -1, -1),
-                            cond.float()[:, None].expand(-1, self.n_free, -1)], -1)
+                            cond[:, None].expand(-1, self.n_free, -1)], -1)
             free_d = self.free_mlp(hf).float()
             free_means = free_means + free_d[..., :3]
             free_colors = torch.sigmoid(self.free_color[None] + free_d[..., 3:])

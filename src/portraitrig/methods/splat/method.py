@@ -39,13 +39,15 @@ class SplatMethod(TrainingMethod):
         self.face_model = load_default_model().to(self.device)
         split = split_for_training(frames, config.holdout, self.face_model, "splat", say)
         self.train_frames, self.held = split.train, split.held
+        self.rig = rig_inputs(self.train_frames.params.to(self.device), self.face_model)
+        cond = self.rig["cond"].cpu().double()
         mc = dataclasses.replace(config.model, image_size=frames.size, cond_dim=self.face_model.n_expr + 4,
-                                 trusted_yaw=split.trusted_yaw, trusted_pitch=split.trusted_pitch)
+                                 trusted_yaw=split.trusted_yaw, trusted_pitch=split.trusted_pitch,
+                                 cond_low=tuple(cond.amin(0).tolist()), cond_high=tuple(cond.amax(0).tolist()))
         mc.validate()
         self.mc, self.size = mc, frames.size
         self.images = self.train_frames.images.to(self.device).permute(0, 3, 1, 2).contiguous()   # uint8
         self.masks = self.train_frames.masks.to(self.device)[:, None].contiguous()
-        self.rig = rig_inputs(self.train_frames.params.to(self.device), self.face_model)
         self.model = SplatModel(mc, self.face_model.faces.cpu()).to(self.device)
         self._initialise()
         if say:
