@@ -9,7 +9,9 @@ background and the face change when only the expression changes. Prints a table,
 pose of the views against the requested and against the same re-fit of the rig's own mesh turned
 the same way (``views_floor``, ``views_vs_floor_deg``), expression of the driven frames against the
 real-frame floor, identity against the same-person level), breaks the held-out error down (inside the face
-mesh / the rest of the person; how much a global misplacement explains) and adds ``score.json``.
+mesh / the person mask's outline band / the rest of the person; how much a global misplacement
+explains), scores the oracle of replaying the best training frame for each held-out frame
+(``heldout_nearest_training_frame``) and adds ``score.json``.
 
     python bench/bench_avatar.py --frames .devdata/avatar_d10_256.safetensors --out OUT \
         --minutes 3.5 --ablation-minutes 3.5 --device cuda
@@ -205,18 +207,85 @@ def heldout_idx(n: int, n_max: int = 40) -> list[int]:
     return np.linspace(0, n - 1, min(n_max, n)).round().astype(int).tolist()
 
 
+EDGE_BAND_PX = 6  # the person mask's outline band of heldout_breakdown, pixels either side
+
+
+def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
+    """Pixels within ``px`` of a boolean mask's edge (H, W): its dilation minus its erosion."""
+    m = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+    k = 2 * px + 1
+    grown = F.max_pool2d(m, k, 1, px)
+    shrunk = 1 - F.max_pool2d(1 - m, k, 1, px)
+    return (grown - shrunk)[0, 0].numpy() > 0.5
+
+
+def nearest_training_frame(frames: Frames, idx: list[int]) -> dict:
+    """An oracle of replaying the video: for each evaluated held-out frame (``idx`` into the
+    held-out 20 %), the training frame that scores the highest masked PSNR against it, chosen
+    with the answer in hand. A renderer that could only replay training frames scores at most
+    this; a held-out PSNR above it is generalisation beyond the video's own frames."""
+    tr_idx, held_idx = frames.split(0.2)
+    train = frames.images[tr_idx].float() / 255
+    out = []
+    for i in idx:
+        j = held_idx[i]
+        ref = frames.images[j].float() / 255
+        m = frames.masks[j].float() / 255
+        se = (((train - ref) ** 2).mean(-1) * m).sum((1, 2)) / m.sum().clamp_min(1)
+        out.append(float(-10 * torch.log10(se.min().clamp_min(1e-12))))
+    return {"psnr_masked": round(float(np.mean(out)), 2), "n": len(out), "training_frames": len(tr_idx)}
+
+
+def by_condition_range(gen: list[np.ndarray], frames: Frames, idx: list[int], face_model) -> dict:
+    """PSNR inside the face mesh (pooled) of the evaluated held-out frames whose expression-MLP
+    condition (expression coefficients and gaze) lies inside the range the training frames
+    spanned, value by value, and of those beyond it (with how far: the sum over the values of
+    the excess in training standard deviations, mean over those frames)."""
+    from portraitrig.render.buffers import render_buffers
+
+    tr_idx, held_idx = frames.split(0.2)
+
+    def cond(p):
+        return torch.cat([p.expression, p.gaze.flatten(1)], 1).float()
+
+    ct = cond(frames.params[tr_idx])
+    lo, hi, sd = ct.amin(0), ct.amax(0), ct.std(0).clamp_min(1e-6)
+    rows = [held_idx[i] for i in idx]
+    ch = cond(frames.params[rows])
+    excess = ((torch.relu(ch - hi) + torch.relu(lo - ch)) / sd).sum(1).numpy()
+    with torch.no_grad():
+        face = render_buffers(frames.params[rows], face_model, size=frames.size, names=("mask",))["mask"][:, 0].numpy() > 0.5
+    se = {True: 0.0, False: 0.0}
+    n = {True: 0, False: 0}
+    for k, j in enumerate(rows):
+        err = ((np.asarray(gen[k], np.float64) - frames.images[j].numpy()) / 255) ** 2
+        inside = bool(excess[k] == 0)
+        se[inside] += float(err.mean(-1)[face[k]].sum())
+        n[inside] += int(face[k].sum())
+
+    def db(key):
+        return round(float(-10 * np.log10(se[key] / n[key])), 2) if n[key] else None
+
+    beyond = excess[excess > 0]
+    return {"frames_inside": int((excess == 0).sum()), "frames_beyond": int(len(beyond)),
+            "psnr_face_mesh_inside": db(True), "psnr_face_mesh_beyond": db(False),
+            "beyond_mean_excess_sd": round(float(beyond.mean()), 2) if len(beyond) else 0.0}
+
+
 def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model) -> dict:
     """Where the held-out error is: PSNR (pooled over the frames) inside the face mesh and on the
     rest of the person, and how much of it a global misplacement explains: the masked PSNR after
     the best similarity transform (scale 0.96..1.04, shifts up to 8 px, per frame) of each render,
     with the mean scale and shift it took. A large gain means the rig's camera (pose, scale) of
-    those frames and the real head disagree, not the renderer's appearance."""
+    those frames and the real head disagree, not the renderer's appearance. The rest of the person
+    is also split into the band within ``EDGE_BAND_PX`` of the person mask's edge (the hair's and
+    shoulders' outline) and the inside, with each part's share of the squared error."""
     from portraitrig.render.buffers import render_buffers
 
     S = held.size
     with torch.no_grad():
         face = render_buffers(held.params[idx], face_model, size=S, names=("mask",))["mask"][:, 0].numpy() > 0.5
-    se_face = se_rest = n_face = n_rest = 0.0
+    se_face = se_rest = n_face = n_rest = se_band = n_band = 0.0
     base, best, scales, shifts = [], [], [], []
     for k, i in enumerate(idx):
         g = torch.from_numpy(np.array(gen[k])).float().permute(2, 0, 1)[None] / 255
@@ -228,6 +297,9 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
         n_face += float((mk * face[k]).sum())
         se_rest += float((err * mk * ~face[k]).sum())
         n_rest += float((mk * ~face[k]).sum())
+        band = mask_edge_band(mk > 0.5, EDGE_BAND_PX) & ~face[k]
+        se_band += float((err * mk * band).sum())
+        n_band += float((mk * band).sum())
 
         def psnr(x):
             return -10 * np.log10(max(float((((x - ref) ** 2).mean(1, keepdim=True) * m).sum() / m.sum()), 1e-10))
@@ -247,9 +319,18 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
         best.append(top)
         scales.append(arg[0])
         shifts.append(float(np.hypot(arg[1], arg[2])))
-    return {"psnr_face_mesh": round(float(-10 * np.log10(se_face / max(n_face, 1))), 2),
-            "psnr_person_outside_face_mesh": round(float(-10 * np.log10(se_rest / max(n_rest, 1))), 2),
+    def db(se, n):
+        return round(float(-10 * np.log10(max(se, 1e-12) / max(n, 1))), 2)
+
+    se_all = max(se_face + se_rest, 1e-12)
+    return {"psnr_face_mesh": db(se_face, n_face),
+            "psnr_person_outside_face_mesh": db(se_rest, n_rest),
             "person_share_in_face_mesh": round(n_face / max(n_face + n_rest, 1), 3),
+            f"psnr_person_edge_band_{EDGE_BAND_PX}px": db(se_band, n_band),
+            "psnr_person_inside_edge_band": db(se_rest - se_band, n_rest - n_band),
+            "person_share_in_edge_band": round(n_band / max(n_face + n_rest, 1), 3),
+            "error_share": {"face_mesh": round(se_face / se_all, 3), "edge_band": round(se_band / se_all, 3),
+                            "rest_inside": round((se_rest - se_band) / se_all, 3)},
             "psnr_masked": round(float(np.mean(base)), 2),
             "psnr_masked_best_similarity": round(float(np.mean(best)), 2),
             "best_similarity_mean_scale": round(float(np.mean(scales)), 3),
@@ -338,7 +419,14 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         res["views_vs_floor_deg"] = relative_pose(fitted["views"], floor_fits)
     if "heldout" in groups:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
-        res["heldout_breakdown"] = heldout_breakdown(imgs, held, heldout_idx(len(held))[:len(imgs)], rigger.model)
+        idx = heldout_idx(len(held))[:len(imgs)]
+        res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model)
+        res["heldout_by_condition_range"] = by_condition_range(imgs, frames, idx, rigger.model)
+        res["heldout_nearest_training_frame"] = nearest_training_frame(frames, idx)
+        if "heldout_toggled" in groups:
+            other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
+            res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model)
+            res["heldout_toggled_by_condition_range"] = by_condition_range(other, frames, idx, rigger.model)
     write_json(out / "score.json", res)
     print(json.dumps(res, indent=1))
     return res
@@ -382,6 +470,15 @@ def main():
     kept: list = []
     res["heldout"] = heldout_metrics(r, held, out, a.heldout_max, keep=kept)
     renders["heldout"] = (kept, None)
+    if a.method == "splat" and r.config.cond_low:
+        # the same model with the expression MLP's condition clamped the other way (see SplatConfig)
+        clamp = r.config.clamp_condition
+        r.model.cfg = r.config = dataclasses.replace(r.config, clamp_condition=not clamp)
+        kept_other: list = []
+        res["heldout_clamp_toggled"] = {"clamp_condition": not clamp,
+                                        **heldout_metrics(r, held, out / "toggled", a.heldout_max, keep=kept_other)}
+        renders["heldout_toggled"] = (kept_other, None)
+        r.model.cfg = r.config = dataclasses.replace(r.config, clamp_condition=clamp)
     p = held.params[0:1]
     sizes = [int(v) for v in a.fps_sizes.split(",")]
     if a.method == "avatar":

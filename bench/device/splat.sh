@@ -11,16 +11,7 @@
 set -o pipefail
 FRAMES=${1:-.devdata/avatar_d10_512q.safetensors}; DRIVER=${2:-.devdata/driver_d9.safetensors}
 MIN=${3:-4}; ABL=${4:-1.5}; shift $(( $# < 4 ? $# : 4 ))
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlgs/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
-export OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT/w"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-t0=$(date +%s)
-python3 -m pytest -x -rs tests/methods/splat -p no:cacheprovider > "$OUT/w/gpu_tests.txt" 2>&1 || { tail -30 "$OUT/w/gpu_tests.txt"; exit 1; }
-grep -q SKIP "$OUT/w/gpu_tests.txt" && { echo "gsplat path not tested"; tail -5 "$OUT/w/gpu_tests.txt"; exit 1; }
-tail -2 "$OUT/w/gpu_tests.txt"
-echo "tests + gsplat build: $(( $(date +%s) - t0 )) s"
+. bench/device/gsplat_setup.sh || exit 1
 python3 bench/bench_avatar.py --method splat --frames "$FRAMES" --driver "$DRIVER" --out "$OUT/w" \
   --minutes "$MIN" --ablation-minutes "$ABL" "$@" 2>&1 | grep -v Warn | tee "$OUT/w/log.txt" | tail -80
 mv "$OUT/w/renders.tar" "$OUT/w/avatar.json" "$OUT/" 2>/dev/null
