@@ -11,7 +11,7 @@ the same way (``views_floor``, ``views_vs_floor_deg``), expression of the driven
 real-frame floor, identity against the same-person level), breaks the held-out error down (inside the face
 mesh / the person mask's outline band / the rest of the person; how much a global misplacement
 explains), scores the oracle of replaying the best training frame for each held-out frame
-(``heldout_nearest_training_frame``) and adds ``score.json``.
+(``heldout_replay_oracle``, :func:`common.replay_oracle`) and adds ``score.json``.
 
     python bench/bench_avatar.py --frames .devdata/avatar_d10_256.safetensors --out OUT \
         --minutes 3.5 --ablation-minutes 3.5 --device cuda
@@ -42,7 +42,7 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import budget_schedule, steps_per_second, vertex_colours
+from common import budget_schedule, replay_oracle, steps_per_second, vertex_colours
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -217,23 +217,6 @@ def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
     grown = F.max_pool2d(m, k, 1, px)
     shrunk = 1 - F.max_pool2d(1 - m, k, 1, px)
     return (grown - shrunk)[0, 0].numpy() > 0.5
-
-
-def nearest_training_frame(frames: Frames, idx: list[int]) -> dict:
-    """An oracle of replaying the video: for each evaluated held-out frame (``idx`` into the
-    held-out 20 %), the training frame that scores the highest masked PSNR against it, chosen
-    with the answer in hand. A renderer that could only replay training frames scores at most
-    this; a held-out PSNR above it is generalisation beyond the video's own frames."""
-    tr_idx, held_idx = frames.split(0.2)
-    train = frames.images[tr_idx].float() / 255
-    out = []
-    for i in idx:
-        j = held_idx[i]
-        ref = frames.images[j].float() / 255
-        m = frames.masks[j].float() / 255
-        se = (((train - ref) ** 2).mean(-1) * m).sum((1, 2)) / m.sum().clamp_min(1)
-        out.append(float(-10 * torch.log10(se.min().clamp_min(1e-12))))
-    return {"psnr_masked": round(float(np.mean(out)), 2), "n": len(out), "training_frames": len(tr_idx)}
 
 
 def by_condition_range(gen: list[np.ndarray], frames: Frames, idx: list[int], face_model) -> dict:
@@ -422,7 +405,9 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         idx = heldout_idx(len(held))[:len(imgs)]
         res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model)
         res["heldout_by_condition_range"] = by_condition_range(imgs, frames, idx, rigger.model)
-        res["heldout_nearest_training_frame"] = nearest_training_frame(frames, idx)
+        tr_idx, held_idx = frames.split(0.2)
+        rows = [held_idx[i] for i in idx]
+        res["heldout_replay_oracle"] = replay_oracle(frames.images[tr_idx], frames.images[rows], frames.masks[rows])
         if "heldout_toggled" in groups:
             other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
             res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model)

@@ -389,7 +389,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     the real target video's, relit frames' re-fitted light against the floor (and against the
     re-fit's own error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the
     seam measure (also split by training placement)."""
-    from common import embed_crops, fit_crops, render_textured, uv_texture
+    from common import embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
@@ -437,6 +437,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     res["floor_light_rmse"] = floor_light["light_rmse"]
     e_held, e_train = embed(real[n0:]), embed(real[:n0:max(1, n0 // 16)])
     res["identity_same_person"] = float(np.mean(identity_distance(e_held[:, None], e_train[None])))
+    # what replaying the best training frame would score on the held-out crops (an oracle)
+    res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0])
     # --- self-reenactment (the video renderer, and DiffusionRig with inversion when it ran)
     def saved_index(path: Path, key: str) -> np.ndarray:   # the held-out frames a run brought back
         return np.array(json.loads(path.read_text()).get(key, range(N - n0))) if path.is_file() else np.arange(N - n0)
@@ -527,6 +529,11 @@ def target_table(score_res: dict, video: dict | None = None):
     if ff:
         row("held-out full frame PSNR (dB)", ff["psnr"], ">= 27", ff["psnr"] >= 27)
         row("held-out full frame SSIM", ff["ssim"], ">= 0.90", ff["ssim"] >= 0.90)
+    crop = (video or {}).get("heldout_crop")
+    oracle = score_res.get("heldout_replay_oracle")
+    if crop and oracle:
+        row("held-out crop PSNR (dB)", crop["psnr"], "(beside)", None)
+        row("  replaying the best training frame (oracle)", oracle["psnr"], "(beside)", None)
     same = score_res.get("identity_same_person")
     self_v = score_res.get("self_video", {})
     if "identity_distance" in self_v:

@@ -307,6 +307,34 @@ def budget_schedule(rate: float, minutes: float) -> tuple[int, float]:
     return max(100, int(rate * minutes * 60 * 0.9)), minutes * 1.2
 
 
+def replay_oracle(train, held, masks=None) -> dict:
+    """What replaying a video's training frames would score on its held-out frames, each frame
+    replayed by the training frame that scores best against it (chosen with the answer in hand):
+    mean PSNR over the held-out frames (``psnr``) and, with ``masks`` (M, H, W) in [0, 1] or 0..255,
+    mean PSNR weighted by each frame's mask (``psnr_masked``, its own best frame). ``train``
+    (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 (arrays or tensors). A renderer that could only
+    replay training frames scores at most this; above it is generalisation beyond them."""
+    import numpy as np
+    import torch
+
+    tr = torch.as_tensor(np.asarray(train)).float() / 255
+    out: dict = {"frames": len(held), "training_frames": len(tr)}
+    whole, masked = [], []
+    for k in range(len(held)):
+        ref = torch.as_tensor(np.asarray(held[k])).float() / 255
+        err = ((tr - ref) ** 2).mean(-1)                                            # (N, H, W)
+        whole.append(float(-10 * torch.log10(err.mean((1, 2)).min().clamp_min(1e-12))))
+        if masks is not None:
+            m = torch.as_tensor(np.asarray(masks[k])).float()
+            m = m / 255 if float(m.max()) > 1.5 else m
+            se = (err * m).sum((1, 2)) / m.sum().clamp_min(1e-6)
+            masked.append(float(-10 * torch.log10(se.min().clamp_min(1e-12))))
+    out["psnr"] = round(float(np.mean(whole)), 2)
+    if masked:
+        out["psnr_masked"] = round(float(np.mean(masked)), 2)
+    return out
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
     return _write_json(path, obj)

@@ -356,37 +356,40 @@ def test_relative_pose_compares_two_refits_view_by_view():
     assert abs(got[0] - 3.0) < 0.05 and got[1] < 0.05 and got[2] is None and got[3] is None
 
 
-NEAREST_FRAME_CHECK = """
+REPLAY_ORACLE_CHECK = """
 import sys, json, numpy as np, torch
 sys.path.insert(0, "bench")
-from bench_avatar import mask_edge_band, nearest_training_frame
-from portraitrig.neural.frames import Frames, synthetic_frames
-fr = synthetic_frames(10, 32)
-tr, held = fr.split(0.2)
-imgs = fr.images.clone()
-imgs[held[0]] = imgs[tr[3]]                       # held-out frame 0 repeats a training frame exactly
-noise = torch.randint(-8, 9, imgs[held[1]].shape)  # frame 1: its own image with noise added
-imgs[held[1]] = (imgs[held[1]].int() + noise).clamp(0, 255).to(torch.uint8)
-fr2 = Frames(imgs, fr.masks, fr.params, "synthetic", 0)
-one = nearest_training_frame(fr2, [0])
-both = nearest_training_frame(fr2, [1])
+from bench_avatar import mask_edge_band
+from common import replay_oracle
+g = torch.Generator().manual_seed(0)
+train = torch.randint(0, 256, (6, 16, 16, 3), generator=g, dtype=torch.uint8)
+held = train[[2, 4]].clone()
+noise = torch.randint(-8, 9, held[1].shape, generator=g)
+held[1] = (held[1].int() + noise).clamp(0, 255).to(torch.uint8)     # frame 4 with noise: PSNR ~ 31 dB
+masks = np.zeros((2, 16, 16), np.float32); masks[:, 4:12, 4:12] = 1
+one = replay_oracle(train, held[:1], masks[:1])
+two = replay_oracle(train, held[1:], masks[1:] * 255)
 m = np.zeros((20, 20), bool); m[5:15, 5:15] = True
 band = mask_edge_band(m, 2)
-print(json.dumps({"exact": one["psnr_masked"], "other": both["psnr_masked"], "n": one["training_frames"],
+print(json.dumps({"exact": one["psnr"], "exact_masked": one["psnr_masked"], "noisy": two["psnr"],
+                  "noisy_masked": two["psnr_masked"], "n": one["training_frames"],
                   "band": int(band.sum()), "corner_in": bool(band[5, 5]), "centre_in": bool(band[10, 10]),
                   "far_in": bool(band[0, 0])}))
 """
 
 
-def test_nearest_training_frame_oracle_and_mask_edge_band():
-    """bench_avatar.nearest_training_frame finds a held-out frame's exact copy among the training
-    frames (PSNR at the clamp) and scores a frame that is in none of them lower; mask_edge_band
-    marks the pixels within px of a mask's edge on both sides, not its inside or far outside."""
-    proc = subprocess.run([sys.executable, "-c", NEAREST_FRAME_CHECK], cwd=ROOT, capture_output=True, text=True,
+def test_replay_oracle_and_mask_edge_band():
+    """common.replay_oracle finds a held-out frame's exact copy among the training frames (PSNR at
+    the clamp) and scores a noisy copy at the noise's PSNR, with a mask in [0, 1] or 0..255;
+    bench_avatar.mask_edge_band marks the pixels within px of a mask's edge on both sides, not its
+    inside or far outside."""
+    proc = subprocess.run([sys.executable, "-c", REPLAY_ORACLE_CHECK], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     check_ok(proc)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["exact"] > 100 and got["other"] < 60 and got["n"] == 8
+    assert got["exact"] > 100 and got["exact_masked"] > 100 and got["n"] == 6
+    # uniform noise in -8..8 (variance 24): 10 log10(255^2 / 24) = 34.3 dB before clamping at 0 / 255
+    assert 31 < got["noisy"] < 36 and 31 < got["noisy_masked"] < 37
     # a 10x10 square, band 2 px each side: 14x14 - 6x6 pixels
     assert got["band"] == 14 * 14 - 6 * 6 and got["corner_in"] and not got["centre_in"] and not got["far_in"]
 

@@ -130,10 +130,12 @@ class SplatModel(nn.Module):
 
     def mlp_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """What the expression MLP sees of the condition (B, cond_dim): with ``clamp_condition``
-        and a recorded range, each value clamped to the range the training frames spanned."""
+        and a recorded range, each value clamped to the range the training frames spanned (a no-op
+        on the training frames themselves, so a trained model can be rendered either way)."""
         cond = cond.float()
         if self.cfg.clamp_condition and self.cfg.cond_low:   # the range lives in the config, not the weights
-            cond = torch.minimum(torch.maximum(cond, cond.new_tensor(self.cfg.cond_low)), cond.new_tensor(self.cfg.cond_high))
+            low, high = cond.new_tensor(self.cfg.cond_low), cond.new_tensor(self.cfg.cond_high)
+            cond = torch.minimum(torch.maximum(cond, low), high)
         return cond
 
     def body_gaussians(self, cam_scale: torch.Tensor, cam_rot: torch.Tensor,
