@@ -454,6 +454,15 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                                    "identity_distance": float(np.mean(identity_distance(embed(pred), e_held[k]))),
                                    **expr(held[torch.from_numpy(k)], fit_all(pred)),
                                    "by_placement": by_placement(pred, real[n0 + k], outside[k])}
+    if "video" in preds:   # the renderer against the replay oracle on the frames it brought back
+        k = index["video"][:len(preds["video"])]
+        person = data.masks[n0:, 0][torch.from_numpy(k)].float().numpy() / 255
+        err = [((p.astype(np.float64) - real[n0 + i]) / 255) ** 2 for p, i in zip(preds["video"], k)]
+        res["heldout_replay_oracle"]["saved_frames"] = {
+            **replay_oracle(real[:n0], real[n0 + k], person),
+            "renderer_psnr": round(float(np.mean([-10 * np.log10(e.mean()) for e in err])), 2),
+            "renderer_psnr_masked": round(float(np.mean([
+                -10 * np.log10((e.mean(-1) * m).sum() / max(m.sum(), 1e-6)) for e, m in zip(err, person)])), 2)}
     if len(preds) == 2 and len(index["diffusion"]) < N - n0:
         # both renderers on the frames the baseline inverted (it may invert every k-th only)
         common = np.intersect1d(index["video"], index["diffusion"])
@@ -534,6 +543,10 @@ def target_table(score_res: dict, video: dict | None = None):
     if crop and oracle:
         row("held-out crop PSNR (dB)", crop["psnr"], "(beside)", None)
         row("  replaying the best training frame (oracle)", oracle["psnr"], "(beside)", None)
+    saved = (oracle or {}).get("saved_frames")
+    if saved and "psnr_masked" in saved:
+        row("held-out PSNR on the person, saved frames (dB)", saved["renderer_psnr_masked"], "(beside)", None)
+        row("  replaying the best training frame (oracle)", saved["psnr_masked"], "(beside)", None)
     same = score_res.get("identity_same_person")
     self_v = score_res.get("self_video", {})
     if "identity_distance" in self_v:
