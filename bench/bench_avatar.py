@@ -42,7 +42,7 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import budget_schedule, replay_oracle, steps_per_second, vertex_colours
+from common import budget_schedule, by_condition_range, replay_oracle, steps_per_second, vertex_colours
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -219,42 +219,6 @@ def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
     return (grown - shrunk)[0, 0].numpy() > 0.5
 
 
-def by_condition_range(gen: list[np.ndarray], frames: Frames, idx: list[int], face_model) -> dict:
-    """PSNR inside the face mesh (pooled) of the evaluated held-out frames whose expression-MLP
-    condition (expression coefficients and gaze) lies inside the range the training frames
-    spanned, value by value, and of those beyond it (with how far: the sum over the values of
-    the excess in training standard deviations, mean over those frames)."""
-    from portraitrig.render.buffers import render_buffers
-
-    tr_idx, held_idx = frames.split(0.2)
-
-    def cond(p):
-        return torch.cat([p.expression, p.gaze.flatten(1)], 1).float()
-
-    ct = cond(frames.params[tr_idx])
-    lo, hi, sd = ct.amin(0), ct.amax(0), ct.std(0).clamp_min(1e-6)
-    rows = [held_idx[i] for i in idx]
-    ch = cond(frames.params[rows])
-    excess = ((torch.relu(ch - hi) + torch.relu(lo - ch)) / sd).sum(1).numpy()
-    with torch.no_grad():
-        face = render_buffers(frames.params[rows], face_model, size=frames.size, names=("mask",))["mask"][:, 0].numpy() > 0.5
-    se = {True: 0.0, False: 0.0}
-    n = {True: 0, False: 0}
-    for k, j in enumerate(rows):
-        err = ((np.asarray(gen[k], np.float64) - frames.images[j].numpy()) / 255) ** 2
-        inside = bool(excess[k] == 0)
-        se[inside] += float(err.mean(-1)[face[k]].sum())
-        n[inside] += int(face[k].sum())
-
-    def db(key):
-        return round(float(-10 * np.log10(se[key] / n[key])), 2) if n[key] else None
-
-    beyond = excess[excess > 0]
-    return {"frames_inside": int((excess == 0).sum()), "frames_beyond": int(len(beyond)),
-            "psnr_face_mesh_inside": db(True), "psnr_face_mesh_beyond": db(False),
-            "beyond_mean_excess_sd": round(float(beyond.mean()), 2) if len(beyond) else 0.0}
-
-
 def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model) -> dict:
     """Where the held-out error is: PSNR (pooled over the frames) inside the face mesh and on the
     rest of the person, and how much of it a global misplacement explains: the masked PSNR after
@@ -262,13 +226,14 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
     with the mean scale and shift it took. A large gain means the rig's camera (pose, scale) of
     those frames and the real head disagree, not the renderer's appearance. The rest of the person
     is also split into the band within ``EDGE_BAND_PX`` of the person mask's edge (the hair's and
-    shoulders' outline) and the inside, with each part's share of the squared error."""
+    shoulders' outline) and the inside, with each part's share of the squared error, and the band's
+    PSNR after the per-frame whole-pixel shift that fits it best."""
     from portraitrig.render.buffers import render_buffers
 
     S = held.size
     with torch.no_grad():
         face = render_buffers(held.params[idx], face_model, size=S, names=("mask",))["mask"][:, 0].numpy() > 0.5
-    se_face = se_rest = n_face = n_rest = se_band = n_band = 0.0
+    se_face = se_rest = n_face = n_rest = se_band = n_band = se_band_shift = 0.0
     base, best, scales, shifts = [], [], [], []
     for k, i in enumerate(idx):
         g = torch.from_numpy(np.array(gen[k])).float().permute(2, 0, 1)[None] / 255
@@ -283,6 +248,14 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
         band = mask_edge_band(mk > 0.5, EDGE_BAND_PX) & ~face[k]
         se_band += float((err * mk * band).sum())
         n_band += float((mk * band).sum())
+        # the band's error with the render shifted by the whole-pixel shift (up to EDGE_BAND_PX
+        # each way) that fits the band best: how much of it a misplaced outline explains
+        ys, xs = np.nonzero(band)
+        wb, gb = mk[ys, xs], g[0].permute(1, 2, 0).numpy()
+        rb = ref[0].permute(1, 2, 0).numpy()[ys, xs]
+        se_band_shift += min(float((((gb[(ys - dy) % S, (xs - dx) % S] - rb) ** 2).mean(-1) * wb).sum())
+                             for dy in range(-EDGE_BAND_PX, EDGE_BAND_PX + 1)
+                             for dx in range(-EDGE_BAND_PX, EDGE_BAND_PX + 1))
 
         def psnr(x):
             return -10 * np.log10(max(float((((x - ref) ** 2).mean(1, keepdim=True) * m).sum() / m.sum()), 1e-10))
@@ -311,6 +284,7 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
             "person_share_in_face_mesh": round(n_face / max(n_face + n_rest, 1), 3),
             f"psnr_person_edge_band_{EDGE_BAND_PX}px": db(se_band, n_band),
             "psnr_person_inside_edge_band": db(se_rest - se_band, n_rest - n_band),
+            "psnr_person_edge_band_best_shift": db(se_band_shift, n_band),
             "person_share_in_edge_band": round(n_band / max(n_face + n_rest, 1), 3),
             "error_share": {"face_mesh": round(se_face / se_all, 3), "edge_band": round(se_band / se_all, 3),
                             "rest_inside": round((se_rest - se_band) / se_all, 3)},
@@ -404,14 +378,19 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
         idx = heldout_idx(len(held))[:len(imgs)]
         res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model)
-        res["heldout_by_condition_range"] = by_condition_range(imgs, frames, idx, rigger.model)
         tr_idx, held_idx = frames.split(0.2)
         rows = [held_idx[i] for i in idx]
+
+        def by_range(gen):
+            return by_condition_range(gen, frames.images[rows].numpy(), frames.params[rows], frames.params[tr_idx],
+                                      rigger.model)
+
+        res["heldout_by_condition_range"] = by_range(imgs)
         res["heldout_replay_oracle"] = replay_oracle(frames.images[tr_idx], frames.images[rows], frames.masks[rows])
         if "heldout_toggled" in groups:
             other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
             res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model)
-            res["heldout_toggled_by_condition_range"] = by_condition_range(other, frames, idx, rigger.model)
+            res["heldout_toggled_by_condition_range"] = by_range(other)
     write_json(out / "score.json", res)
     print(json.dumps(res, indent=1))
     return res

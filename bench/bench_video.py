@@ -389,7 +389,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     the real target video's, relit frames' re-fitted light against the floor (and against the
     re-fit's own error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the
     seam measure (also split by training placement)."""
-    from common import embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
+    from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.rig import expression_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
@@ -458,6 +458,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         k = index["video"][:len(preds["video"])]
         person = data.masks[n0:, 0][torch.from_numpy(k)].float().numpy() / 255
         err = [((p.astype(np.float64) - real[n0 + i]) / 255) ** 2 for p, i in zip(preds["video"], k)]
+        res["heldout_by_condition_range"] = by_condition_range(preds["video"], real[n0 + k], held[torch.from_numpy(k)],
+                                                               data.params[:n0], rigger.model)
         res["heldout_replay_oracle"]["saved_frames"] = {
             **replay_oracle(real[:n0], real[n0 + k], person),
             "renderer_psnr": round(float(np.mean([-10 * np.log10(e.mean()) for e in err])), 2),

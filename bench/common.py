@@ -335,6 +335,44 @@ def replay_oracle(train, held, masks=None) -> dict:
     return out
 
 
+def by_condition_range(gen, real, params, train_params, face_model) -> dict:
+    """PSNR inside the face mesh (pooled) of rendered frames ``gen`` against ``real`` (M, S, S, 3)
+    uint8, split by whether each frame's rig condition (``params``: expression coefficients and
+    gaze, what the Gaussian avatar's expression MLP sees) lies inside the range ``train_params``
+    spanned, value by value, or beyond it (with how far: the sum over the values of the excess in
+    training standard deviations, mean over those frames)."""
+    import numpy as np
+    import torch
+
+    from portraitrig.render.buffers import render_buffers
+
+    def cond(p):
+        return torch.cat([p.expression, p.gaze.flatten(1)], 1).float().cpu()
+
+    ct = cond(train_params)
+    lo, hi, sd = ct.amin(0), ct.amax(0), ct.std(0).clamp_min(1e-6)
+    ch = cond(params)
+    excess = ((torch.relu(ch - hi) + torch.relu(lo - ch)) / sd).sum(1).numpy()
+    size = np.asarray(real[0]).shape[0]
+    with torch.no_grad():
+        face = render_buffers(params, face_model, size=size, names=("mask",))["mask"][:, 0].cpu().numpy() > 0.5
+    se = {True: 0.0, False: 0.0}
+    n = {True: 0, False: 0}
+    for k in range(len(gen)):
+        err = ((np.asarray(gen[k], np.float64) - np.asarray(real[k], np.float64)) / 255) ** 2
+        inside = bool(excess[k] == 0)
+        se[inside] += float(err.mean(-1)[face[k]].sum())
+        n[inside] += int(face[k].sum())
+
+    def db(key):
+        return round(float(-10 * np.log10(max(se[key], 1e-12) / n[key])), 2) if n[key] else None
+
+    beyond = excess[excess > 0]
+    return {"frames_inside": int((excess == 0).sum()), "frames_beyond": int(len(beyond)),
+            "psnr_face_mesh_inside": db(True), "psnr_face_mesh_beyond": db(False),
+            "beyond_mean_excess_sd": round(float(beyond.mean()), 2) if len(beyond) else 0.0}
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (numpy values and paths allowed); creates parent folders."""
     return _write_json(path, obj)

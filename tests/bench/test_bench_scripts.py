@@ -394,6 +394,37 @@ def test_replay_oracle_and_mask_edge_band():
     assert got["band"] == 14 * 14 - 6 * 6 and got["corner_in"] and not got["centre_in"] and not got["far_in"]
 
 
+CONDITION_RANGE_CHECK = """
+import sys, json, numpy as np, torch
+sys.path.insert(0, "bench")
+from common import by_condition_range
+from portraitrig.face.model import load_default_model
+from portraitrig.neural.frames import synthetic_frames
+fr = synthetic_frames(6, 32)
+train, test = fr.params[[0, 1, 2, 3]], fr.params[[1, 2]]
+test = test.replace(expression=test.expression.clone())
+j = int(train.expression.std(0).argmax())                  # a coefficient the training frames vary
+test.expression[1, j] = train.expression[:, j].max() + 3 * train.expression[:, j].std()   # frame 2: beyond
+real = fr.images[[1, 2]].numpy()
+gen = real.copy()
+gen[1] = np.clip(gen[1].astype(int) + 16, 0, 255).astype(np.uint8)    # only the frame beyond is off
+print(json.dumps(by_condition_range(gen, real, test, train, load_default_model())))
+"""
+
+
+def test_by_condition_range_splits_frames_inside_and_beyond_the_training_range():
+    """common.by_condition_range: a frame whose condition lies inside the training frames' range
+    and one beyond it (3 training SDs past the largest value of one coefficient) are scored apart
+    inside the face mesh, each with its own error."""
+    proc = subprocess.run([sys.executable, "-c", CONDITION_RANGE_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["frames_inside"] == 1 and got["frames_beyond"] == 1
+    assert abs(got["beyond_mean_excess_sd"] - 3.0) < 1e-3
+    assert got["psnr_face_mesh_inside"] > 100 and 23 < got["psnr_face_mesh_beyond"] < 24.5   # 16 levels: 24.0 dB
+
+
 def test_profile_video_step_measures_each_variant_on_cpu(tmp_path):
     """The training-step profile runs each variant's steps of the real Trainer and reports them."""
     import shutil
