@@ -42,7 +42,8 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import budget_schedule, by_condition_range, replay_oracle, steps_per_second, vertex_colours
+from common import (budget_schedule, by_condition_range, face_masks, replay_oracle, steps_per_second,
+                    vertex_colours)
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -219,7 +220,7 @@ def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
     return (grown - shrunk)[0, 0].numpy() > 0.5
 
 
-def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model) -> dict:
+def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model, face=None) -> dict:
     """Where the held-out error is: PSNR (pooled over the frames) inside the face mesh and on the
     rest of the person, and how much of it a global misplacement explains: the masked PSNR after
     the best similarity transform (scale 0.96..1.04, shifts up to 8 px, per frame) of each render,
@@ -227,12 +228,11 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
     those frames and the real head disagree, not the renderer's appearance. The rest of the person
     is also split into the band within ``EDGE_BAND_PX`` of the person mask's edge (the hair's and
     shoulders' outline) and the inside, with each part's share of the squared error, and the band's
-    PSNR after the per-frame whole-pixel shift that fits it best."""
-    from portraitrig.render.buffers import render_buffers
-
+    PSNR after the per-frame whole-pixel shift that fits it best. ``face``: the frames' face-mesh
+    masks when the caller has them (:func:`common.face_masks`)."""
     S = held.size
-    with torch.no_grad():
-        face = render_buffers(held.params[idx], face_model, size=S, names=("mask",))["mask"][:, 0].numpy() > 0.5
+    if face is None:
+        face = face_masks(held.params[idx], face_model, S)
     se_face = se_rest = n_face = n_rest = se_band = n_band = se_band_shift = 0.0
     base, best, scales, shifts = [], [], [], []
     for k, i in enumerate(idx):
@@ -377,19 +377,19 @@ def score(out: Path, frames: Frames, size: int) -> dict:
     if "heldout" in groups:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
         idx = heldout_idx(len(held))[:len(imgs)]
-        res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model)
-        tr_idx, held_idx = frames.split(0.2)
+        face = face_masks(held.params[idx], rigger.model, held.size)   # shared by the breakdowns below
+        res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model, face)
         rows = [held_idx[i] for i in idx]
 
         def by_range(gen):
             return by_condition_range(gen, frames.images[rows].numpy(), frames.params[rows], frames.params[tr_idx],
-                                      rigger.model)
+                                      rigger.model, face)
 
         res["heldout_by_condition_range"] = by_range(imgs)
         res["heldout_replay_oracle"] = replay_oracle(frames.images[tr_idx], frames.images[rows], frames.masks[rows])
         if "heldout_toggled" in groups:
             other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
-            res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model)
+            res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model, face)
             res["heldout_toggled_by_condition_range"] = by_range(other)
     write_json(out / "score.json", res)
     print(json.dumps(res, indent=1))

@@ -437,8 +437,6 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     res["floor_light_rmse"] = floor_light["light_rmse"]
     e_held, e_train = embed(real[n0:]), embed(real[:n0:max(1, n0 // 16)])
     res["identity_same_person"] = float(np.mean(identity_distance(e_held[:, None], e_train[None])))
-    # what replaying the best training frame would score on the held-out crops (an oracle)
-    res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0])
     # --- self-reenactment (the video renderer, and DiffusionRig with inversion when it ran)
     def saved_index(path: Path, key: str) -> np.ndarray:   # the held-out frames a run brought back
         return np.array(json.loads(path.read_text()).get(key, range(N - n0))) if path.is_file() else np.arange(N - n0)
@@ -454,17 +452,19 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                                    "identity_distance": float(np.mean(identity_distance(embed(pred), e_held[k]))),
                                    **expr(held[torch.from_numpy(k)], fit_all(pred)),
                                    "by_placement": by_placement(pred, real[n0 + k], outside[k])}
-    if "video" in preds:   # the renderer against the replay oracle on the frames it brought back
-        k = index["video"][:len(preds["video"])]
+    # what replaying the best training frame would score on the held-out crops (an oracle), also
+    # on the frames the renderer brought back, beside the renderer's own figures there
+    k = index["video"][:len(preds["video"])] if "video" in preds else None
+    res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0], keep=k)
+    if k is not None:
         person = data.masks[n0:, 0][torch.from_numpy(k)].float().numpy() / 255
         err = [((p.astype(np.float64) - real[n0 + i]) / 255) ** 2 for p, i in zip(preds["video"], k)]
         res["heldout_by_condition_range"] = by_condition_range(preds["video"], real[n0 + k], held[torch.from_numpy(k)],
                                                                data.params[:n0], rigger.model)
-        res["heldout_replay_oracle"]["saved_frames"] = {
-            **replay_oracle(real[:n0], real[n0 + k], person),
+        res["heldout_replay_oracle"]["saved_frames"].update({
             "renderer_psnr": round(float(np.mean([-10 * np.log10(e.mean()) for e in err])), 2),
             "renderer_psnr_masked": round(float(np.mean([
-                -10 * np.log10((e.mean(-1) * m).sum() / max(m.sum(), 1e-6)) for e, m in zip(err, person)])), 2)}
+                -10 * np.log10((e.mean(-1) * m).sum() / max(m.sum(), 1e-6)) for e, m in zip(err, person)])), 2)})
     if len(preds) == 2 and len(index["diffusion"]) < N - n0:
         # both renderers on the frames the baseline inverted (it may invert every k-th only)
         common = np.intersect1d(index["video"], index["diffusion"])

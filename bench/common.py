@@ -307,13 +307,15 @@ def budget_schedule(rate: float, minutes: float) -> tuple[int, float]:
     return max(100, int(rate * minutes * 60 * 0.9)), minutes * 1.2
 
 
-def replay_oracle(train, held, masks=None) -> dict:
+def replay_oracle(train, held, masks=None, keep=None) -> dict:
     """What replaying a video's training frames would score on its held-out frames, each frame
     replayed by the training frame that scores best against it (chosen with the answer in hand):
     mean PSNR over the held-out frames (``psnr``) and, with ``masks`` (M, H, W) in [0, 1] or 0..255,
     mean PSNR weighted by each frame's mask (``psnr_masked``, its own best frame). ``train``
-    (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 (arrays or tensors). A renderer that could only
-    replay training frames scores at most this; above it is generalisation beyond them."""
+    (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 (arrays or tensors). ``keep`` (indices into
+    ``held``): the same figures over those frames too, as ``saved_frames`` (from the same search).
+    A renderer that could only replay training frames scores at most this; above it is
+    generalisation beyond them."""
     import numpy as np
     import torch
 
@@ -329,22 +331,37 @@ def replay_oracle(train, held, masks=None) -> dict:
             m = m / 255 if float(m.max()) > 1.5 else m
             se = (err * m).sum((1, 2)) / m.sum().clamp_min(1e-6)
             masked.append(float(-10 * torch.log10(se.min().clamp_min(1e-12))))
-    out["psnr"] = round(float(np.mean(whole)), 2)
-    if masked:
-        out["psnr_masked"] = round(float(np.mean(masked)), 2)
+    def summary(rows) -> dict:
+        got = {"psnr": round(float(np.mean([whole[i] for i in rows])), 2)}
+        if masked:
+            got["psnr_masked"] = round(float(np.mean([masked[i] for i in rows])), 2)
+        return got
+
+    out.update(summary(range(len(held))))
+    if keep is not None:
+        out["saved_frames"] = {"frames": len(keep), "training_frames": len(tr), **summary([int(i) for i in keep])}
     return out
 
 
-def by_condition_range(gen, real, params, train_params, face_model) -> dict:
+def face_masks(params, face_model, size: int):
+    """The face mesh's masks (B, size, size) bool of B items' RigParams."""
+    import torch
+
+    from portraitrig.render.buffers import render_buffers
+
+    with torch.no_grad():
+        return render_buffers(params, face_model, size=size, names=("mask",))["mask"][:, 0].cpu().numpy() > 0.5
+
+
+def by_condition_range(gen, real, params, train_params, face_model, face=None) -> dict:
     """PSNR inside the face mesh (pooled) of rendered frames ``gen`` against ``real`` (M, S, S, 3)
     uint8, split by whether each frame's rig condition (``params``: expression coefficients and
     gaze, what the Gaussian avatar's expression MLP sees) lies inside the range ``train_params``
     spanned, value by value, or beyond it (with how far: the sum over the values of the excess in
-    training standard deviations, mean over those frames)."""
+    training standard deviations, mean over those frames). ``face``: the frames' face-mesh masks
+    (M, S, S) bool when the caller has them (else rendered here)."""
     import numpy as np
     import torch
-
-    from portraitrig.render.buffers import render_buffers
 
     def cond(p):
         return torch.cat([p.expression, p.gaze.flatten(1)], 1).float().cpu()
@@ -353,9 +370,8 @@ def by_condition_range(gen, real, params, train_params, face_model) -> dict:
     lo, hi, sd = ct.amin(0), ct.amax(0), ct.std(0).clamp_min(1e-6)
     ch = cond(params)
     excess = ((torch.relu(ch - hi) + torch.relu(lo - ch)) / sd).sum(1).numpy()
-    size = np.asarray(real[0]).shape[0]
-    with torch.no_grad():
-        face = render_buffers(params, face_model, size=size, names=("mask",))["mask"][:, 0].cpu().numpy() > 0.5
+    if face is None:
+        face = face_masks(params, face_model, np.asarray(real[0]).shape[0])
     se = {True: 0.0, False: 0.0}
     n = {True: 0, False: 0}
     for k in range(len(gen)):
