@@ -394,6 +394,39 @@ def test_replay_oracle_and_mask_edge_band():
     assert got["band"] == 14 * 14 - 6 * 6 and got["corner_in"] and not got["centre_in"] and not got["far_in"]
 
 
+BLACK_BG_CHECK = """
+import sys, json, numpy as np
+sys.path.insert(0, "bench")
+from bench_avatar import black_background_metrics
+from portraitrig.eval.image import psnr
+rng = np.random.default_rng(0)
+ref = rng.integers(40, 216, (32, 32, 3)).astype(np.uint8)
+mask = np.zeros((32, 32)); mask[8:24, 4:28] = 1                       # the person: 3/8 of the image
+exact = black_background_metrics((ref * mask[..., None]).astype(np.uint8), ref, mask)
+noisy = (ref.astype(int) + rng.integers(-8, 9, ref.shape)).clip(0, 255).astype(np.uint8)
+gen = (noisy * mask[..., None]).astype(np.uint8)                       # the error only on the person
+got = black_background_metrics(gen, ref, mask)
+spill = gen.copy(); spill[:8] = 128                                    # a render that leaks past the mask
+print(json.dumps({"exact": exact["psnr_black_bg"], "exact_ssim": exact["ssim_black_bg"],
+                  "share": got["person_share"], "black": got["psnr_black_bg"],
+                  "masked": psnr(noisy, ref, mask), "spill": black_background_metrics(spill, ref, mask)["psnr_black_bg"]}))
+"""
+
+
+def test_black_background_metrics():
+    """bench_avatar.black_background_metrics (the anchors' protocol): an exact render scores at the
+    clamp; with the error only on the person, the figure is the PSNR masked to the person plus
+    10 log10(1 / the person's share); a render leaking colour past the mask scores lower."""
+    proc = subprocess.run([sys.executable, "-c", BLACK_BG_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["exact"] == float("inf") and got["exact_ssim"] > 0.999
+    assert abs(got["share"] - 0.375) < 1e-9
+    assert abs(got["black"] - (got["masked"] + 10 * np.log10(1 / 0.375))) < 0.05
+    assert got["spill"] < got["black"] - 3
+
+
 CONDITION_RANGE_CHECK = """
 import sys, json, numpy as np, torch
 sys.path.insert(0, "bench")

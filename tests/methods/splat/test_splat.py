@@ -342,6 +342,68 @@ def test_training_reduces_the_loss():
     assert last < 0.8 * first
 
 
+def test_random_backgrounds_lay_the_frame_over_a_colour_by_its_mask():
+    """background_augment: a picked item's target is the frame inside the person mask and one
+    solid colour outside it, and its render's background is that colour; with the share at 1 the
+    learned background gets no gradient, at 0 the targets are the frames."""
+    fr = synthetic_frames(4, 32)
+    cfg = PRESETS["tiny"]()
+    cfg.background_augment = 1.0
+    m = SplatMethod(cfg, fr, "cpu", say=None)
+    idx = torch.tensor([0, 1, 2])
+    target = m.images[idx].float() / 255
+    mask = m.masks[idx].float() / 255
+    assert 0.05 < float(mask.mean()) < 0.95
+    got, bg = m.random_backgrounds(m.model, target, mask, torch.Generator().manual_seed(0))
+    for b in range(3):
+        colour = bg[b, :, 0, 0]
+        assert torch.allclose(bg[b], colour[:, None, None].expand_as(bg[b]))          # one solid colour
+        want = target[b] * mask[b] + colour[:, None, None] * (1 - mask[b])
+        assert torch.allclose(got[b], want)
+    assert not torch.allclose(bg[0, :, 0, 0], bg[1, :, 0, 0])                         # a colour per item
+    loss, _ = m.loss(m.model, idx, 0, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert m.model.background_image.grad is None or float(m.model.background_image.grad.abs().max()) == 0
+    m.config.background_augment = 0.0
+    m.model.zero_grad()
+    loss, _ = m.loss(m.model, idx, 0, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert float(m.model.background_image.grad.abs().max()) > 0                        # learned again
+    half = SplatMethod(PRESETS["tiny"](), fr, "cpu", say=None)
+    half.config.background_augment = 0.5
+    got, bg = half.random_backgrounds(half.model, target.repeat(8, 1, 1, 1), mask.repeat(8, 1, 1, 1),
+                                      torch.Generator().manual_seed(1))
+    learned = half.model.background(32)[None]
+    kept = [b for b in range(24) if torch.allclose(bg[b], learned[0])]
+    assert 0 < len(kept) < 24                                                          # some of each
+    assert all(torch.equal(got[b], target.repeat(8, 1, 1, 1)[b]) for b in kept)
+
+
+def test_training_with_background_augment_resumes_exactly(tmp_path):
+    from portraitrig.apps.trainjob import method_config, run_train
+    from portraitrig.methods import splat
+    from portraitrig.training import checkpoint as ck
+
+    data = splat.tiny_data(tmp_path)
+    cfg = method_config("splat", "tiny")
+    cfg.background_augment = 0.5
+    run_train("splat", data, tmp_path / "a", cfg, device="cpu", progress=False)
+    run_train("splat", data, tmp_path / "b", cfg, device="cpu", progress=False, stop_after=1)
+    run_train("splat", data, tmp_path / "b", cfg, device="cpu", progress=False)
+    last = ck.checkpoint_path(tmp_path / "a", cfg.train.steps).name
+    ta, _ = ck.load_checkpoint(tmp_path / "a" / last)
+    tb, _ = ck.load_checkpoint(tmp_path / "b" / last)
+    keys = [k for k in ta if k.startswith(("model.", "optim."))]
+    assert keys and all(torch.equal(ta[k], tb[k]) for k in keys)
+
+
+def test_background_augment_must_be_a_share():
+    cfg = PRESETS["tiny"]()
+    cfg.background_augment = 1.5
+    with pytest.raises(ValueError, match="background_augment"):
+        cfg.validate()
+
+
 @pytest.fixture(scope="module")
 def splat_model(tmp_path_factory):
     from portraitrig.apps.trainjob import method_config, run_train

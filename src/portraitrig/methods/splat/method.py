@@ -4,7 +4,9 @@ Items are training frames (the avatar's frames: crops, person masks, RigParams; 
 :mod:`portraitrig.neural.frames`). One step renders the batch's whole frames and takes
 L1 + ``ssim_weight`` (1 - SSIM) against them, ``mask_weight`` * (opacity - person mask)^2, and
 small penalties: mesh Gaussians leaving their triangle, Gaussians growing past their limits, the
-expression MLP's offsets. No random draws: resume is exact by construction.
+expression MLP's offsets. ``background_augment``: that share of the items is laid over a random
+colour by its person mask and rendered over it (:meth:`SplatMethod.random_backgrounds`); its
+draws come from the loop's per-step generator, so resume stays exact.
 
 Initialisation (deterministic): mesh Gaussians spread over their triangles; free Gaussians at
 head-space points that the first training frame shows inside the person mask but outside the
@@ -175,9 +177,12 @@ class SplatMethod(TrainingMethod):
     def loss(self, net, idx, step, generator):
         cfg = self.config
         rig = take(self.rig, idx)
-        out = render(unwrap(net), rig, self.size, cfg.backend, net=net)
         target = self.images[idx].float() / 255
         mask = self.masks[idx].float() / 255
+        background: str | torch.Tensor = "learned"
+        if cfg.background_augment > 0:
+            target, background = self.random_backgrounds(unwrap(net), target, mask, generator)
+        out = render(unwrap(net), rig, self.size, cfg.backend, background=background, net=net)
         pred = out["image"].float()
         l1 = (pred - target).abs().mean()
         mse = ((pred.detach() - target) ** 2).mean()
@@ -195,6 +200,17 @@ class SplatMethod(TrainingMethod):
                  + cfg.scale_weight * big)
         parts.update(mask=occ.detach(), offset=off.detach())
         return total, parts
+
+    def random_backgrounds(self, model, target: torch.Tensor, mask: torch.Tensor, generator):
+        """``background_augment``: each item with that probability gets a random solid colour
+        behind the person, in its target (laid by the person mask) and in its render alike; the
+        others keep the learned background. Returns (targets, backgrounds (B, 3, S, S))."""
+        B, dev = target.shape[0], target.device
+        pick = (torch.rand(B, generator=generator, device=dev) < self.config.background_augment).view(B, 1, 1, 1)
+        colour = torch.rand(B, 3, 1, 1, generator=generator, device=dev).expand_as(target)   # masks: (B, 1, S, S)
+        learned = model.background(self.size)[None].to(target).expand_as(target)
+        target = torch.where(pick, target * mask + colour * (1 - mask), target)
+        return target, torch.where(pick, colour, learned)
 
     # ------------------------------------------------------------------ outputs
     def _renderer(self, model):
