@@ -83,23 +83,34 @@ def u8(img: torch.Tensor) -> np.ndarray:
 
 
 def heldout_metrics(r, held: Frames, out: Path, n_max: int = 40, keep: list | None = None) -> dict:
+    """Held-out PSNR / SSIM of the crop's part inside the video frame (``psnr``; the crop's mirrored
+    padding past the frame's edge is no one's image: ``psnr_with_padding`` counts it as the
+    figures before 2026-12-01 did), masked to the person there (``psnr_masked``), of the person
+    alone over black (:func:`black_background_metrics`), and the opacity against the person mask."""
     try:
         from portraitrig.eval.image import image_metrics
     except ImportError as exc:  # scikit-image missing on the machine
         return {"error": f"portraitrig.eval.image unavailable: {exc}"}
     idx = heldout_idx(len(held), n_max)
     rows, mets = [], []
+    in_frame = held.in_frame()
     for k, i in enumerate(idx):
         gen = u8(r.render(held.params[i:i + 1])[0])
         if keep is not None:
             keep.append(gen)
         ref = held.images[i].numpy()
-        mask = held.masks[i].numpy().astype(np.float64) / 255
+        v = in_frame[i].numpy().astype(np.float64)
+        mask = held.masks[i].numpy().astype(np.float64) / 255 * v
         rgba = r.render(held.params[i:i + 1], background="none", rgba=True)[0]     # straight colour + opacity
         alpha = rgba[3].cpu().numpy().astype(np.float64)
-        inter, union = ((alpha > 0.5) & (mask > 0.5)).sum(), ((alpha > 0.5) | (mask > 0.5)).sum()
-        mets.append({**image_metrics(gen, ref, mask), **black_background_metrics(u8(rgba[:3] * rgba[3:]), ref, mask),
-                     "alpha_vs_mask_mae": float(np.abs(alpha - mask).mean()), "alpha_iou": float(inter / max(1, union))})
+        inter, union = ((alpha > 0.5) & (mask > 0.5) & (v > 0)).sum(), (((alpha > 0.5) | (mask > 0.5)) & (v > 0)).sum()
+        crop, person = image_metrics(gen, ref, v), image_metrics(gen, ref, mask)
+        mets.append({"psnr": crop["psnr_masked"], "ssim": crop["ssim_masked"],
+                     "psnr_masked": person["psnr_masked"], "ssim_masked": person["ssim_masked"],
+                     "psnr_with_padding": crop["psnr"], "in_frame_share": float(v.mean()),
+                     **black_background_metrics(u8(rgba[:3] * rgba[3:]), ref, mask, v),
+                     "alpha_vs_mask_mae": float((np.abs(alpha - mask) * v).sum() / max(1.0, v.sum())),
+                     "alpha_iou": float(inter / max(1, union))})
         if k < 4:
             rows.append(np.concatenate([gen, ref], 1))
     write_image(out / "heldout.png", np.concatenate(rows, 0))
@@ -107,18 +118,23 @@ def heldout_metrics(r, held: Frames, out: Path, n_max: int = 40, keep: list | No
     return {"n": len(idx), **{k: round(float(np.mean([m[k] for m in mets])), 4) for k in keys}}
 
 
-def black_background_metrics(gen_black: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
+def black_background_metrics(gen_black: np.ndarray, ref: np.ndarray, mask: np.ndarray,
+                             valid: np.ndarray | None = None) -> dict:
     """The protocol of the anchors' dataset (INSTA's, on which the issue's 27-30.6 dB were
     reported): the real frame's background removed with its person mask (``ref`` x ``mask``), the
     avatar rendered over black (``gen_black``: no learned background), PSNR / SSIM over the whole
-    image. Pixels that both leave black count as exact, so the figure sits above the PSNR masked
-    to the person (whose mean is over the person's pixels alone) by about 10 log10(1 / the
-    person's share of the image) when the render's outline matches the mask's."""
+    image (``valid``: over those pixels only, e.g. the crop's part inside the video frame). Pixels
+    that both leave black count as exact, so the figure sits above the PSNR masked to the person
+    (whose mean is over the person's pixels alone) by about 10 log10(1 / the person's share of
+    the image) when the render's outline matches the mask's."""
     from portraitrig.eval.image import psnr, ssim
 
     real = (ref.astype(np.float64) * mask[..., None] + 0.5).astype(np.uint8)
-    return {"psnr_black_bg": psnr(gen_black, real), "ssim_black_bg": ssim(gen_black, real),
-            "person_share": float(mask.mean())}
+    if valid is None:
+        return {"psnr_black_bg": psnr(gen_black, real), "ssim_black_bg": ssim(gen_black, real),
+                "person_share": float(mask.mean())}
+    return {"psnr_black_bg": psnr(gen_black, real, valid), "ssim_black_bg": ssim(gen_black, real, valid),
+            "person_share": float((mask * valid).sum() / max(1.0, valid.sum()))}
 
 
 def fps(r, params, size: int, n: int = 5, **options) -> float:
@@ -258,7 +274,7 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
     for k, i in enumerate(idx):
         g = torch.from_numpy(np.array(gen[k])).float().permute(2, 0, 1)[None] / 255
         ref = held.images[i].float().permute(2, 0, 1)[None] / 255
-        m = held.masks[i].float()[None, None] / 255
+        m = held.masks[i].float()[None, None] / 255 * held.in_frame()[i].float()   # not the mirrored padding
         err = ((g - ref) ** 2).mean(1)[0].numpy()
         mk = m[0, 0].numpy()
         se_face += float((err * mk * face[k]).sum())
@@ -406,7 +422,8 @@ def score(out: Path, frames: Frames, size: int) -> dict:
                                       rigger.model, face)
 
         res["heldout_by_condition_range"] = by_range(imgs)
-        res["heldout_replay_oracle"] = replay_oracle(frames.images[tr_idx], frames.images[rows], frames.masks[rows])
+        res["heldout_replay_oracle"] = replay_oracle(frames.images[tr_idx], frames.images[rows],
+                                                     frames.masks[rows].float() / 255 * frames.in_frame()[rows])
         if "heldout_toggled" in groups:
             other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
             res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model, face)

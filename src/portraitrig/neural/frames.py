@@ -31,6 +31,8 @@ class Frames:
     params: RigParams          # batch N
     source: str = ""
     skipped: int = 0           # frames without a face
+    valid: torch.Tensor | None = None   # (N, S, S) bool: the crop's pixels inside the video frame (None: all);
+                                        # the rest is mirrored padding, which no loss or score should see
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -38,6 +40,12 @@ class Frames:
     @property
     def size(self) -> int:
         return int(self.images.shape[1])
+
+    def in_frame(self) -> torch.Tensor:
+        """(N, S, S) bool: where each crop shows its video frame (everywhere when not recorded)."""
+        if self.valid is None:
+            return torch.ones(self.images.shape[:3], dtype=torch.bool)
+        return self.valid
 
     def split(self, holdout: float) -> tuple[list[int], list[int]]:
         """(training, held-out) indices: the last ``holdout`` share held out (at least one frame
@@ -48,7 +56,8 @@ class Frames:
 
     def subset(self, idx) -> "Frames":
         i = torch.as_tensor(list(idx), dtype=torch.long)
-        return Frames(self.images[i], self.masks[i], self.params[i.tolist()], self.source, self.skipped)
+        return Frames(self.images[i], self.masks[i], self.params[i.tolist()], self.source, self.skipped,
+                      None if self.valid is None else self.valid[i])
 
     def save(self, path: str | Path, jpeg_quality: int | None = None) -> Path:
         """Write the frames file; masks are packed as PNG, images too, or as JPEG at
@@ -57,18 +66,22 @@ class Frames:
 
         img, img_off = pack_images(self.images, "JPEG" if jpeg_quality else "PNG", jpeg_quality or 95)
         msk, msk_off = pack_images(self.masks, "PNG")
-        return self.params.save(path, extras={"images_packed": img, "images_offsets": img_off,
-                                              "masks_packed": msk, "masks_offsets": msk_off},
+        extras = {"images_packed": img, "images_offsets": img_off, "masks_packed": msk, "masks_offsets": msk_off}
+        if self.valid is not None:
+            extras["valid_packed"], extras["valid_offsets"] = pack_images(self.valid.to(torch.uint8) * 255, "PNG")
+        return self.params.save(path, extras=extras,
                                 meta={"kind": FRAMES_KIND, "source": self.source, "skipped": self.skipped,
                                       "size": self.size})
 
     @classmethod
     def load(cls, path: str | Path) -> "Frames":
         """Read a frames file: packed images and masks (:meth:`save`), or raw uint8 ``images``
-        (N, S, S, 3) and ``masks`` (N, S, S) (older files)."""
+        (N, S, S, 3) and ``masks`` (N, S, S) (older files); the in-frame masks where recorded
+        (files made before them: every pixel counts as in the frame)."""
         from portraitrig.io.imagepack import unpack_images
 
         params, extras, meta = RigParams.load(path, with_extras=True)
+        valid = None
         if not isinstance(meta, dict) or meta.get("kind") != FRAMES_KIND:
             raise InputError(path, "not an avatar frames file (a RigParams file with images and masks)")
         n = len(params)
@@ -81,6 +94,9 @@ class Frames:
                                                         (size, size), 3, path, "frame image"))
                 masks = torch.from_numpy(unpack_images(extras["masks_packed"], extras["masks_offsets"], n,
                                                        (size, size), 1, path, "person mask", fmt="PNG"))
+                if "valid_packed" in extras:
+                    valid = torch.from_numpy(unpack_images(extras["valid_packed"], extras["valid_offsets"], n,
+                                                           (size, size), 1, path, "in-frame mask", fmt="PNG")) > 127
             except (KeyError, ValueError, TypeError) as exc:
                 raise InputError(path, f"frames file has malformed packed images ({exc})") from None
         else:
@@ -89,7 +105,7 @@ class Frames:
                 or images.ndim != 4 or images.shape[0] != n or images.shape[3] != 3
                 or tuple(masks.shape) != tuple(images.shape[:3]) or images.shape[1] != images.shape[2]):
             raise InputError(path, "frames file has malformed images or masks")
-        return cls(images, masks, params, str(meta.get("source", "")), int(meta.get("skipped", 0)))
+        return cls(images, masks, params, str(meta.get("source", "")), int(meta.get("skipped", 0)), valid)
 
 
 def pose_spread(params: RigParams) -> tuple[float, float]:
@@ -101,6 +117,7 @@ def pose_spread(params: RigParams) -> tuple[float, float]:
 def frames_from_video(path: str | Path, size: int, stride: int = 1, max_frames: int | None = None,
                       say=print) -> Frames:
     """Fit a one-person video and segment its crops (see the module docstring)."""
+    from portraitrig.capture.align import crop_in_image
     from portraitrig.capture.segment import PersonSegmenter, crop_person_mask
     from portraitrig.io.video import iter_video_frames
     from portraitrig.pipeline import Rigger
@@ -124,9 +141,10 @@ def frames_from_video(path: str | Path, size: int, stride: int = 1, max_frames: 
     images = torch.from_numpy(np.stack([by_index[i].crop_image for i in order]))
     m = torch.from_numpy(np.stack([np.round(masks[i] * 255).astype(np.uint8) for i in order]))
     params = RigParams.cat([by_index[i].params for i in order])
+    valid = torch.from_numpy(np.stack([crop_in_image(by_index[i].crop) for i in order]))
     if say:
         say(f"{path.name}: {len(order)} frames fitted" + (f", {skipped} without a face skipped" if skipped else ""))
-    return Frames(images, m, params, str(path), skipped)
+    return Frames(images, m, params, str(path), skipped, valid)
 
 
 def load_frames(data: str | Path, size: int, stride: int = 1, max_frames: int | None = None,

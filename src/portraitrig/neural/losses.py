@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 
-def ssim_torch(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean SSIM of (B, C, H, W) images in [0, 1] (uniform window), a differentiable scalar."""
+def ssim_torch(a: torch.Tensor, b: torch.Tensor, window: int = 7, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM of (B, C, H, W) images in [0, 1] (uniform window), a differentiable scalar.
+    ``valid`` (B, 1, H, W) bool: the mean over the pixels whose whole window is valid, so that
+    nothing outside it (a crop's padding) changes the figure."""
     pad = window // 2
     mu_a = F.avg_pool2d(a, window, 1, pad, count_include_pad=False)
     mu_b = F.avg_pool2d(b, window, 1, pad, count_include_pad=False)
@@ -17,7 +19,10 @@ def ssim_torch(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tenso
     cov = F.avg_pool2d(a * b, window, 1, pad, count_include_pad=False) - mu_a * mu_b
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
-    return s.mean()
+    if valid is None:
+        return s.mean()
+    inner = 1 - F.max_pool2d(1 - valid.to(s.dtype), window, 1, pad)      # windows wholly inside
+    return (s * inner).sum() / (inner.sum() * s.shape[1]).clamp_min(1)
 
 
 def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ class AvatarMethod(TrainingMethod):
         self.model = AvatarModel(mc).to(self.device)
         self.images = self.train_frames.images.to(self.device)
         self.masks = self.train_frames.masks.to(self.device)
+        self.valid = self.train_frames.in_frame().to(self.device)       # (N, S, S): not the mirrored padding
         self.rig = RigFrames(self.train_frames.params.to(self.device), self.face_model, mc,
                              frame=torch.arange(n, device=self.device))
         self.size = frames.size
@@ -95,8 +96,12 @@ class AvatarMethod(TrainingMethod):
                         delta / rig.scale[item])                                       # head-space lengths
         bg = unwrap(net).background(ndc.reshape(-1, 2))
         rgb = res["rgb"] + (1 - res["opacity"][:, None]) * bg
+        # rays through the crop's mirrored padding past the video frame's edge: no loss
+        valid = self.valid[idx].view(B, S * S).gather(1, pix).reshape(-1)
+        rgb = torch.where(valid[:, None], rgb, gt.reshape(-1, 3))
+        opacity = torch.where(valid, res["opacity"], mask.reshape(-1))
         photo = ((rgb - gt.reshape(-1, 3)) ** 2).mean()
-        occ = ((res["opacity"] - mask.reshape(-1)) ** 2).mean()
+        occ = ((opacity - mask.reshape(-1)) ** 2).mean()
         rigid = (out["dx"][M:] ** 2).sum(-1).mean()
         code = (out["codes"][M:] ** 2).sum(-1).mean()
         loss = photo + cfg.mask_weight * occ + cfg.rigid_weight * rigid + cfg.code_weight * code

@@ -2,7 +2,8 @@
 
 Items are training frames (the avatar's frames: crops, person masks, RigParams; see
 :mod:`portraitrig.neural.frames`). One step renders the batch's whole frames and takes
-L1 + ``ssim_weight`` (1 - SSIM) against them, ``mask_weight`` * (opacity - person mask)^2, and
+L1 + ``ssim_weight`` (1 - SSIM) against them, ``mask_weight`` * (opacity - person mask)^2 (none
+of them on the crop's mirrored padding past the video frame's edge, :meth:`Frames.in_frame`), and
 small penalties: mesh Gaussians leaving their triangle, Gaussians growing past their limits, the
 expression MLP's offsets. ``background_augment``: that share of the items is laid over a random
 colour by its person mask and rendered over it (:meth:`SplatMethod.random_backgrounds`); its
@@ -50,6 +51,7 @@ class SplatMethod(TrainingMethod):
         self.mc, self.size = mc, frames.size
         self.images = self.train_frames.images.to(self.device).permute(0, 3, 1, 2).contiguous()   # uint8
         self.masks = self.train_frames.masks.to(self.device)[:, None].contiguous()
+        self.valid = self.train_frames.in_frame().to(self.device)[:, None].contiguous()          # (N, 1, S, S) bool
         self.model = SplatModel(mc, self.face_model.faces.cpu()).to(self.device)
         self._initialise()
         if say:
@@ -73,7 +75,7 @@ class SplatMethod(TrainingMethod):
         model, S, dev = self.model, self.size, self.device
         r0 = take(self.rig, slice(0, 1))
         img0 = self.images[0].float() / 255
-        person = self.masks[0, 0].float() / 255 > 0.5
+        person = (self.masks[0, 0].float() / 255 > 0.5) & self.valid[0, 0]    # not the mirrored padding
         face = render_buffers(self.train_frames.params[0:1].to(dev), self.face_model, S, names=("mask",))["mask"][0, 0] > 0.5
         v = r0["verts"][0]
         lo, hi = v.amin(0), v.amax(0)
@@ -119,7 +121,7 @@ class SplatMethod(TrainingMethod):
         col = F.grid_sample(img0[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
         model.init_colors(col[0, :, 0].T)
         # background: mean of the frames outside the person
-        keep = (1 - self.masks.float() / 255)
+        keep = (1 - self.masks.float() / 255) * self.valid
         num = (self.images.float() / 255 * keep).sum(0)
         den = keep.sum(0)
         mean_colour = (self.images.float() / 255).mean((0, 2, 3))[:, None, None]
@@ -183,16 +185,19 @@ class SplatMethod(TrainingMethod):
         if cfg.background_augment > 0:
             target, background = self.random_backgrounds(unwrap(net), target, mask, generator)
         out = render(unwrap(net), rig, self.size, cfg.backend, background=background, net=net)
-        pred = out["image"].float()
+        # the crop's mirrored padding past the video frame's edge is no one's image: no loss sees it
+        valid = self.valid[idx]
+        pred = torch.where(valid, out["image"].float(), target)
+        alpha = torch.where(valid, out["alpha"].float(), mask)
         l1 = (pred - target).abs().mean()
         mse = ((pred.detach() - target) ** 2).mean()
         total = l1
         parts = {"l1": l1.detach(), "psnr": -10 * torch.log10(mse.clamp_min(1e-10))}
         if cfg.ssim_weight > 0:
-            s = ssim_torch(pred, target)
+            s = ssim_torch(pred, target, valid=valid)
             total = total + cfg.ssim_weight * (1 - s)
             parts["ssim"] = s.detach()
-        occ = ((out["alpha"].float() - mask) ** 2).mean()
+        occ = ((alpha - mask) ** 2).mean()
         off = (out["mesh_offset"] ** 2).sum(-1).mean()
         expr = (out["expr_offset"] ** 2).sum(-1).mean()
         big = unwrap(net).scale_excess()
