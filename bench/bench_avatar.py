@@ -1,6 +1,7 @@
 """Avatar benchmark (``--method avatar``: the radiance field; ``splat``: the Gaussians): train on
-a clip's first 80 % (a prepared frames file), then on the held-out 20 %: PSNR / SSIM (whole crop
-and masked to the person), render speed at 256² and 512², a turntable picture (+-30 deg yaw,
+a clip's first 80 % (a prepared frames file), then on the held-out 20 %: PSNR / SSIM (the crop's
+part inside the video frame, masked to the person there, and the person alone over black, the
+anchors' protocol), the opacity against the person mask, render speed at 256² and 512², a turntable picture (+-30 deg yaw,
 +-15 deg pitch), and the spatial prior's ablation (a second run without it): how much the
 background and the face change when only the expression changes. Prints a table, writes
 ``avatar.json``, pictures and ``renders.tar`` (held-out renders, turntable views and, with

@@ -183,4 +183,6 @@ def test_known_albedo_gives_each_frame_its_light(model):
     assert (rec - buf["shaded"]).abs().mean() < 0.01
     alone = fit_appearance(buf["shaded"][1:], truth[1:].replace(light=RigParams.neutral(model, 1).light), model,
                            fit_albedo=False)
-    assert torch.allclose(alone.light[0], fit.light[1], atol=1e-4)
+    # the same solve in another batch: equal to the solver's rounding (4e-4 on an AMD EPYC, the
+    # light's constant term ~0.5), far below what the other frame's light (from the left) would pull
+    assert torch.allclose(alone.light[0], fit.light[1], atol=2e-3)

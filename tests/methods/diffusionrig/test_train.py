@@ -102,10 +102,12 @@ def test_buffer_bank_trains_like_per_step_rendering(cache, tmp_path):
     ta, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "bank", 4))
     tb, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "step", 4))
     # the same computation in another order of floating-point reductions (vectorised kernels
-    # differ between CPUs): equal to rounding, not bit for bit
+    # differ between CPUs): equal to rounding, not bit for bit. Adam's first steps blow rounding
+    # up where a gradient is near zero (2.5e-5 on an AMD EPYC); other buffers would move the
+    # weights apart by the steps themselves (lr 1e-3 x 4 steps), far above the 2e-4 allowed
     for k in ta:
         if k.startswith(("model.", "ema.")) and ta[k].is_floating_point():
-            torch.testing.assert_close(ta[k], tb[k], rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(ta[k], tb[k], rtol=1e-4, atol=2e-4, msg=k)
 
 
 def test_resume_refuses_another_run_and_reports_changes(cache, tmp_path, capsys):

@@ -101,10 +101,10 @@ def _tiny() -> Config:
 
 
 def _sized(size: int) -> Config:
-    """``background_augment`` 0.5: on the H200 (512², 6,000 steps, two clips) it cut the opacity's
+    """``background_augment`` 0.5: on the H200 (512², ~6,000 steps, two clips) it cut the opacity's
     error against the person mask by 11-23 % and raised the person alone over black (the RGBA
-    output; the anchors' protocol) by 0.4-0.8 dB PSNR and 0.02-0.10 SSIM, for 0.06-0.26 dB less
-    PSNR masked to the person (docs/performance.md)."""
+    output; the anchors' protocol) by 0.4-0.8 dB PSNR and 0.02-0.10 SSIM, for 0.07-0.33 dB less
+    PSNR masked to the person in the video frame (docs/performance.md)."""
     big = size >= 512
     return Config(
         background_augment=0.5,
