@@ -104,7 +104,7 @@ def heldout_metrics(r, held: Frames, out: Path, n_max: int = 40, keep: list | No
         mask = held.masks[i].numpy().astype(np.float64) / 255 * v
         rgba = r.render(held.params[i:i + 1], background="none", rgba=True)[0]     # straight colour + opacity
         alpha = rgba[3].cpu().numpy().astype(np.float64)
-        inter, union = ((alpha > 0.5) & (mask > 0.5) & (v > 0)).sum(), (((alpha > 0.5) | (mask > 0.5)) & (v > 0)).sum()
+        inter, union = ((alpha > 0.5) & (mask > 0.5)).sum(), (((alpha > 0.5) | (mask > 0.5)) & (v > 0)).sum()
         crop, person = image_metrics(gen, ref, v), image_metrics(gen, ref, mask)
         mets.append({"psnr": crop["psnr_masked"], "ssim": crop["ssim_masked"],
                      "psnr_masked": person["psnr_masked"], "ssim_masked": person["ssim_masked"],
@@ -272,10 +272,11 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
         face = face_masks(held.params[idx], face_model, S)
     se_face = se_rest = n_face = n_rest = se_band = n_band = se_band_shift = 0.0
     base, best, scales, shifts = [], [], [], []
+    in_frame = held.in_frame()
     for k, i in enumerate(idx):
         g = torch.from_numpy(np.array(gen[k])).float().permute(2, 0, 1)[None] / 255
         ref = held.images[i].float().permute(2, 0, 1)[None] / 255
-        m = held.masks[i].float()[None, None] / 255 * held.in_frame()[i].float()   # not the mirrored padding
+        m = held.masks[i].float()[None, None] / 255 * in_frame[i].float()   # not the mirrored padding
         err = ((g - ref) ** 2).mean(1)[0].numpy()
         mk = m[0, 0].numpy()
         se_face += float((err * mk * face[k]).sum())

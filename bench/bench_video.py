@@ -391,6 +391,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     seam measure (also split by training placement)."""
     from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
+    from portraitrig.eval.image import psnr
     from portraitrig.eval.rig import expression_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
     from portraitrig.face.params import RigParams
@@ -458,13 +459,12 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0], keep=k)
     if k is not None:
         person = data.masks[n0:, 0][torch.from_numpy(k)].float().numpy() / 255
-        err = [((p.astype(np.float64) - real[n0 + i]) / 255) ** 2 for p, i in zip(preds["video"], k)]
         res["heldout_by_condition_range"] = by_condition_range(preds["video"], real[n0 + k], held[torch.from_numpy(k)],
                                                                data.params[:n0], rigger.model)
         res["heldout_replay_oracle"]["saved_frames"].update({
-            "renderer_psnr": round(float(np.mean([-10 * np.log10(e.mean()) for e in err])), 2),
-            "renderer_psnr_masked": round(float(np.mean([
-                -10 * np.log10((e.mean(-1) * m).sum() / max(m.sum(), 1e-6)) for e, m in zip(err, person)])), 2)})
+            "renderer_psnr": round(float(np.mean([psnr(p, real[n0 + i]) for p, i in zip(preds["video"], k)])), 2),
+            "renderer_psnr_masked": round(float(np.mean([psnr(p, real[n0 + i], m)
+                                                         for p, i, m in zip(preds["video"], k, person)])), 2)})
     if len(preds) == 2 and len(index["diffusion"]) < N - n0:
         # both renderers on the frames the baseline inverted (it may invert every k-th only)
         common = np.intersect1d(index["video"], index["diffusion"])
