@@ -18,6 +18,7 @@ explains), scores the oracle of replaying the best training frame for each held-
         --minutes 3.5 --ablation-minutes 3.5 --device cuda
     python bench/bench_avatar.py --method splat --frames FRAMES --driver DRIVER_PARAMS --out OUT --minutes 5
     python bench/bench_avatar.py --score OUT --frames FRAMES
+    python bench/bench_avatar.py --oracle --frames FRAMES   # no model: how far replaying the clip goes
 
 Make the frames file where mediapipe is installed (fit + segmentation), e.g.
 ``load_frames(VIDEO, 256, stride=2, max_frames=200, cache=FILE)`` of
@@ -257,7 +258,8 @@ def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
     return (grown - shrunk)[0, 0].numpy() > 0.5
 
 
-def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model, face=None) -> dict:
+def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model, face=None,
+                      similarity: bool = True) -> dict:
     """Where the held-out error is: PSNR (pooled over the frames) inside the face mesh and on the
     rest of the person, and how much of it a global misplacement explains: the masked PSNR after
     the best similarity transform (scale 0.96..1.04, shifts up to 8 px, per frame) of each render,
@@ -266,7 +268,8 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
     is also split into the band within ``EDGE_BAND_PX`` of the person mask's edge (the hair's and
     shoulders' outline) and the inside, with each part's share of the squared error, and the band's
     PSNR after the per-frame whole-pixel shift that fits it best. ``face``: the frames' face-mesh
-    masks when the caller has them (:func:`common.face_masks`)."""
+    masks when the caller has them (:func:`common.face_masks`). ``similarity=False`` leaves out the
+    similarity search (729 warps of each render: most of ``--score``'s time on a CPU) and its keys."""
     S = held.size
     if face is None:
         face = face_masks(held.params[idx], face_model, S)
@@ -300,7 +303,7 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
 
         b, arg = psnr(g), (1.0, 0, 0)
         top = b
-        for sc in np.linspace(0.96, 1.04, 9):
+        for sc in np.linspace(0.96, 1.04, 9) if similarity else ():
             for dx in range(-8, 9, 2):
                 for dy in range(-8, 9, 2):
                     th = torch.tensor([[[1 / sc, 0, -2 * dx / S], [0, 1 / sc, -2 * dy / S]]], dtype=torch.float32)
@@ -317,6 +320,9 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
         return round(float(-10 * np.log10(max(se, 1e-12) / max(n, 1))), 2)
 
     se_all = max(se_face + se_rest, 1e-12)
+    found = {"psnr_masked_best_similarity": round(float(np.mean(best)), 2),
+             "best_similarity_mean_scale": round(float(np.mean(scales)), 3),
+             "best_similarity_mean_shift_px": round(float(np.mean(shifts)), 2)} if similarity else {}
     return {"psnr_face_mesh": db(se_face, n_face),
             "psnr_person_outside_face_mesh": db(se_rest, n_rest),
             "person_share_in_face_mesh": round(n_face / max(n_face + n_rest, 1), 3),
@@ -326,10 +332,24 @@ def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_
             "person_share_in_edge_band": round(n_band / max(n_face + n_rest, 1), 3),
             "error_share": {"face_mesh": round(se_face / se_all, 3), "edge_band": round(se_band / se_all, 3),
                             "rest_inside": round((se_rest - se_band) / se_all, 3)},
-            "psnr_masked": round(float(np.mean(base)), 2),
-            "psnr_masked_best_similarity": round(float(np.mean(best)), 2),
-            "best_similarity_mean_scale": round(float(np.mean(scales)), 3),
-            "best_similarity_mean_shift_px": round(float(np.mean(shifts)), 2)}
+            "psnr_masked": round(float(np.mean(base)), 2), **found}
+
+
+def clip_oracle(frames: Frames, holdout: float = 0.2) -> dict:
+    """How far a held-out figure can go on this clip by replaying it: each held-out frame
+    (the last ``holdout`` share) against the training frame that scores best on it, masked to the
+    person where the crop shows the video frame (``psnr_masked``, the avatar's headline measure)
+    and on the whole crop (``psnr``), with the person's and the frame's share of the held-out
+    crops. A clip whose last frames repeat its first (a news anchor) lets a replay score high;
+    one whose last frames are new poses, expressions and hair does not. No model is needed."""
+    tr, held_idx = frames.split(holdout)
+    if not held_idx:
+        raise SystemExit(f"bench_avatar: {frames.source or 'the frames'}: too few frames to hold any out")
+    held = frames.subset(held_idx)
+    masks = held.masks.float() / 255 * held.in_frame().float()
+    return {"source": frames.source, **replay_oracle(frames.images[tr], held.images, masks),
+            "person_share": round(float(masks.mean()), 3),
+            "in_frame_share": round(float(held.in_frame().float().mean()), 3)}
 
 
 def relative_pose(fits, reference_fits) -> list:
@@ -344,7 +364,7 @@ def relative_pose(fits, reference_fits) -> list:
     return out
 
 
-def score(out: Path, frames: Frames, size: int) -> dict:
+def score(out: Path, frames: Frames, size: int, similarity: bool = True) -> dict:
     """Re-fit what ``renders.tar`` holds (needs mediapipe and dlib): see the module docstring."""
     import io
     import tarfile
@@ -416,7 +436,7 @@ def score(out: Path, frames: Frames, size: int) -> dict:
         imgs = [groups["heldout"]["images"][k] for k in sorted(groups["heldout"]["images"])]
         idx = heldout_idx(len(held))[:len(imgs)]
         face = face_masks(held.params[idx], rigger.model, held.size)   # shared by the breakdowns below
-        res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model, face)
+        res["heldout_breakdown"] = heldout_breakdown(imgs, held, idx, rigger.model, face, similarity)
         rows = [held_idx[i] for i in idx]
 
         def by_range(gen):
@@ -428,7 +448,7 @@ def score(out: Path, frames: Frames, size: int) -> dict:
                                                      frames.masks[rows].float() / 255 * frames.in_frame()[rows])
         if "heldout_toggled" in groups:
             other = [groups["heldout_toggled"]["images"][k] for k in sorted(groups["heldout_toggled"]["images"])]
-            res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model, face)
+            res["heldout_toggled_breakdown"] = heldout_breakdown(other, held, idx, rigger.model, face, similarity)
             res["heldout_toggled_by_condition_range"] = by_range(other)
     write_json(out / "score.json", res)
     print(json.dumps(res, indent=1))
@@ -440,6 +460,11 @@ def main():
     ap.add_argument("--frames", required=True)
     ap.add_argument("--out", default=None)
     ap.add_argument("--score", default=None, metavar="OUT", help="re-fit the renders a device run wrote to OUT")
+    ap.add_argument("--no-similarity", action="store_true",
+                    help="--score: leave out the held-out breakdown's similarity search (most of its time on a CPU)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="no model: what replaying the clip's training frames scores on its held-out frames "
+                         "(clip_oracle; prints JSON, writes --out/oracle.json when --out is given)")
     ap.add_argument("--method", default="avatar", choices=("avatar", "splat"))
     ap.add_argument("--driver", default=None, help="fitted rig (.safetensors) of another clip to drive the avatar")
     ap.add_argument("--minutes", type=float, default=3.5)
@@ -455,7 +480,13 @@ def main():
     torch.manual_seed(0)
     frames = Frames.load(a.frames)
     if a.score:
-        score(Path(a.score), frames, frames.size)
+        score(Path(a.score), frames, frames.size, similarity=not a.no_similarity)
+        return
+    if a.oracle:
+        res = clip_oracle(frames)
+        if a.out:
+            write_json(Path(a.out) / "oracle.json", res)
+        print(json.dumps(res))
         return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

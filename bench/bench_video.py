@@ -172,7 +172,10 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         from common import budget_schedule, steps_per_second
 
         rate = steps_per_second(method, cfg)
+        fixed = cfg.train.steps if "train.steps" in (overrides or {}) else None
         cfg.train.steps, cfg.train.time_limit = budget_schedule(rate, minutes)
+        if fixed:   # a fixed schedule: runs sharing a GPU compared step for step
+            cfg.train.steps = fixed
     model = train(method, cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]
     res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
@@ -386,7 +389,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
     distance from the target's own expressions), landmark jitter and background flicker against
-    the real target video's, relit frames' re-fitted light against the floor (and against the
+    the real target video's (beside the driver video's own jitter when that video is here: the
+    motion the result copies; at its own frame rate), relit frames' re-fitted light against the floor (and against the
     re-fit's own error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the
     seam measure (also split by training placement)."""
     from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
@@ -511,6 +515,14 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(real[:max_frames]) if f is not None]
         res["real_video"] = {"jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
                              "flicker": flicker(real[:max_frames], background_mask(data))}
+        # the motion the result was asked to copy: the same jitter on the driver's own video
+        # (when it is here), its frames' central square re-fitted like the results
+        driver_video = source_video(d / "driver.safetensors")
+        if driver_video is not None:
+            ims = [central_square(fr.image, size) for fr in iter_video_frames(driver_video, max_frames=len(crops))]
+            tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(ims) if f is not None]
+            res["driver_video"] = {"video": str(driver_video), "frames": len(ims),
+                                   "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None}
     # --- relighting: re-fitted light against the requested, and the seam at the mesh border
     if (out / "relit.npz").is_file():
         z = np.load(out / "relit.npz")
@@ -568,6 +580,10 @@ def target_table(score_res: dict, video: dict | None = None):
         if cross.get("jitter") and real.get("jitter"):
             r = cross["jitter"]["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"]
             row("jitter / real video's", r, "<= 1.2", r <= 1.2)
+            drv = (score_res.get("driver_video") or {}).get("jitter")
+            if drv:
+                row("  the driver video's own / real video's", drv["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"],
+                    "(beside)", None)
         if real.get("flicker"):
             r = cross["flicker"] / real["flicker"]
             row("flicker / real video's", r, "<= 1.2", r <= 1.2)
@@ -683,6 +699,28 @@ def relit_floor(data, params, frames: np.ndarray, person: torch.Tensor, lights: 
     img = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     relit = relight_image(img, normals, person, p.light, lights.float(), face_mask=cond.face_mask(face))
     return light_errors(lights, fit_all([u8(x) for x in relit])), relit
+
+
+def source_video(params_file: Path) -> Path | None:
+    """The video a fitted rig file was made from (its frames' sources, ``VIDEO#frame=N``), when
+    that video is on this machine; else None."""
+    from portraitrig.face.params import RigParams
+
+    if not params_file.is_file():
+        return None
+    sources = RigParams.load(params_file).sources
+    path = Path(sources[0].rsplit("#frame=", 1)[0]) if sources and "#frame=" in sources[0] else None
+    return path if path is not None and path.is_file() else None
+
+
+def central_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3): the image's central square, resized (area) to ``size``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    k = min(h, w)
+    y, x = (h - k) // 2, (w - k) // 2
+    return cv2.resize(np.ascontiguousarray(image[y:y + k, x:x + k]), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def background_mask(data) -> np.ndarray:
@@ -803,7 +841,8 @@ def main() -> None:
     q.add_argument("--every", type=int, default=1,
                    help="bring back every k-th held-out render (the scores use them all; files back are limited)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the preset (train.lr=2e-4, light_augment=0.5, ...)")
+                   help="override a setting of the preset (train.lr=2e-4, light_augment=0.5, ...); "
+                        "train.steps=N fixes the schedule's length (else sized to --minutes)")
     f = sub.add_parser("fps", help="render speed of OUT/run/model (after `run --no-fps`); adds to OUT/video.json")
     f.add_argument("--dir", type=Path, default=Path(".devdata/video"))
     f.add_argument("--out", type=Path, required=True)

@@ -6,7 +6,8 @@
 # sized to the budget: variants sharing a GPU each get a share of it), then renders the held-out
 # 20 %, a turntable and, with DRIVER, frames driven by another clip (bench_avatar.py, no
 # spatial-prior ablation; DRIVER - for none). Carry .whlgs, the frames files and the driver's rig.
-# Each variant is NAME=SETS: comma-separated KEY=VALUE settings for bench_avatar.py --set, or
+# Each variant is NAME=SETS: comma-separated KEY=VALUE settings for bench_avatar.py --set (a list
+# goes on after its commas: model.x=1,2,3), or
 # NAME=- for the preset as it is; a setting frames=PATH trains that variant on another frames
 # file than FRAMES. Each brings back $OUT/NAME.tar (avatar.json, renders.tar, log.txt, its
 # training log and newest sample picture, turntable.png); at most 8 variants. Then, here:
@@ -26,6 +27,8 @@ for v in "$@"; do
   if [ "$sets" != "-" ]; then
     IFS=, read -ra kv <<< "$sets"
     for x in "${kv[@]}"; do
+      # a part without '=' continues the last setting's list (model.widths=48,96,192)
+      if [[ "$x" != *=* ]] && [ ${#args[@]} -gt 0 ]; then args[-1]="${args[-1]},$x"; continue; fi
       if [ "${x%%=*}" = frames ]; then f=${x#frames=}; else args+=(--set "$x"); fi
     done
   fi

@@ -3,7 +3,8 @@
 # conditions): variant k runs on GPU k mod (number of GPUs), all at once, each for MIN minutes
 # on the clip's first 80 %, then on the held-out 20 % (bench_video.py run, no speed figures).
 # Carry the clip's video data (bench_video.py prepare). Each variant is NAME=SETS, SETS being
-# comma-separated KEY=VALUE settings for bench_video.py --set, or NAME=- for the preset as it is;
+# comma-separated KEY=VALUE settings for bench_video.py --set (a list goes on after its commas:
+# model.widths=48,96,192), or NAME=- for the preset as it is;
 # a setting dir=PATH trains that variant on another clip's video data (the preset on several clips
 # at once, e.g. v6=- v14=dir=.devdata/v14).
 # The first variant brings back its renders ($OUT/NAME/{video.json,heldout_pred.npy,relit.npz,
@@ -27,6 +28,8 @@ for v in "$@"; do
   if [ "$sets" != "-" ]; then
     IFS=, read -ra kv <<< "$sets"
     for x in "${kv[@]}"; do
+      # a part without '=' continues the last setting's list (model.widths=48,96,192)
+      if [[ "$x" != *=* ]] && [ ${#args[@]} -gt 0 ]; then args[-1]="${args[-1]},$x"; continue; fi
       if [ "${x%%=*}" = dir ]; then vdir=${x#dir=}; else args+=(--set "$x"); fi
     done
   fi

@@ -260,6 +260,7 @@ score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
          "cross": {"expression_vertex_pct_iod": 3.2, "mesh_floor": {"expression_vertex_pct_iod": 3.0},
                    "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1},
          "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2},
+         "driver_video": {"jitter": {"jitter_pct_iod": 1.5}},
          "floor_light_rmse_scale_inv": 0.04,
          "relight_exposure_0.5": {"light_rmse_scale_inv": 0.076, "ratio_relit_light_rmse_scale_inv": 0.08,
                                   "seam_relit": 1.1, "seam_real": 1.0, "mesh_floor_light_rmse_scale_inv": 0.07,
@@ -284,12 +285,50 @@ def test_target_table_sets_each_figure_against_its_target():
     assert rows["cross expression / real-frame floor"][1] == "no"
     assert rows["cross expression / textured-mesh floor"][1] == "-"
     assert rows["jitter / real video's"][1] == "yes" and abs(rows["flicker / real video's"][0] - 0.5) < 1e-9
+    assert rows["  the driver video's own / real video's"] == [1.5, "-"]
     assert abs(rows["relit light / floor (half exposure)"][0] - 1.9) < 1e-9
     assert rows["relit light / floor (half exposure)"][1] == "yes"
     assert rows["seam / real frames' (half exposure)"][1] == "no"
     assert rows["  on frames inside the training placement"] == [1.04, "-"]
     assert abs(rows["  the rig's own mesh so lit / floor (half exposure)"][0] - 1.75) < 1e-9
     assert not any(k.endswith("(own exposure)") for k in rows)   # no own-exposure relit frames scored
+
+
+SOURCE_VIDEO_CHECK = """
+import sys, json, numpy as np, torch
+sys.path.insert(0, "bench")
+from pathlib import Path
+from bench_video import central_square, source_video
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+d = Path(sys.argv[1])
+(d / "clip.mp4").write_bytes(b"not looked at")
+p = RigParams.neutral(load_default_model(), 2)
+p.sources = [f"{d / 'clip.mp4'}#frame={i}" for i in range(2)]
+p.save(d / "here.safetensors")
+p.sources = [f"{d / 'gone.mp4'}#frame={i}" for i in range(2)]
+p.save(d / "gone.safetensors")
+p.sources = ["photo.jpg", "photo2.jpg"]
+p.save(d / "photos.safetensors")
+img = np.zeros((60, 100, 3), np.uint8); img[:, 20:80] = 200       # the central 60x60 square is bright
+sq = central_square(img, 30)
+print(json.dumps({"here": str(source_video(d / "here.safetensors")), "gone": source_video(d / "gone.safetensors"),
+                  "photos": source_video(d / "photos.safetensors"), "none": source_video(d / "no.safetensors"),
+                  "shape": list(sq.shape), "min": int(sq.min())}))
+"""
+
+
+def test_source_video_and_central_square(tmp_path):
+    """bench_video.source_video: the video a rig file was fitted from, only when it is on this
+    machine (not for photos, a missing video or a missing file); central_square: the image's
+    central square resized."""
+    proc = subprocess.run([sys.executable, "-c", SOURCE_VIDEO_CHECK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["here"] == str(tmp_path / "clip.mp4")
+    assert got["gone"] is None and got["photos"] is None and got["none"] is None
+    assert got["shape"] == [30, 30, 3] and got["min"] == 200
 
 
 PLACEMENT_CHECK = """
@@ -425,6 +464,73 @@ def test_black_background_metrics():
     assert abs(got["share"] - 0.375) < 1e-9
     assert abs(got["black"] - (got["masked"] + 10 * np.log10(1 / 0.375))) < 0.05
     assert got["spill"] < got["black"] - 3
+
+
+CLIP_ORACLE_MAKE = """
+import sys, dataclasses, torch
+from portraitrig.neural.frames import synthetic_frames
+fr = synthetic_frames(5, 32)                      # 4 training frames, the 5th held out
+g = torch.Generator().manual_seed(0)
+images = fr.images.clone()
+masks = torch.zeros(5, 32, 32, dtype=torch.uint8); masks[:, 8:, 8:24] = 255   # reaching into the padding
+valid = torch.ones(5, 32, 32, dtype=torch.bool); valid[:, 28:] = False     # the bottom rows: mirrored padding
+images[4] = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8)   # new everywhere...
+images[4][:28] = torch.where(masks[4][:28, :, None] > 0, images[2][:28], images[4][:28])   # ...but the person in the frame
+images[4][28:, 8:24] = 255 - images[2][28:, 8:24]                       # the person in the padding differs
+dataclasses.replace(fr, images=images, masks=masks, valid=valid).save(sys.argv[1])
+"""
+
+
+def test_clip_oracle_scores_the_best_replay_on_the_person_in_the_frame(tmp_path):
+    """bench_avatar.py --oracle (no model): a held-out frame whose person, in the video frame, is a
+    training frame's copy scores at the clamp masked to the person, though the rest of the crop and
+    the person in the mirrored padding are new; the whole crop scores low; the person's and the
+    frame's shares are reported and oracle.json is written."""
+    frames = tmp_path / "f.safetensors"
+    check_ok(subprocess.run([sys.executable, "-c", CLIP_ORACLE_MAKE, str(frames)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}))
+    proc = run_script("bench_avatar.py", "--frames", str(frames), "--oracle", "--out", str(tmp_path / "o"))
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == json.loads((tmp_path / "o" / "oracle.json").read_text())
+    assert got["frames"] == 1 and got["training_frames"] == 4
+    assert got["psnr_masked"] > 100 and got["psnr"] < 20
+    assert abs(got["in_frame_share"] - 28 / 32) < 1e-3 and abs(got["person_share"] - 20 * 16 / 1024) < 1e-3
+
+
+BREAKDOWN_CHECK = """
+import sys, json, numpy as np, torch
+sys.path.insert(0, "bench")
+from bench_avatar import heldout_breakdown
+from portraitrig.face.model import load_default_model
+from portraitrig.neural.frames import synthetic_frames
+fr = synthetic_frames(6, 32)
+fr.masks[:] = 255                                               # the whole crop is the person
+fm = load_default_model()
+held, idx = fr.subset([4, 5]), [0, 1]
+exact = [held.images[i].numpy() for i in idx]
+moved = [np.roll(x, 2, axis=1) for x in exact]                  # every render 2 px to the right
+got = {"exact": heldout_breakdown(exact, held, idx, fm), "moved": heldout_breakdown(moved, held, idx, fm),
+       "quick": heldout_breakdown(moved, held, idx, fm, similarity=False)}
+print(json.dumps(got))
+"""
+
+
+def test_heldout_breakdown_finds_a_misplacement_and_can_skip_the_search():
+    """bench_avatar.heldout_breakdown: exact renders score at the clamp everywhere; renders moved
+    2 px score lower, and the similarity search finds the move (a 2-px shift, scale 1, the figure
+    back up); without the search the same figures come back, less the search's keys."""
+    proc = subprocess.run([sys.executable, "-c", BREAKDOWN_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["exact"]["psnr_masked"] >= 99 and got["exact"]["psnr_face_mesh"] >= 99
+    moved, quick = got["moved"], got["quick"]
+    assert moved["psnr_masked"] < 40
+    assert moved["psnr_masked_best_similarity"] > moved["psnr_masked"] + 3
+    assert moved["best_similarity_mean_shift_px"] == 2.0 and moved["best_similarity_mean_scale"] == 1.0
+    assert "psnr_masked_best_similarity" not in quick and "best_similarity_mean_scale" not in quick
+    assert quick == {k: v for k, v in moved.items() if k in quick} and len(quick) == len(moved) - 3
 
 
 CONDITION_RANGE_CHECK = """
