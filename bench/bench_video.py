@@ -491,7 +491,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                         "identity_distance_to_target": float(np.mean(identity_distance(
                             embed(crops[::5])[:, None], e_train[None]))),
                         "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None,
-                        "flicker": flicker(np.stack(crops), background_mask(data))}
+                        "flicker": flicker(np.stack(crops), background_mask(data)),
+                        "flicker_far": flicker(np.stack(crops), background_mask(data, FAR_PX))}
         # the re-fit's own error on these requested expressions: the target's mesh under each
         # requested rig (exactly its geometry), textured from its most neutral training frame and
         # laid over the result, so the re-fit sees the same hair and outline around it
@@ -512,9 +513,16 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         res["cross"]["by_distance"] = [
             {"distance": float(far[t].mean()), "frames": len(t), **{k: float(np.nanmean(e[t])) for k, e in per.items()}}
             for t in np.array_split(np.argsort(far), 3) if len(t)]
-        real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(real[:max_frames]) if f is not None]
-        res["real_video"] = {"jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
-                             "flicker": flicker(real[:max_frames], background_mask(data))}
+        # the real video decoded and cropped as the result is (the cache's crops are JPEG: their
+        # own noise flickered 2.4x the video's on a still background), the cache's without the video
+        video = d / "target.mp4"
+        ref = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(video, max_frames=max_frames)]) \
+            if video.is_file() else real[:max_frames]
+        real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(ref) if f is not None]
+        res["real_video"] = {"source": video.name if video.is_file() else "cache",
+                             "jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
+                             "flicker": flicker(ref, background_mask(data)),
+                             "flicker_far": flicker(ref, background_mask(data, FAR_PX))}
         # the motion the result was asked to copy: the same jitter on the driver's own video
         # (when it is here), its frames' central square re-fitted like the results
         driver_video = source_video(d / "driver.safetensors")
@@ -587,6 +595,8 @@ def target_table(score_res: dict, video: dict | None = None):
         if real.get("flicker"):
             r = cross["flicker"] / real["flicker"]
             row("flicker / real video's", r, "<= 1.2", r <= 1.2)
+        if real.get("flicker_far") and cross.get("flicker_far") is not None:
+            row(f"  {FAR_PX} px further from the person", cross["flicker_far"] / real["flicker_far"], "(beside)", None)
     lfloor = score_res.get("floor_light_rmse_scale_inv")
     for key, label in (("relight", "own exposure"), ("relight_exposure_0.5", "half exposure")):
         rl = score_res.get(key)
@@ -723,12 +733,20 @@ def central_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image[y:y + k, x:x + k]), (size, size), interpolation=cv2.INTER_AREA)
 
 
-def background_mask(data) -> np.ndarray:
-    """(S, S) bool: crop pixels no training frame's person mask reaches (static background)."""
+#: the still background "far" from the person: FAR_PX further from every training frame's person
+#: mask than :func:`background_mask`'s margin (a driven head placed beyond the target's own reaches
+#: into the still background next to the person: flicker there is motion, not flicker)
+FAR_PX = 20
+
+
+def background_mask(data, margin: int = 0) -> np.ndarray:
+    """(S, S) bool: crop pixels no training frame's person mask reaches (static background), 4 px
+    from it, plus ``margin`` px."""
     import cv2
 
     reach = (data.masks.float().amax(0)[0] > 5).numpy().astype(np.uint8)
-    return cv2.dilate(reach, np.ones((9, 9), np.uint8)) == 0
+    k = 9 + 2 * margin
+    return cv2.dilate(reach, np.ones((k, k), np.uint8)) == 0
 
 
 def picture(d: Path, out: Path, driver_video: Path, rows: int = 4, seconds: float = 6.0, side: int = 192,

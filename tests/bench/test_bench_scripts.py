@@ -258,8 +258,9 @@ from bench_video import target_table
 score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
          "floor_expression": {"expression_vertex_pct_iod": 2.0},
          "cross": {"expression_vertex_pct_iod": 3.2, "mesh_floor": {"expression_vertex_pct_iod": 3.0},
-                   "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1},
-         "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2},
+                   "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1,
+                   "flicker_far": 0.3},
+         "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2, "flicker_far": 0.2},
          "driver_video": {"jitter": {"jitter_pct_iod": 1.5}},
          "floor_light_rmse_scale_inv": 0.04,
          "relight_exposure_0.5": {"light_rmse_scale_inv": 0.076, "ratio_relit_light_rmse_scale_inv": 0.08,
@@ -286,6 +287,8 @@ def test_target_table_sets_each_figure_against_its_target():
     assert rows["cross expression / textured-mesh floor"][1] == "-"
     assert rows["jitter / real video's"][1] == "yes" and abs(rows["flicker / real video's"][0] - 0.5) < 1e-9
     assert rows["  the driver video's own / real video's"] == [1.5, "-"]
+    far = rows["  20 px further from the person"]
+    assert abs(far[0] - 1.5) < 1e-9 and far[1] == "-"
     assert abs(rows["relit light / floor (half exposure)"][0] - 1.9) < 1e-9
     assert rows["relit light / floor (half exposure)"][1] == "yes"
     assert rows["seam / real frames' (half exposure)"][1] == "no"
@@ -329,6 +332,31 @@ def test_source_video_and_central_square(tmp_path):
     assert got["here"] == str(tmp_path / "clip.mp4")
     assert got["gone"] is None and got["photos"] is None and got["none"] is None
     assert got["shape"] == [30, 30, 3] and got["min"] == 200
+
+
+BACKGROUND_MASK_CHECK = """
+import sys, json, types, torch
+sys.path.insert(0, "bench")
+from bench_video import background_mask
+masks = torch.zeros(3, 1, 64, 64, dtype=torch.uint8)
+masks[0, 0, 20:40, 20:30] = 255
+masks[2, 0, 20:40, 30:40] = 255                    # the person's reach over the frames: x 20..39, y 20..39
+data = types.SimpleNamespace(masks=masks)
+near, far = background_mask(data), background_mask(data, 5)
+print(json.dumps({"near": [bool(near[30, 30]), bool(near[30, 16]), bool(near[30, 15]), bool(near[30, 44])],
+                  "far": [bool(far[30, 15]), bool(far[30, 11]), bool(far[30, 10])], "nested": bool((far <= near).all())}))
+"""
+
+
+def test_background_mask_keeps_its_margin_from_every_frames_person():
+    """bench_video.background_mask: the still background is what no training frame's person mask
+    reaches, 4 px from it (flicker is measured there); a margin keeps it that much further."""
+    proc = subprocess.run([sys.executable, "-c", BACKGROUND_MASK_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["near"] == [False, False, True, True]    # inside; 4 px left of x=20 (x 16..19 excluded); 5 px; right
+    assert got["far"] == [False, False, True] and got["nested"]
 
 
 PLACEMENT_CHECK = """
