@@ -389,10 +389,11 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
     distance from the target's own expressions), landmark jitter and background flicker against
-    the real target video's (beside the driver video's own jitter when that video is here: the
-    motion the result copies; at its own frame rate), relit frames' re-fitted light against the floor (and against the
-    re-fit's own error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the
-    seam measure (also split by training placement)."""
+    the real target video's, decoded and cropped as the result is (beside the driver video's own
+    jitter when that video is here: the motion the result copies, at its own frame rate), relit
+    frames' re-fitted light against the floor (and against the re-fit's own error on the rig's
+    mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure (also split by
+    training placement)."""
     from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.image import psnr
@@ -514,7 +515,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             {"distance": float(far[t].mean()), "frames": len(t), **{k: float(np.nanmean(e[t])) for k, e in per.items()}}
             for t in np.array_split(np.argsort(far), 3) if len(t)]
         # the real video decoded and cropped as the result is (the cache's crops are JPEG: their
-        # own noise flickered 2.4x the video's on a still background), the cache's without the video
+        # own noise flickered 1.9-2.8x the video's on still backgrounds), the cache's without it
         video = d / "target.mp4"
         ref = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(video, max_frames=max_frames)]) \
             if video.is_file() else real[:max_frames]
