@@ -356,6 +356,34 @@ def test_paste_masks_cover_the_person_and_fall_off_around_them():
     np.testing.assert_allclose(whole, border)                             # the crop's own edge stays soft
 
 
+def test_colour_match_compares_the_still_background_only():
+    """still_rings: the colour match's border ring loses the pixels where the person may be. A
+    render whose wall is 12 levels too dark, its person crossing the ring at another place than in
+    the target's frame: matched on the whole ring the wall is off by the person's share of it;
+    on the still ring it is put right. Where the person would cover nearly all the ring, the whole
+    ring stays."""
+    from portraitrig.apps.reenactjob import colour_match, still_rings
+
+    S = 64
+    border = border_mask(S, 0.1)
+    ring = ((border > 0.02) & (border < 0.6)).astype(np.float32)
+    actual = np.full((S, S, 3), 120, np.uint8)
+    rendered = np.full((S, S, 3), 108, np.uint8)
+    person_actual = np.zeros((S, S), np.float32); person_actual[40:, 10:30] = 1     # the shoulders: bottom left
+    person_render = np.zeros((S, S), np.float32); person_render[40:, 34:44] = 1     # driven: further right, turned
+    actual[person_actual > 0] = 30
+    rendered[person_render > 0] = 30 - 12
+    region = torch.from_numpy(np.maximum(person_actual, person_render))[None, None]
+    still = still_rings(ring, region)[0]
+    assert still.shape == ring.shape and (still <= ring).all() and still[60, 20] == 0 and still[2, 2] == ring[2, 2]
+    wall = person_actual + person_render == 0
+    whole = colour_match(rendered, actual, ring)[wall].astype(int) - 120
+    right = colour_match(rendered, actual, still)[wall].astype(int) - 120
+    assert np.abs(whole).min() > 3 and (right == 0).all()
+    everywhere = still_rings(ring, torch.ones(1, 1, S, S))[0]
+    assert (everywhere == ring).all()
+
+
 def test_the_still_background_stays_the_target_frame(model, tmp_path):
     """Pasting the person only: outside where the renderer may draw them, the result is the
     target's own frame (the tiny renderer's copy of the wall is not); the whole crop differs."""

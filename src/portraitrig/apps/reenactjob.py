@@ -343,6 +343,16 @@ def colour_match(rendered: np.ndarray, actual: np.ndarray, ring: np.ndarray) -> 
     return np.clip(rendered.astype(np.float32) + diff, 0, 255).round().astype(np.uint8)
 
 
+def still_rings(ring: np.ndarray, person: torch.Tensor, least: float = 0.25) -> list[np.ndarray]:
+    """Per frame, the colour match's ``ring`` (S, S) weights less where ``person`` (B, 1, S, S) in
+    [0, 1] may show the person (in the render or in the target's frame): where the two differ there,
+    it is the person's place or pose, not the colour, so only the still background is compared.
+    Where less than ``least`` of the ring's weight would remain, the whole ring."""
+    keep = ring[None] * (1 - person[:, 0].float().clamp(0, 1).cpu().numpy())
+    total = float(ring.sum())
+    return [k.astype(np.float32) if float(k.sum()) >= least * total else ring for k in keep]
+
+
 def paste_frame(background: np.ndarray, rendered: np.ndarray, crop, mask: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """The rendered crop, colour matched, pasted into the target's frame with ``mask``."""
     from portraitrig.capture.align import paste_back
@@ -524,19 +534,20 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 drawn = rend.cond.drawn_mask(faces, heads)
                 if gains is not None:
                     person = drawn[:, 0].cpu().numpy() * mask
-            pastes = [mask] * (j - i)
+            pastes, rings = [mask] * (j - i), [ring] * (j - i)
             if config.paste == "person":  # and where the target's own frame shows them (self-driven: the same)
                 own = tgt.params[shown].to(dev, torch.float32)
                 region = drawn if config.self_drive else torch.maximum(
                     drawn, rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own)))
                 pastes = paste_masks(region, mask, config.feather / 2)
+                rings = still_rings(ring, region)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
                 rig = (rig.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for k in range(j - i):
                 bg = bgs[k]
-                res = paste_frame(bg, crops[k], tgt.crop, pastes[k], ring)
+                res = paste_frame(bg, crops[k], tgt.crop, pastes[k], rings[k])
                 if gains is not None:
                     full = np.clip(warp_affine(np.ascontiguousarray(person[k]), crop_inv, bg.shape[1::-1]), 0, 1)
                     res = relight_background(res, full, gains[i + k])
@@ -566,4 +577,4 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
 
 __all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "background_gain",
            "relight_background", "border_mask", "paste_masks",
-           "colour_match", "paste_frame", "target_frames"]
+           "colour_match", "still_rings", "paste_frame", "target_frames"]
