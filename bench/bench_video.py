@@ -487,13 +487,20 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         req = RigParams.load(rdir / "params.safetensors")
         crops = [crop_frame(fr.image, data.crop) for fr in iter_video_frames(rdir / "result.mp4", max_frames=max_frames)]
         fits = fit_all(crops)
-        tracks = [f.crop_landmarks.points[:, :2] for f in fits if f is not None]
+        still, still_far = background_mask(data), background_mask(data, FAR_PX)
+
+        def jitter(fitted):   # landmark jitter of a sequence's re-fits (None for under 9 faces)
+            tracks = [f.crop_landmarks.points[:, :2] for f in fitted if f is not None]
+            return landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None
+
+        def stability(frames: np.ndarray, fitted) -> dict:
+            return {"jitter": jitter(fitted), "flicker": flicker(frames, still),
+                    "flicker_far": flicker(frames, still_far)}
+
         res["cross"] = {**expr(req[:len(crops)], fits),
                         "identity_distance_to_target": float(np.mean(identity_distance(
                             embed(crops[::5])[:, None], e_train[None]))),
-                        "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None,
-                        "flicker": flicker(np.stack(crops), background_mask(data)),
-                        "flicker_far": flicker(np.stack(crops), background_mask(data, FAR_PX))}
+                        **stability(np.stack(crops), fits)}
         # the re-fit's own error on these requested expressions: the target's mesh under each
         # requested rig (exactly its geometry), textured from its most neutral training frame and
         # laid over the result, so the re-fit sees the same hair and outline around it
@@ -519,19 +526,13 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         video = d / "target.mp4"
         ref = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(video, max_frames=max_frames)]) \
             if video.is_file() else real[:max_frames]
-        real_tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(ref) if f is not None]
-        res["real_video"] = {"source": video.name if video.is_file() else "cache",
-                             "jitter": landmark_jitter(np.stack(real_tracks)) if len(real_tracks) >= 9 else None,
-                             "flicker": flicker(ref, background_mask(data)),
-                             "flicker_far": flicker(ref, background_mask(data, FAR_PX))}
+        res["real_video"] = {"source": video.name if video.is_file() else "cache", **stability(ref, fit_all(ref))}
         # the motion the result was asked to copy: the same jitter on the driver's own video
         # (when it is here), its frames' central square re-fitted like the results
         driver_video = source_video(d / "driver.safetensors")
         if driver_video is not None:
             ims = [central_square(fr.image, size) for fr in iter_video_frames(driver_video, max_frames=len(crops))]
-            tracks = [f.crop_landmarks.points[:, :2] for f in fit_all(ims) if f is not None]
-            res["driver_video"] = {"video": str(driver_video), "frames": len(ims),
-                                   "jitter": landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None}
+            res["driver_video"] = {"video": str(driver_video), "frames": len(ims), "jitter": jitter(fit_all(ims))}
     # --- relighting: re-fitted light against the requested, and the seam at the mesh border
     if (out / "relit.npz").is_file():
         z = np.load(out / "relit.npz")
@@ -716,12 +717,13 @@ def source_video(params_file: Path) -> Path | None:
     """The video a fitted rig file was made from (its frames' sources, ``VIDEO#frame=N``), when
     that video is on this machine; else None."""
     from portraitrig.face.params import RigParams
+    from portraitrig.io.sources import split_frame_source
 
     if not params_file.is_file():
         return None
     sources = RigParams.load(params_file).sources
-    path = Path(sources[0].rsplit("#frame=", 1)[0]) if sources and "#frame=" in sources[0] else None
-    return path if path is not None and path.is_file() else None
+    frame = split_frame_source(sources[0]) if sources else None
+    return Path(frame[0]) if frame is not None and Path(frame[0]).is_file() else None
 
 
 def central_square(image: np.ndarray, size: int) -> np.ndarray:

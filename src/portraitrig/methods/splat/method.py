@@ -51,7 +51,9 @@ class SplatMethod(TrainingMethod):
         self.mc, self.size = mc, frames.size
         self.images = self.train_frames.images.to(self.device).permute(0, 3, 1, 2).contiguous()   # uint8
         self.masks = self.train_frames.masks.to(self.device)[:, None].contiguous()
-        self.valid = self.train_frames.in_frame().to(self.device)[:, None].contiguous()          # (N, 1, S, S) bool
+        inside = self.train_frames.in_frame()                # where each crop shows its video frame
+        # (N, 1, S, S) bool; None where every crop lies wholly in its frame (nothing to leave out)
+        self.valid = None if bool(inside.all()) else inside.to(self.device)[:, None].contiguous()
         self.model = SplatModel(mc, self.face_model.faces.cpu()).to(self.device)
         self._initialise()
         if say:
@@ -75,7 +77,9 @@ class SplatMethod(TrainingMethod):
         model, S, dev = self.model, self.size, self.device
         r0 = take(self.rig, slice(0, 1))
         img0 = self.images[0].float() / 255
-        person = (self.masks[0, 0].float() / 255 > 0.5) & self.valid[0, 0]    # not the mirrored padding
+        person = self.masks[0, 0].float() / 255 > 0.5
+        if self.valid is not None:
+            person &= self.valid[0, 0]                                          # not the mirrored padding
         face = render_buffers(self.train_frames.params[0:1].to(dev), self.face_model, S, names=("mask",))["mask"][0, 0] > 0.5
         v = r0["verts"][0]
         lo, hi = v.amin(0), v.amax(0)
@@ -121,7 +125,7 @@ class SplatMethod(TrainingMethod):
         col = F.grid_sample(img0[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
         model.init_colors(col[0, :, 0].T)
         # background: mean of the frames outside the person
-        keep = (1 - self.masks.float() / 255) * self.valid
+        keep = (1 - self.masks.float() / 255) * (1 if self.valid is None else self.valid)
         num = (self.images.float() / 255 * keep).sum(0)
         den = keep.sum(0)
         mean_colour = (self.images.float() / 255).mean((0, 2, 3))[:, None, None]
@@ -186,9 +190,10 @@ class SplatMethod(TrainingMethod):
             target, background = self.random_backgrounds(unwrap(net), target, mask, generator)
         out = render(unwrap(net), rig, self.size, cfg.backend, background=background, net=net)
         # the crop's mirrored padding past the video frame's edge is no one's image: no loss sees it
-        valid = self.valid[idx]
-        pred = torch.where(valid, out["image"].float(), target)
-        alpha = torch.where(valid, out["alpha"].float(), mask)
+        pred, alpha, valid = out["image"].float(), out["alpha"].float(), None
+        if self.valid is not None:
+            valid = self.valid[idx]
+            pred, alpha = torch.where(valid, pred, target), torch.where(valid, alpha, mask)
         l1 = (pred - target).abs().mean()
         mse = ((pred.detach() - target) ** 2).mean()
         total = l1
