@@ -251,10 +251,13 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     # by the driver under an orbiting light, and the target relit by an orbiting light (pictures)
     drv = d / "driver.safetensors"
     jobs = [("reenact", drv, ReenactConfig(audio="target")),
+            # the same without the model's matte (pasted where the person may be): its flicker beside
+            ("reenact_nomatte", drv if r.config.matte else None, ReenactConfig(audio="target", matte=False)),
             ("reenact_orbit", drv, ReenactConfig(light="left", light_orbit=4.0, audio="target")),
             ("relight_orbit", None, ReenactConfig(self_drive=True, light="left", light_orbit=4.0, audio="target"))]
     for name, driver, rc in jobs:
-        if (driver is not None and not driver.is_file()) or not video.is_file():
+        if (driver is not None and not driver.is_file()) or not video.is_file() or \
+                (driver is None and not rc.self_drive):
             continue
         rc.target_video, rc.device, rc.max_frames, rc.crf = str(video), device, reenact_frames, 23
         t = time.time()
@@ -388,8 +391,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     ``out``: identity distances, expression re-fit error (self- and cross-reenactment) against
     the real-frame floor (and, for cross-reenactment, against the re-fit's own error on the rig's
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
-    distance from the target's own expressions), landmark jitter and background flicker against
-    the real target video's, decoded and cropped as the result is (beside the driver video's own
+    distance from the target's own expressions), landmark jitter (the first ``max_frames``) and
+    background flicker (every frame; without the model's matte too, when that reenactment is
+    here) against the real target video's, decoded and cropped as the result is (beside the driver video's own
     jitter when that video is here: the motion the result copies, at its own frame rate), relit
     frames' re-fitted light against the floor (and against the re-fit's own error on the rig's
     mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure (also split by
@@ -485,7 +489,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     rdir = out / "reenact"
     if (rdir / "result.mp4").is_file():
         req = RigParams.load(rdir / "params.safetensors")
-        crops = [crop_frame(fr.image, data.crop) for fr in iter_video_frames(rdir / "result.mp4", max_frames=max_frames)]
+        # flicker (no re-fit) over every frame of the reenactment, the re-fits over the first max_frames
+        every = [crop_frame(fr.image, data.crop) for fr in iter_video_frames(rdir / "result.mp4")]
+        crops = every[:max_frames]
         fits = fit_all(crops)
         still, still_far = background_mask(data), background_mask(data, FAR_PX)
 
@@ -495,12 +501,16 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
 
         def stability(frames: np.ndarray, fitted) -> dict:
             return {"jitter": jitter(fitted), "flicker": flicker(frames, still),
-                    "flicker_far": flicker(frames, still_far)}
+                    "flicker_far": flicker(frames, still_far), "flicker_frames": len(frames)}
 
         res["cross"] = {**expr(req[:len(crops)], fits),
                         "identity_distance_to_target": float(np.mean(identity_distance(
                             embed(crops[::5])[:, None], e_train[None]))),
-                        **stability(np.stack(crops), fits)}
+                        **stability(np.stack(every), fits)}
+        other = out / "reenact_nomatte" / "result.mp4"   # the same model pasted without its matte
+        if other.is_file():
+            ims = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(other, max_frames=len(every))])
+            res["cross_nomatte"] = {"flicker": flicker(ims, still), "flicker_far": flicker(ims, still_far)}
         # the re-fit's own error on these requested expressions: the target's mesh under each
         # requested rig (exactly its geometry), textured from its most neutral training frame and
         # laid over the result, so the re-fit sees the same hair and outline around it
@@ -524,9 +534,10 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         # the real video decoded and cropped as the result is (the cache's crops are JPEG: their
         # own noise flickered 1.9-2.8x the video's on still backgrounds), the cache's without it
         video = d / "target.mp4"
-        ref = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(video, max_frames=max_frames)]) \
-            if video.is_file() else real[:max_frames]
-        res["real_video"] = {"source": video.name if video.is_file() else "cache", **stability(ref, fit_all(ref))}
+        ref = np.stack([crop_frame(fr.image, data.crop) for fr in iter_video_frames(video, max_frames=len(every))]) \
+            if video.is_file() else real[:len(every)]
+        res["real_video"] = {"source": video.name if video.is_file() else "cache",
+                             **stability(ref, fit_all(ref[:max_frames]))}
         # the motion the result was asked to copy: the same jitter on the driver's own video
         # (when it is here), its frames' central square re-fitted like the results
         driver_video = source_video(d / "driver.safetensors")
@@ -599,6 +610,12 @@ def target_table(score_res: dict, video: dict | None = None):
             row("flicker / real video's", r, "<= 1.2", r <= 1.2)
         if real.get("flicker_far") and cross.get("flicker_far") is not None:
             row(f"  {FAR_PX} px further from the person", cross["flicker_far"] / real["flicker_far"], "(beside)", None)
+        other = score_res.get("cross_nomatte")
+        if other and real.get("flicker"):
+            row("  pasted without the matte", other["flicker"] / real["flicker"], "(beside)", None)
+            if real.get("flicker_far"):
+                row(f"  without the matte, {FAR_PX} px further", other["flicker_far"] / real["flicker_far"],
+                    "(beside)", None)
     lfloor = score_res.get("floor_light_rmse_scale_inv")
     for key, label in (("relight", "own exposure"), ("relight_exposure_0.5", "half exposure")):
         rl = score_res.get(key)

@@ -19,4 +19,4 @@ d = __import__('diffusers').__version__ if importlib.util.find_spec('diffusers')
 print('torch', torch.__version__, 'diffusers', d, torch.cuda.get_device_name())"
 unpack_site() { mkdir -p /tmp/site && tar -C /tmp/site -xJf "$1"; }
 REENACT_FILES="reenact/result.mp4 reenact/params.safetensors reenact/compare.mp4 reenact_orbit/result.mp4
-  reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4"
+  reenact_orbit/compare.mp4 relight_orbit/result.mp4 relight_orbit/compare.mp4 reenact_nomatte/result.mp4"

@@ -385,11 +385,12 @@ def test_colour_match_compares_the_still_background_only():
 
 
 def test_the_still_background_stays_the_target_frame(model, tmp_path):
-    """Pasting the person only: outside where the renderer may draw them, the result is the
-    target's own frame (the tiny renderer's copy of the wall is not); the whole crop differs."""
+    """Pasting the person only (without the model's matte): outside where the renderer may draw
+    them, the result is the target's own frame (the tiny renderer's copy of the wall is not); the
+    whole crop differs."""
     got = {}
     for paste in ("person", "crop"):
-        cfg = ReenactConfig(self_drive=True, paste=paste, crf=0, feather=0.05)
+        cfg = ReenactConfig(self_drive=True, paste=paste, crf=0, feather=0.05, matte=False)
         run_reenact(model.folder, None, tmp_path / paste, cfg, progress=False, say=None)
         got[paste] = np.stack([f.image for f in iter_video_frames(tmp_path / paste / "result.mp4")]).astype(float)
     from portraitrig.methods.video.renderer import VideoRenderer
@@ -407,3 +408,30 @@ def test_the_still_background_stays_the_target_frame(model, tmp_path):
 
     assert np.abs(crop_of(got["person"]) - real)[:, far].mean() < 2.5      # crf 0: colour conversion only
     assert np.abs(crop_of(got["crop"]) - real)[:, far].mean() > 5
+
+
+def test_the_models_matte_says_where_the_driven_person_is_pasted(model, tmp_path):
+    """With a model that renders the person's matte, the paste follows it: a matte of no one
+    leaves the target's own frame everywhere beyond where that frame may show the person (and the
+    small margin), the driven head included; a matte of the whole crop pastes the whole crop."""
+    from portraitrig.methods.video.renderer import VideoRenderer
+
+    real = np.stack([crop_frame(f.image, model.crop) for f in iter_video_frames(model.target)]).astype(float)
+    drv = tmp_path / "driver.safetensors"
+    driver_params(N, seed=3).save(drv, meta={"fps": FPS})
+    r = VideoRenderer.from_pretrained(model.folder, device="cpu")
+    assert r.config.matte
+    near = torch.nn.functional.max_pool2d((r.cond.prior > 0).float(), 7, stride=1, padding=3)
+    far = (near[0, 0].numpy() == 0) & (border_mask(32, 0.05) > 0.99)
+    assert far.sum() > 20
+    err = {}
+    for name, level in (("no one", 0.0), ("everything", 1.0)):
+        with torch.no_grad():   # the matte channel: a constant (the output is 0.5 + the head's)
+            r.net.head.weight[3:] = 0
+            r.net.head.bias[3:] = level - 0.5
+        folder = r.save_pretrained(tmp_path / name / "model")
+        cfg = ReenactConfig(crf=0, feather=0.05, margin=0.03)
+        run_reenact(folder, drv, tmp_path / name, cfg, progress=False, say=None)
+        out = np.stack([crop_frame(f.image, model.crop) for f in iter_video_frames(tmp_path / name / "result.mp4")])
+        err[name] = np.abs(out.astype(float) - real[np.arange(len(out)) % len(real)])[:, far].mean()
+    assert err["no one"] < 2.5 and err["everything"] > 5

@@ -261,6 +261,7 @@ score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
                    "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1,
                    "flicker_far": 0.3},
          "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2, "flicker_far": 0.2},
+         "cross_nomatte": {"flicker": 0.3, "flicker_far": 0.4},
          "driver_video": {"jitter": {"jitter_pct_iod": 1.5}},
          "floor_light_rmse_scale_inv": 0.04,
          "relight_exposure_0.5": {"light_rmse_scale_inv": 0.076, "ratio_relit_light_rmse_scale_inv": 0.08,
@@ -289,6 +290,8 @@ def test_target_table_sets_each_figure_against_its_target():
     assert rows["  the driver video's own / real video's"] == [1.5, "-"]
     far = rows["  20 px further from the person"]
     assert abs(far[0] - 1.5) < 1e-9 and far[1] == "-"
+    assert abs(rows["  pasted without the matte"][0] - 1.5) < 1e-9      # the same model's reenactment
+    assert abs(rows["  without the matte, 20 px further"][0] - 2.0) < 1e-9
     assert abs(rows["relit light / floor (half exposure)"][0] - 1.9) < 1e-9
     assert rows["relit light / floor (half exposure)"][1] == "yes"
     assert rows["seam / real frames' (half exposure)"][1] == "no"

@@ -7,9 +7,10 @@ fixed crop (so its head motion is kept), resampled to the target's frame rate, a
 onto the target's neutral frame (:func:`portraitrig.retarget.retarget`). ``self_drive``: the
 target's own parameters drive it (relighting alone). Each output frame is rendered in the
 target's fixed crop, colour matched to the target's frame on the crop's border and pasted back
-with a soft mask (one crop for all frames: no jitter): by default only where the renderer may
-draw the person, in that frame or in the target's own frame, so the still background stays the
-target's real frame (``paste="crop"``: the whole crop). When the driver is longer than the
+with a soft mask (one crop for all frames: no jitter): by default only the person (where the
+model's matte says the driven person is; for a model without one, where the renderer may draw
+them) and where the target's own frame may show them, so the still background stays the target's
+real frame (``paste="crop"``: the whole crop). When the driver is longer than the
 target video, the target's frames are looped (``background="loop"``) or its last frame held.
 
 Writes OUT/result.mp4 (H.264, audio of the driver / target / none), OUT/compare.mp4 (driver |
@@ -65,9 +66,15 @@ class ReenactConfig:
     workers: int = field(default=1, metadata=_h("processes fitting a driver video (in chunks, one torch thread each)"))
     feather: float = field(default=0.08, metadata=_h("paste-back edge softness, share of the crop side"))
     paste: str = field(default="person", metadata=_h(
-        "what of the rendered crop is pasted back: the person (where the renderer may draw them, in this frame and in "
-        "the target's own frame, with a soft margin; the rest stays the target's real frame, so its still background "
+        "what of the rendered crop is pasted back: the person (in this frame and where the target's own frame may "
+        "show them, with a soft margin; the rest stays the target's real frame, so its still background "
         "does not flicker) or the whole crop", choices=("person", "crop")))
+    matte: bool = field(default=True, metadata=_h(
+        "with a model that renders the person's matte, paste where it says the driven person is (and where the "
+        "target's own frame may show them), with a margin of MARGIN (off, or without a matte: where the renderer "
+        "may draw the person, with a margin of FEATHER / 2)"))
+    margin: float = field(default=0.015, metadata=_h(
+        "soft margin around the pasted person when the model renders a matte, share of the crop side"))
     target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
     crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
@@ -92,8 +99,8 @@ class ReenactConfig:
             raise ValueError(f"env_rotate must be a number of degrees per second within +-36000, got {self.env_rotate}")
         if self.env_rotate is not None and self.light_orbit is not None:
             raise ValueError("give light_orbit (seconds per turn) or env_rotate (degrees per second), not both")
-        if not 0 <= self.feather < 0.5 or not 0 <= self.crf <= 51:
-            raise ValueError("feather must be in [0, 0.5) and crf in 0..51")
+        if not 0 <= self.feather < 0.5 or not 0 <= self.margin < 0.25 or not 0 <= self.crf <= 51:
+            raise ValueError("feather must be in [0, 0.5), margin in [0, 0.25) and crf in 0..51")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be at least 1")
         if not 1 <= self.workers <= 256:
@@ -525,21 +532,27 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
             shown = [k % N if config.background == "loop" else min(k, N - 1) for k in range(i, j)]
             frames = stream(params[i:j]) if diffusion is None else diffusion(params[i:j], bgs, shown)
             crops = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            if gains is not None or config.paste == "person":  # the person: where the renderer may draw them
-                if diffusion is None:
-                    faces, heads = stream.last_faces, stream.last_heads
+            matte = stream.last_matte if diffusion is None and config.matte else None
+            if gains is not None or config.paste == "person":  # the person: its matte, or where it may be drawn
+                if matte is not None:
+                    drawn = matte.clamp(0, 1)
+                elif diffusion is None:
+                    drawn = rend.cond.drawn_mask(stream.last_faces, stream.last_heads)
                 else:
                     here = params[i:j].to(dev, torch.float32)
-                    faces, heads = rend.cond.face(here), rend.head_warps(here)
-                drawn = rend.cond.drawn_mask(faces, heads)
+                    drawn = rend.cond.drawn_mask(rend.cond.face(here), rend.head_warps(here))
                 if gains is not None:
                     person = drawn[:, 0].cpu().numpy() * mask
             pastes, rings = [mask] * (j - i), [ring] * (j - i)
-            if config.paste == "person":  # and where the target's own frame shows them (self-driven: the same)
+            if config.paste == "person":  # and where the target's own frame may show them
                 own = tgt.params[shown].to(dev, torch.float32)
-                region = drawn if config.self_drive else torch.maximum(
-                    drawn, rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own)))
-                pastes = paste_masks(region, mask, config.feather / 2)
+                own = rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own))
+                if matte is not None:
+                    region = torch.maximum((drawn > 0.5).float(), own)
+                    pastes = paste_masks(region, mask, config.margin)
+                else:   # self-driven: own is drawn
+                    region = drawn if config.self_drive else torch.maximum(drawn, own)
+                    pastes = paste_masks(region, mask, config.feather / 2)
                 rings = still_rings(ring, region)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,

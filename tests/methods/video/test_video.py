@@ -30,7 +30,7 @@ def test_presets_validate_and_shapes():
             x = torch.zeros(2, cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
             with torch.no_grad():
                 y = net(x)
-            assert y.shape == (2, 3, cfg.model.image_size, cfg.model.image_size)
+            assert y.shape == (2, 4, cfg.model.image_size, cfg.model.image_size)   # colour and the matte
             torch.testing.assert_close(y, torch.full_like(y, 0.5))   # starts at mid-grey
     with pytest.raises(ValueError):
         VideoNetConfig(image_size=33, widths=(8, 16)).validate()
@@ -95,9 +95,9 @@ def test_tiny_renderer_learns_synthetic_frames(tmp_path):
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
-    assert set(parts) == {"l1", "ssim", "grad"}
+    assert set(parts) == {"l1", "ssim", "grad", "matte"}
     grid = m.samples(m.model, 0)
-    assert grid.shape == (2 * 32, 4 * 32, 3)
+    assert grid.shape == (2 * 32, 5 * 32, 3)   # rig, render, its matte over black, relit, frame
     # the exported folder renders sequences and single frames at the right shape
     folder = m.export(m.model, tmp_path / "model")
     r = VideoRenderer.from_pretrained(folder)
@@ -109,6 +109,16 @@ def test_tiny_renderer_learns_synthetic_frames(tmp_path):
     assert r.render(data.params[:3], sequence=False).shape == (3, 3, 32, 32)
     lit = r.render(data.params[2:3], light=torch.from_numpy(np.zeros((9, 3), np.float32)))
     assert lit.shape == (1, 3, 32, 32)
+    # ... with the person's matte, which has learned where the person is (it starts at 0.5)
+    colour, matte = r.render_matte(data.params[2:6], context=data.params[:2])
+    torch.testing.assert_close(colour, seq)
+    assert matte.shape == (4, 1, 32, 32) and float(matte.min()) >= 0 and float(matte.max()) <= 1
+    person = data.masks[2:6].float() / 255
+    assert float((matte - person).abs().mean()) < 0.6 * float((0.5 - person).abs().mean())
+    stream = r.stream()
+    stream(data.params[:2])
+    torch.testing.assert_close(stream(data.params[2:6]), seq)
+    torch.testing.assert_close(stream.last_matte, matte)
 
 
 def test_light_augmentation_is_seeded_and_exposure_matched():
@@ -457,11 +467,13 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
     idx = torch.tensor([1, 4, 6])
     light = m.params.light[idx]
     x0, t0 = m.inputs(idx, light), m.images[idx].float() / 255
-    x, t = m.move(idx, light, x0, t0, torch.Generator().manual_seed(7))
-    x2, t2 = m.move(idx, light, x0, t0, torch.Generator().manual_seed(7))
+    m0 = m.masks[idx].float()
+    x, t, mk = m.move(idx, light, x0, t0, m0, torch.Generator().manual_seed(7))
+    x2, t2, mk2 = m.move(idx, light, x0, t0, m0, torch.Generator().manual_seed(7))
     torch.testing.assert_close(x, x2)
     torch.testing.assert_close(t, t2)
-    assert not torch.allclose(x, x0) and not torch.allclose(t, t0)
+    torch.testing.assert_close(mk, mk2)
+    assert not torch.allclose(x, x0) and not torch.allclose(t, t0) and not torch.allclose(mk, m0)
     # rebuild the input and the target of the items from the drawn maps
     g = torch.Generator().manual_seed(7)
     torch.rand(3, generator=g)
@@ -481,8 +493,9 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
     moved = move_in_image(m.params[win.reshape(-1)], M.repeat_interleave(W, 0), shift.repeat_interleave(W, 0))
     torch.testing.assert_close(Conditioner.move_head_warp(m.heads[idx], theta),
                                m.cond.head_warp(moved[torch.arange(W - 1, 3 * W, W)]), atol=1e-4, rtol=0)
-    target, _ = move_person(t0, m.masks[idx], m.plate, image_theta(M, shift))
+    target, person = move_person(t0, m.masks[idx], m.plate, image_theta(M, shift))
     torch.testing.assert_close(t, target)
+    torch.testing.assert_close(mk, person)   # the matte's target moves with the person
     # a step of training with it runs and gives a finite loss
     loss, _ = m.loss(m.model, idx, 0, torch.Generator().manual_seed(1))
     assert torch.isfinite(loss)
@@ -573,13 +586,16 @@ def test_padding_beyond_the_frame_is_taught_the_median_frame(tmp_path):
     assert inside.shape == (1, 1, S, S) and bool(inside[..., :w].all()) and not bool(inside[..., w:].any())
     m = VideoMethod(cfg, narrow, "cpu", say=None)
     idx = torch.tensor([0, 3])
-    out = torch.rand(2, 3, S, S, generator=torch.Generator().manual_seed(0))
-    loss, _ = m.loss(lambda x: out, idx, 0, torch.Generator().manual_seed(1))
+    out = torch.rand(2, 4, S, S, generator=torch.Generator().manual_seed(0))
+    loss, parts = m.loss(lambda x: out, idx, 0, torch.Generator().manual_seed(1))
     frames = m.images[idx].float() / 255
-    want, _ = image_loss(out, torch.where(inside, frames, median_frame(m.images)), cfg.ssim_weight, cfg.grad_weight)
-    torch.testing.assert_close(loss, want)
-    mirrored, _ = image_loss(out, frames, cfg.ssim_weight, cfg.grad_weight)
-    assert abs(float(mirrored) - float(loss)) > 1e-4   # the synthetic clip moves a little in the padding
+    want, _ = image_loss(out[:, :3], torch.where(inside, frames, median_frame(m.images)), cfg.ssim_weight,
+                         cfg.grad_weight)
+    matte = (out[:, 3:] - m.masks[idx].float() * inside).abs().mean()   # no person in the padding
+    torch.testing.assert_close(parts["matte"], matte)
+    torch.testing.assert_close(loss, want + cfg.matte_weight * matte)
+    mirrored, _ = image_loss(out[:, :3], frames, cfg.ssim_weight, cfg.grad_weight)
+    assert abs(float(mirrored) - float(want)) > 1e-4   # the synthetic clip moves a little in the padding
 
 
 def test_moved_face_buffers_are_the_buffers_of_the_moved_rig():

@@ -20,6 +20,13 @@ class VideoNetConfig(DictConfig):
     and (``reference``) the target's median training frame (3, kept in the model): the static
     background and where hair and clothes usually are, which the rig does not model.
 
+    ``matte`` (on in the presets; off in models saved before it): a fourth output channel, the
+    rendered person's matte in [0, 1], trained against the frames' person masks. A reenacted
+    frame then has a person mask of its own: reenactment pastes back where it says the person is
+    (instead of everywhere the person may be, with a wide margin), so the target's real, still
+    background stays beside the driven head, and ``--background-light match`` relights what it
+    says is background.
+
     Two options against the seam relit renders show at the face mesh border (both off in the
     presets, and in models saved before them):
 
@@ -49,6 +56,7 @@ class VideoNetConfig(DictConfig):
     follow_head: bool = False                            # reference + prior warped with the head (needs reference)
     shading_band: float = 0.0                            # input shading smoothed along the face mesh border (x side)
     proxy_follows_head: bool = False                     # whole-portrait normals' proxy warped with the head
+    matte: bool = False                                  # a 4th output: the person's matte (reenactment pastes it)
 
     @property
     def buffer_channels(self) -> int:
@@ -117,6 +125,8 @@ class Config:
         "learning rate of the neural texture, times the run's (a texel sees few pixels per step)", metavar="X"))
     ssim_weight: float = field(default=0.5, metadata=_h("weight of the 1 - SSIM loss beside L1"))
     grad_weight: float = field(default=0.5, metadata=_h("weight of the image-gradient L1 loss"))
+    matte_weight: float = field(default=0.5, metadata=_h(
+        "weight of the matte's L1 loss against the frames' person masks (models with a matte)"))
     holdout: float = field(default=0.2, metadata=_h("share of the video's last frames held out of training"))
     max_frames: int | None = field(default=None, metadata=_h("fit at most this many frames of the video"))
     fit_device: str = field(default="cpu", metadata=_h("device of the video fit (tracking)"))
@@ -130,7 +140,7 @@ class Config:
             raise ValueError(f"move_augment is a share of items, in [0, 1]; got {self.move_augment}")
         if not (0 <= self.move_shift <= 0.5 and 0 <= self.move_roll <= 45 and 0 <= self.move_scale <= 0.3):
             raise ValueError("move_shift must be in [0, 0.5], move_roll in [0, 45] degrees, move_scale in [0, 0.3]")
-        if self.ssim_weight < 0 or self.grad_weight < 0 or self.texture_lr <= 0:
+        if self.ssim_weight < 0 or self.grad_weight < 0 or self.matte_weight < 0 or self.texture_lr <= 0:
             raise ValueError("loss weights must be >= 0 and texture_lr > 0")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
@@ -143,12 +153,12 @@ class Config:
 def preset(name: str) -> VideoNetConfig:
     if name == "tiny":
         return VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions", "uv"), widths=(8, 16, 16), window=2,
-                              texture=4, texture_size=32, texture_levels=2, follow_head=True)
+                              texture=4, texture_size=32, texture_levels=2, follow_head=True, matte=True)
     if name == "256":
-        return VideoNetConfig(image_size=256, texture=16, texture_size=256, follow_head=True)
+        return VideoNetConfig(image_size=256, texture=16, texture_size=256, follow_head=True, matte=True)
     if name == "512":
         return VideoNetConfig(image_size=512, widths=(24, 48, 96, 192, 256, 256, 256), texture=16, texture_size=512,
-                              follow_head=True)
+                              follow_head=True, matte=True)
     raise ValueError(f"unknown preset {name!r} (tiny, 256, 512)")
 
 

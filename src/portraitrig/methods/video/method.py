@@ -10,7 +10,8 @@ them is relit with random lights (ratio images of the whole person,
 another share has its person moved over the still background by a random image-plane
 similarity, the rig moved the same way (:meth:`VideoMethod.move`: head placements the video does
 not show); where the fixed crop reaches past the video frame, the target is the still median
-frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded weights).
+frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded weights), and
+with a matte (``model.matte``) its L1 against the frame's person mask, moved with the person.
 """
 from __future__ import annotations
 
@@ -231,21 +232,29 @@ class VideoMethod(TrainingMethod):
                                  target)
             light = new
         x = self.inputs(idx, light)
+        mask = self.masks[idx].float()
         if self.plate is not None:
-            x, target = self.move(idx, light, x, target, generator, step)
+            x, target, mask = self.move(idx, light, x, target, mask, generator, step)
         if self.padding is not None:
             inside, median = self.padding
             target = torch.where(inside, target, median)
+            mask = mask * inside
         if self.config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        total, parts = self.image_loss(net(x), target, self.config.ssim_weight, self.config.grad_weight)
+        pred = net(x)
+        total, parts = self.image_loss(pred[:, :3], target, self.config.ssim_weight, self.config.grad_weight)
+        if self.config.model.matte:   # the person's matte: L1 against the (moved) person mask
+            matte = (pred[:, 3:].float() - mask).abs().mean()
+            total = total + self.config.matte_weight * matte
+            parts = {**parts, "matte": matte.detach()}
         return total, parts
 
     @torch.no_grad()
-    def move(self, idx, light, x, target, generator, step: int = 0):
+    def move(self, idx, light, x, target, mask, generator, step: int = 0):
         """A share (``move_augment``) of the items moved over the background plate by random
         image-plane similarities about their heads (:func:`share_count` of them at ``step``, the
-        items a random choice): the target's person is moved (:func:`move_person`), and the
+        items a random choice): the target's person (and its person ``mask``) is moved
+        (:func:`move_person`; returns the new x, target and mask), and the
         network input is made for the rig moved the same way
         (:func:`~portraitrig.edits.move_in_image`): the window's face buffers moved
         (:meth:`Conditioner.move_faces`), the portrait normals over the prior, the
@@ -253,15 +262,15 @@ class VideoMethod(TrainingMethod):
         Made in fp32 outside the step's autocast, as the unmoved items' buffers were; no host
         synchronisation (the GPU runs on while the next step is prepared)."""
         with torch.autocast(self.device.type, enabled=False):
-            return self._move(idx, light, x, target, generator, step)
+            return self._move(idx, light, x, target, mask, generator, step)
 
-    def _move(self, idx, light, x, target, generator, step):
+    def _move(self, idx, light, x, target, mask, generator, step):
         c = self.config
         order = torch.rand(len(idx), generator=generator, device=self.device)
         M, d = random_moves(len(idx), generator, self.device, c.move_shift, c.move_roll, c.move_scale)
         n = share_count(step, len(idx), c.move_augment)
         if not n:
-            return x, target
+            return x, target, mask
         k = order.argsort()[:n]                                    # which items: a random choice
         M, d, W = M[k], d[k], c.model.window
         centre = self.params.translation[idx[k]]
@@ -274,8 +283,9 @@ class VideoMethod(TrainingMethod):
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head)
-        moved, _ = move_person(target[k], self.masks[idx[k]], self.plate, theta)
-        return x.index_copy(0, k, xm.to(x.dtype)), target.index_copy(0, k, moved.to(target.dtype))
+        moved, person = move_person(target[k], mask[k], self.plate, theta)
+        return (x.index_copy(0, k, xm.to(x.dtype)), target.index_copy(0, k, moved.to(target.dtype)),
+                mask.index_copy(0, k, person.to(mask.dtype)))
 
     @torch.no_grad()
     def samples(self, ema, step):
@@ -283,9 +293,11 @@ class VideoMethod(TrainingMethod):
         light = self.params.light[idx]
         left = sh.match_exposure(sh.preset("left").to(self.device).expand_as(light), light)
         pred = ema(self.inputs(idx, light).float()).float()
-        relit = ema(self.inputs(idx, left).float()).float()
+        relit = ema(self.inputs(idx, left).float()).float()[:, :3]
         shade = spec.preview(self.faces[idx].float(), self.config.model.buffers)[0]
-        cols = [shade, pred, relit, self.images[idx].float() / 255]
+        cols = [shade, pred[:, :3], relit, self.images[idx].float() / 255]
+        if self.config.model.matte:   # the matte over black
+            cols.insert(3, pred[:, :3] * pred[:, 3:].clamp(0, 1))
         rows = torch.cat(cols, 3).clamp(0, 1)
         return torch.cat(list(rows), 1).permute(1, 2, 0).cpu().numpy()
 

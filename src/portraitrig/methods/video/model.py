@@ -2,7 +2,8 @@
 
 Input (B, C_in, S, S): the face buffers of a short window of frames, the whole-portrait
 shading and the person mask (see :class:`~portraitrig.methods.video.config.VideoNetConfig`).
-Output (B, 3, S, S): colour around [0, 1], not clamped (``forward(x, clamp=True)`` clamps). Plain
+Output (B, 3, S, S): colour around [0, 1], not clamped (``forward(x, clamp=True)`` clamps); with
+``config.matte`` (B, 4, S, S), the fourth channel the person's matte, linear like the colour. Plain
 convolutions + SiLU, no normalisation layers (batch-1 inference, EMA and DDP need no special
 care); strided convolutions down, nearest-neighbour upsampling + convolution up, skip
 connections by concatenation.
@@ -77,7 +78,7 @@ class VideoNet(nn.Module):
             self.up.append(nn.Conv2d(w[k + 1], w[k], 3, padding=1))
             self.dec.append(nn.Sequential(nn.Conv2d(2 * w[k], w[k], 3, padding=1), nn.SiLU(),
                                           *[ResBlock(w[k]) for _ in range(config.blocks)]))
-        self.head = nn.Conv2d(w[0], 3, 3, padding=1)
+        self.head = nn.Conv2d(w[0], 4 if config.matte else 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.register_buffer("person_prior", torch.zeros(1, 1, config.image_size, config.image_size))

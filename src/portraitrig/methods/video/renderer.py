@@ -4,8 +4,9 @@
 ``render(params, light=...)`` takes a *sequence* of RigParams in the target's fixed crop
 (frame t is conditioned on frames t-window+1..t; ``context`` gives frames before the first
 one when a long sequence is rendered in chunks) and returns the target's frames in that crop.
-The person mask of a rendered frame is the target's mean person mask united with the face
-mesh's (a reenacted frame has no mask of its own). The model folder also holds the target
+A model with a matte (``config.matte``) also renders each frame's person mask
+(:meth:`VideoRenderer.render_matte`, ``FrameStream.last_matte``); for older models the person
+mask of a rendered frame is the target's mean person mask united with the face mesh's. The model folder also holds the target
 video's description (``target.safetensors``): every frame's parameters, the crop, frame rate
 and path, which reenactment pastes back into.
 """
@@ -104,9 +105,20 @@ class VideoRenderer(NeuralRenderer):
         light: None (each item's own), or a (9, 3) / (B, 9, 3) SH light. context: frames just
         before the sequence (their buffers fill the first frames' windows). sequence False:
         unrelated items, each one's window is itself."""
+        return self._render(params, light, context, sequence)[:, :3]
+
+    @torch.no_grad()
+    def render_matte(self, params: RigParams, light=None, context: RigParams | None = None,
+                     sequence: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`render`'s frames and their person mattes (B, 1, S, S) in [0, 1] (None for a
+        model without a matte)."""
+        out = self._render(params, light, context, sequence)
+        return out[:, :3], (out[:, 3:] if self.config.matte else None)
+
+    def _render(self, params: RigParams, light, context: RigParams | None, sequence: bool) -> torch.Tensor:
         B = len(params)
         if B == 0:
-            return torch.zeros(0, 3, self.size, self.size, device=self.device)
+            return torch.zeros(0, 4 if self.config.matte else 3, self.size, self.size, device=self.device)
         p = params.to(self.device, torch.float32)
         L = p.light if light is None else \
             torch.as_tensor(light, dtype=torch.float32, device=self.device).expand(B, 9, 3)
@@ -129,8 +141,9 @@ class VideoRenderer(NeuralRenderer):
     def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True,
                        heads: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
-        under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1]; ``heads`` (T, 2, 3) the
-        frames' head warps (with ``follow_head``)."""
+        under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1], (T - k, 4, S, S) with the
+        matte last for a model with one; ``heads`` (T, 2, 3) the frames' head warps (with
+        ``follow_head``)."""
         out = []
         B = faces.shape[0] - k
         for i in range(0, B, self.max_batch):
@@ -151,8 +164,9 @@ class VideoRenderer(NeuralRenderer):
 class FrameStream:
     """Renders a sequence a few frames at a time: ``stream(params, light=None)`` -> (b, 3, S, S);
     the face buffers of the last window - 1 frames are kept for the next call's windows, and
-    those of the frames just rendered in ``last_faces`` and their head warps in ``last_heads``
-    (for their person mask: :meth:`Conditioner.drawn_mask`)."""
+    those of the frames just rendered in ``last_faces``, their head warps in ``last_heads``
+    (where the person may be: :meth:`Conditioner.drawn_mask`) and their mattes in
+    ``last_matte`` ((b, 1, S, S); None for a model without a matte)."""
 
     def __init__(self, renderer: VideoRenderer):
         self.r = renderer
@@ -160,6 +174,7 @@ class FrameStream:
         self.heads: torch.Tensor | None = None
         self.last_faces: torch.Tensor | None = None
         self.last_heads: torch.Tensor | None = None
+        self.last_matte: torch.Tensor | None = None
 
     @torch.no_grad()
     def __call__(self, params: RigParams, light=None) -> torch.Tensor:
@@ -178,7 +193,8 @@ class FrameStream:
         keep = r.config.window - 1
         self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
         self.heads = heads[heads.shape[0] - keep:] if keep > 0 and heads is not None else None
-        return out
+        self.last_matte = out[:, 3:] if r.config.matte else None
+        return out[:, :3]
 
 
 __all__ = ["VideoRenderer", "FrameStream", "Target", "write_target"]
