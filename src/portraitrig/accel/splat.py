@@ -2,7 +2,12 @@
 Gaussians already projected by :func:`portraitrig.methods.splat.raster.project`. The plain
 PyTorch rasterizer (``rasterize_reference`` there) is the reference; tests compare the two on a
 GPU (tests/methods/splat). gsplat is an optional dependency (the ``gaussians`` extra); its
-kernels build on first use (~70 s on an H200 host)."""
+kernels build on first use (~70 s on an H200 host).
+
+:func:`compile_pose`: the Gaussians' posing and projection (the rig's mesh, the expression MLP,
+the camera: a few hundred small kernels, which bound a batch-1 render by the host's launches)
+compiled by Inductor into fused kernels replayed as one CUDA graph (on CUDA; on a CPU, fused
+kernels only). Opt-in; the eager function is the reference, and tests compare the two."""
 from __future__ import annotations
 
 import math
@@ -41,4 +46,14 @@ def rasterize_gsplat(means2d: torch.Tensor, conics: torch.Tensor, colors: torch.
                                tile, offsets, flatten_ids)
 
 
-__all__ = ["gsplat_available", "rasterize_gsplat", "TILE"]
+def compile_pose(fn):
+    """``fn`` (tensors and an int size in, a dict of tensors out) compiled with CUDA graphs
+    (Inductor's ``reduce-overhead``), one graph per input shape. The outputs of a call live in
+    the graph's memory until the next call: use them first (call
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each call)."""
+    from portraitrig.accel.inductor import MODE_OPTIONS
+
+    return torch.compile(fn, options=dict(MODE_OPTIONS["reduce-overhead"]), dynamic=False)
+
+
+__all__ = ["gsplat_available", "rasterize_gsplat", "compile_pose", "TILE"]

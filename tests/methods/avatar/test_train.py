@@ -108,11 +108,13 @@ def test_job_writes_pngs_and_manifest(trained, tmp_path):
 
 
 def test_job_rgba_and_clamped_view(trained, tmp_path):
-    s = run_avatar(trained["model"], tmp_path / "o", AvatarJobConfig(yaw=150.0, rgba=True), spec="yaw=50", say=None)
+    s = run_avatar(trained["model"], tmp_path / "o", AvatarJobConfig(yaw=150.0, rgba=True, compile=True),
+                   spec="yaw=50", say=None)
     assert s.exit_code == 0
     img = np.asarray(Image.open(tmp_path / "o" / "frames" / "000000.png"))
     assert img.shape == (32, 32, 4)
     assert any("clamped" in n for n in s.notes)
+    assert any("Gaussian avatars" in n for n in s.notes)   # --compile is the Gaussians' only: said
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert man["items"][0]["view"] == [MAX_YAW, 0.0]
 

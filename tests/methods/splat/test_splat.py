@@ -12,6 +12,7 @@ from PIL import Image
 from portraitrig.apps.avatarjob import AvatarJobConfig, run_avatar
 from portraitrig.errors import InputError
 from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
 from portraitrig.neural.frames import synthetic_frames
 from portraitrig.methods.splat.config import PRESETS, SplatConfig
 from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs, triangle_frames
@@ -483,3 +484,25 @@ def test_gsplat_matches_the_reference():
     for r, g in zip(ref_in, gpu_in):
         rel = (g.grad.cpu() - r.grad).norm() / r.grad.norm().clamp_min(1e-8)
         assert float(rel) < 0.02
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_the_compiled_pose_renders_as_the_eager_one(splat_model, device):
+    """SplatRenderer(compile=True): the posing and projection compiled (one CUDA graph on a GPU)
+    give the eager renderer's images, for several batches in a row (each call's graph outputs
+    are used before the next call reuses them). One shape: each compiles (~30 s on a CPU)."""
+    from portraitrig.methods.splat.renderer import SplatRenderer
+
+    eager = SplatRenderer.from_pretrained(splat_model, device=device)
+    fast = SplatRenderer.from_pretrained(splat_model, device=device, compile=True)
+    assert fast.compiled and not eager.compiled
+    g = torch.Generator().manual_seed(0)
+    p = RigParams.cat([eager.reference.to("cpu")] * 4)
+    p = p.replace(expression=p.expression + 0.5 * torch.randn(p.expression.shape, generator=g),
+                  rotation=p.rotation + 0.1 * torch.randn(p.rotation.shape, generator=g))
+    want = eager.render(p, batch=2)
+    got = fast.render(p, batch=2)          # two batches of 2: one graph, replayed
+    again = fast.render(p, batch=2)
+    assert want.shape == got.shape == (4, 3, 32, 32)
+    assert float((got - want).abs().max()) < 2e-3 and float((again - got).abs().max()) < 1e-6
+    assert float((want[0] - want[1]).abs().mean()) > 1e-3     # the items differ: a stale output would show

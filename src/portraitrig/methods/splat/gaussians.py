@@ -251,27 +251,46 @@ def rig_inputs(params, face_model) -> dict[str, torch.Tensor]:
     """What rendering needs of B items' RigParams: camera ``scale`` (B, 1), ``rot`` (B, 3, 3),
     ``trans`` (B, 2), canonical vertices ``verts`` (B, V, 3), condition ``cond`` (B, n_expr + 4)."""
     p = params.to(params.device, torch.float32)
-    verts = face_model.canonical(p.identity, p.expression, p.gaze).float()
-    return {"scale": p.scale.float(), "rot": p.rotation_matrix().float(), "trans": p.translation.float(),
-            "verts": verts, "cond": torch.cat([p.expression, p.gaze.flatten(1)], 1).float()}
+    return rig_tensors(face_model, p.identity, p.expression, p.gaze, p.rotation, p.scale, p.translation)
+
+
+def rig_tensors(face_model, identity: torch.Tensor, expression: torch.Tensor, gaze: torch.Tensor,
+                rotation: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`rig_inputs` of the RigParams fields themselves (``rotation`` axis-angle (B, 3)):
+    tensors in, tensors out, so it can be compiled with what follows it."""
+    from portraitrig.face.params import axis_angle_to_matrix
+
+    verts = face_model.canonical(identity, expression, gaze).float()
+    return {"scale": scale.float(), "rot": axis_angle_to_matrix(rotation).float(), "trans": translation.float(),
+            "verts": verts, "cond": torch.cat([expression, gaze.flatten(1)], 1).float()}
 
 
 def take(rig: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
     return {k: v[idx] for k, v in rig.items()}
 
 
-def render(model: SplatModel, rig: dict[str, torch.Tensor], size: int, backend: str = "auto",
-           background: str | torch.Tensor = "learned", net=None) -> dict[str, torch.Tensor]:
-    """Render B items: ``image`` (B, 3, S, S) over the background ("learned", "none": black, or
-    images (B, 3, S, S)), ``rgb`` premultiplied (B, 3, S, S), ``alpha`` (B, 1, S, S), plus the
-    Gaussians' loss terms (see :meth:`SplatModel.gaussians`). ``net``: the model as wrapped for
-    training (DDP, compile), called for the Gaussians."""
-    from portraitrig.methods.splat.raster import project, rasterize
+def pose(model: SplatModel, rig: dict[str, torch.Tensor], size: int, net=None) -> dict[str, torch.Tensor]:
+    """B items' Gaussians posed and projected to ``size`` pixels: ``means2d``, ``conics``,
+    ``depths``, ``radii`` (:func:`~portraitrig.methods.splat.raster.project`), ``colors``,
+    ``opacities``, plus the loss terms ``mesh_offset`` and ``expr_offset``
+    (:meth:`SplatModel.gaussians`). Plain tensor code: what the fast path compiles."""
+    from portraitrig.methods.splat.raster import project
 
     g = (net if net is not None else model)(rig["verts"], rig["cond"], rig["scale"], rig["rot"], rig["trans"])
     pr = project(g["means"], g["rot"], g["scales"], rig["scale"], rig["rot"], rig["trans"], size)
-    rgb, alpha = rasterize(pr["means2d"], pr["conics"], g["colors"], g["opacities"], pr["depths"], pr["radii"],
-                           size, backend)
+    return {**pr, "colors": g["colors"], "opacities": g["opacities"], "mesh_offset": g["mesh_offset"],
+            "expr_offset": g["expr_offset"]}
+
+
+def draw(model: SplatModel, posed: dict[str, torch.Tensor], size: int, backend: str = "auto",
+         background: str | torch.Tensor = "learned") -> dict[str, torch.Tensor]:
+    """Rasterize :func:`pose`'s Gaussians: ``image`` (B, 3, S, S) over the background ("learned",
+    "none": black, or images (B, 3, S, S)), ``rgb`` premultiplied (B, 3, S, S), ``alpha``
+    (B, 1, S, S), and the loss terms passed on."""
+    from portraitrig.methods.splat.raster import rasterize
+
+    rgb, alpha = rasterize(posed["means2d"], posed["conics"], posed["colors"], posed["opacities"], posed["depths"],
+                           posed["radii"], size, backend)
     rgb, alpha = rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
     if isinstance(background, torch.Tensor):
         image = rgb + (1 - alpha) * background.to(rgb)
@@ -281,8 +300,15 @@ def render(model: SplatModel, rig: dict[str, torch.Tensor], size: int, backend: 
         image = rgb
     else:
         raise ValueError(f"background must be 'learned', 'none' or images, got {background!r}")
-    return {"image": image, "rgb": rgb, "alpha": alpha, "mesh_offset": g["mesh_offset"],
-            "expr_offset": g["expr_offset"]}
+    return {"image": image, "rgb": rgb, "alpha": alpha, "mesh_offset": posed["mesh_offset"],
+            "expr_offset": posed["expr_offset"]}
 
 
-__all__ = ["SplatModel", "triangle_frames", "rig_inputs", "take", "render"]
+def render(model: SplatModel, rig: dict[str, torch.Tensor], size: int, backend: str = "auto",
+           background: str | torch.Tensor = "learned", net=None) -> dict[str, torch.Tensor]:
+    """Render B items: :func:`draw` of :func:`pose`. ``net``: the model as wrapped for training
+    (DDP, compile), called for the Gaussians."""
+    return draw(model, pose(model, rig, size, net), size, backend, background)
+
+
+__all__ = ["SplatModel", "triangle_frames", "rig_inputs", "rig_tensors", "take", "pose", "draw", "render"]

@@ -6,7 +6,9 @@ background, transparent (``background="none"``; ``rgba=True`` adds the opacity a
 channel), or given images; at any ``size`` (the Gaussians are continuous). Novel views turn the
 head relative to the camera (:class:`~portraitrig.neural.views.HeadAvatar`, shared with
 the radiance-field avatar). ``backend``: "auto" (gsplat's CUDA kernels when on CUDA with gsplat
-installed), "gsplat", or "torch" (the plain reference, any device).
+installed), "gsplat", or "torch" (the plain reference, any device). ``compile=True``: the posing
+and projection compiled into one CUDA graph (:func:`portraitrig.accel.splat.compile_pose`; the
+first render of each batch size and image size compiles, ~1 min).
 
 The model folder (:mod:`portraitrig.neural.modelio`): ``model.safetensors`` (Gaussians, the
 expression MLP, background) and ``config.json`` (config and the reference rig: the first
@@ -22,7 +24,7 @@ import torch
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 from portraitrig.methods.splat.config import SplatConfig
-from portraitrig.methods.splat.gaussians import SplatModel, render, rig_inputs
+from portraitrig.methods.splat.gaussians import SplatModel, draw, pose, rig_tensors
 from portraitrig.neural.contract import NeuralRenderer
 from portraitrig.neural.views import HeadAvatar, with_alpha
 
@@ -33,7 +35,7 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
     buffers: tuple[str, ...] = ()
 
     def __init__(self, model: SplatModel, config: SplatConfig, face_model, device, reference: RigParams,
-                 backend: str = "auto"):
+                 backend: str = "auto", compile: bool = False):
         if backend not in ("auto", "torch", "gsplat"):
             raise ValueError(f"backend must be auto, torch or gsplat, got {backend!r}")
         self.model, self.config, self.face_model = model, config, face_model
@@ -41,14 +43,25 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
         self.size = config.image_size
         self.backend = backend
         self.reference = reference.to(self.device, torch.float32)[0:1]
+        self.compiled = bool(compile)
+        self._pose = self._posed
+        if self.compiled:
+            from portraitrig.accel.splat import compile_pose
+
+            self._pose = compile_pose(self._posed)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device="cpu", backend: str = "auto",
+    def from_pretrained(cls, directory: str | Path, device="cpu", backend: str = "auto", compile: bool = False,
                         **options) -> "SplatRenderer":
         model, mc, fm, ref = cls.read_folder(directory, SplatConfig, lambda mc, fm: SplatModel(mc, fm.faces.cpu()),
                                              device)
         check_binding(model, fm, Path(directory) / "model.safetensors")
-        return cls(model, mc, fm, device, ref, backend=backend)
+        return cls(model, mc, fm, device, ref, backend=backend, compile=compile)
+
+    def _posed(self, identity, expression, gaze, rotation, scale, translation, size: int) -> dict:
+        """The items' Gaussians posed and projected (:func:`~portraitrig.methods.splat.gaussians.pose`)."""
+        rig = rig_tensors(self.face_model, identity, expression, gaze, rotation, scale, translation)
+        return pose(self.model, rig, size)
 
     # ---------------------------------------------------------------- rendering
     @torch.no_grad()
@@ -59,13 +72,16 @@ class SplatRenderer(HeadAvatar, NeuralRenderer):
         (B, 3, S, S); ``size``: render at another resolution (default the model's)."""
         S = size or self.size
         params = params.to(self.device, torch.float32)
-        rig = rig_inputs(params, self.face_model)
         outs = []
         for a in range(0, len(params), batch):
             sl = slice(a, a + batch)
-            part = {k: v[sl] for k, v in rig.items()}
+            p = params[sl]
             bg = background[sl].to(self.device, torch.float32) if isinstance(background, torch.Tensor) else background
-            r = render(self.model, part, S, self.backend, background=bg)
+            if self.compiled:   # the last call's outputs are used up: its graph memory may be reused
+                torch.compiler.cudagraph_mark_step_begin()
+            posed = self._pose(p.identity, p.expression, p.gaze, p.rotation, p.scale, p.translation, S)
+            r = draw(self.model, posed, S, self.backend, background=bg)
+            del posed
             img = r["image"]
             if rgba:
                 img = with_alpha(img, r["rgb"], r["alpha"], background)
