@@ -545,14 +545,12 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                     person = drawn[:, 0].cpu().numpy() * mask
             pastes, rings = [mask] * (j - i), [ring] * (j - i)
             if config.paste == "person":  # and where the target's own frame may show them
-                own = tgt.params[shown].to(dev, torch.float32)
-                own = rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own))
-                if matte is not None:
-                    region = torch.maximum((drawn > 0.5).float(), own)
-                    pastes = paste_masks(region, mask, config.margin)
-                else:   # self-driven: own is drawn
-                    region = drawn if config.self_drive else torch.maximum(drawn, own)
-                    pastes = paste_masks(region, mask, config.feather / 2)
+                region = drawn   # self-driven without a matte, where the renderer may draw them is the same
+                if matte is not None or not config.self_drive:
+                    own = tgt.params[shown].to(dev, torch.float32)
+                    own = rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own))
+                    region = torch.maximum((drawn > 0.5).float() if matte is not None else drawn, own)
+                pastes = paste_masks(region, mask, config.margin if matte is not None else config.feather / 2)
                 rings = still_rings(ring, region)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,

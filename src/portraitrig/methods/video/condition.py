@@ -8,7 +8,8 @@ frame t under its light (smoothed along the face mesh border with ``shading_band
 person mask (``2m - 1``).
 
 The person mask the network sees is the target's mean person mask (``prior``) united with the
-frame's face mesh: a reenacted frame has no mask of its own. The prior's inflation is solved
+frame's face mesh: a reenacted frame has no mask before it is rendered (the network's matte
+output, ``matte``, is its mask after). The prior's inflation is solved
 once (:meth:`Conditioner.set_prior`); per frame only the join to the face mesh is made, at
 ``work`` pixels (64) and upsampled outside the mesh, where the shading is smooth — real time
 per frame.
