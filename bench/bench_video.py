@@ -393,8 +393,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     mesh under the same requests, textured from a real frame, ``mesh_floor``, both by thirds of
     distance from the target's own expressions), landmark jitter (the first ``max_frames``) and
     background flicker (every frame; without the model's matte too, when that reenactment is
-    here) against the real target video's, decoded and cropped as the result is (beside the driver video's own
-    jitter when that video is here: the motion the result copies, at its own frame rate), relit
+    here) against the real target video's, decoded and cropped as the result is (beside the
+    driver video's own jitter when that video is here: the motion the result copies, at its own
+    frame rate), relit
     frames' re-fitted light against the floor (and against the re-fit's own error on the rig's
     mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure (also split by
     training placement)."""

@@ -8,7 +8,7 @@ head relative to the camera (:class:`~portraitrig.neural.views.HeadAvatar`, shar
 the radiance-field avatar). ``backend``: "auto" (gsplat's CUDA kernels when on CUDA with gsplat
 installed), "gsplat", or "torch" (the plain reference, any device). ``compile=True``: the posing
 and projection compiled into one CUDA graph (:func:`portraitrig.accel.splat.compile_pose`; the
-first render of each batch size and image size compiles, ~1 min).
+first render of each batch size and image size compiles: ~10 s on an H200).
 
 The model folder (:mod:`portraitrig.neural.modelio`): ``model.safetensors`` (Gaussians, the
 expression MLP, background) and ``config.json`` (config and the reference rig: the first

@@ -6,9 +6,9 @@
 one when a long sequence is rendered in chunks) and returns the target's frames in that crop.
 A model with a matte (``config.matte``) also renders each frame's person mask
 (:meth:`VideoRenderer.render_matte`, ``FrameStream.last_matte``); for older models the person
-mask of a rendered frame is the target's mean person mask united with the face mesh's. The model folder also holds the target
-video's description (``target.safetensors``): every frame's parameters, the crop, frame rate
-and path, which reenactment pastes back into.
+mask of a rendered frame is the target's mean person mask united with the face mesh's. The
+model folder also holds the target video's description (``target.safetensors``): every
+frame's parameters, the crop, frame rate and path, which reenactment pastes back into.
 """
 from __future__ import annotations
 
