@@ -346,10 +346,11 @@ def clip_oracle(frames: Frames, holdout: float = 0.2) -> dict:
     if not held_idx:
         raise SystemExit(f"bench_avatar: {frames.source or 'the frames'}: too few frames to hold any out")
     held = frames.subset(held_idx)
-    masks = held.masks.float() / 255 * held.in_frame().float()
+    inside = held.in_frame().float()
+    masks = held.masks.float() / 255 * inside
     return {"source": frames.source, **replay_oracle(frames.images[tr], held.images, masks),
             "person_share": round(float(masks.mean()), 3),
-            "in_frame_share": round(float(held.in_frame().float().mean()), 3)}
+            "in_frame_share": round(float(inside.mean()), 3)}
 
 
 def relative_pose(fits, reference_fits) -> list:

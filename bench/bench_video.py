@@ -251,13 +251,12 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     # by the driver under an orbiting light, and the target relit by an orbiting light (pictures)
     drv = d / "driver.safetensors"
     jobs = [("reenact", drv, ReenactConfig(audio="target")),
-            # the same without the model's matte (pasted where the person may be): its flicker beside
-            ("reenact_nomatte", drv if r.config.matte else None, ReenactConfig(audio="target", matte=False)),
             ("reenact_orbit", drv, ReenactConfig(light="left", light_orbit=4.0, audio="target")),
             ("relight_orbit", None, ReenactConfig(self_drive=True, light="left", light_orbit=4.0, audio="target"))]
+    if r.config.matte:   # the same without the model's matte (pasted where the person may be): its flicker beside
+        jobs.insert(1, ("reenact_nomatte", drv, ReenactConfig(audio="target", matte=False)))
     for name, driver, rc in jobs:
-        if (driver is not None and not driver.is_file()) or not video.is_file() or \
-                (driver is None and not rc.self_drive):
+        if (driver is not None and not driver.is_file()) or not video.is_file():
             continue
         rc.target_video, rc.device, rc.max_frames, rc.crf = str(video), device, reenact_frames, 23
         t = time.time()
@@ -395,10 +394,9 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     background flicker (every frame; without the model's matte too, when that reenactment is
     here) against the real target video's, decoded and cropped as the result is (beside the
     driver video's own jitter when that video is here: the motion the result copies, at its own
-    frame rate), relit
-    frames' re-fitted light against the floor (and against the re-fit's own error on the rig's
-    mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure (also split by
-    training placement)."""
+    frame rate), relit frames' re-fitted light against the floor (and against the re-fit's own
+    error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure
+    (also split by training placement)."""
     from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.image import psnr

@@ -51,5 +51,5 @@ fi
 # what comes back: at most 8 files, so the videos and logs travel as two tar files
 (cd "$OUT" && tar -cf reenact.tar $REENACT_FILES 2>/dev/null; \
  tar -cf logs.tar run/log.jsonl run/samples baseline/s1/log.jsonl baseline/s2/log.jsonl baseline.log 2>/dev/null; \
- rm -rf run reenact reenact_nomatte reenact_orbit relight_orbit baseline/s1 baseline/s2 baseline.log)
+ rm -rf run $REENACT_DIRS baseline/s1 baseline/s2 baseline.log)
 ls -la "$OUT"; ls -la "$OUT"/baseline 2>/dev/null || true

@@ -48,7 +48,7 @@ for name in "${names[@]}"; do
   if [ "$name" = "$first" ]; then
     (cd "$OUT/$name" && tar -cf logs.tar run/log.jsonl run/samples 2>/dev/null
      [ -n "${SITE:-}" ] && tar -cf reenact.tar $REENACT_FILES 2>/dev/null
-     rm -rf run reenact reenact_nomatte reenact_orbit relight_orbit)
+     rm -rf run $REENACT_DIRS)
   else
     mv "$OUT/$name/video.json" "$OUT/$name.json"
     [ -n "${KEEP_PRED:-}" ] && mv "$OUT/$name/heldout_pred.npy" "$OUT/$name.heldout_pred.npy"
