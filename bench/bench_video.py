@@ -144,6 +144,19 @@ def speed(model: Path, data, device: str, fps_frames: int = 100) -> dict:
     return res
 
 
+def untrained_fps(data, preset: str, device: str, overrides: dict | None = None, fps_frames: int = 100) -> dict:
+    """:func:`render_fps` of the ``preset``'s network (with ``overrides``, as ``run``'s ``--set``)
+    with random weights, its person prior, median frame and head placement set from ``data`` as
+    training sets them: the render rate of a setting without training a model."""
+    from portraitrig.methods.video.config import PRESETS
+    from portraitrig.methods.video.method import VideoMethod
+    from portraitrig.methods.video.renderer import VideoRenderer
+
+    cfg = set_from_text(PRESETS[preset](), overrides or {})
+    method = VideoMethod(cfg, data, device, say=None)
+    return render_fps(VideoRenderer(method.model.eval(), device=device), data.params, fps_frames)
+
+
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
         reenact_frames: int | None = None, preset: str | None = None, fps: bool = True,
         overrides: dict | None = None, save_every: int = 1) -> dict:
@@ -886,6 +899,12 @@ def main() -> None:
     f.add_argument("--size", type=int, default=256)
     f.add_argument("--fps-frames", type=int, default=100)
     f.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    f.add_argument("--untrained", action="store_true",
+                   help="time the preset's network with random weights, its inputs made from the clip's data "
+                        "(no run needed; speed does not depend on the weights); creates OUT/video.json")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --untrained: override a setting of the preset (model.still_body=0, ...)")
+    f.add_argument("--preset", help="with --untrained: the preset (default: the one named by --size)")
     e = sub.add_parser("e2e", help="a driver video reenacted end to end (fits in N processes) with OUT/run/model; "
                                    "adds to OUT/video.json (needs mediapipe and PyAV)")
     e.add_argument("--out", type=Path, required=True)
@@ -923,9 +942,18 @@ def main() -> None:
     if a.cmd == "fps":
         from portraitrig.methods.video.data import VideoData
 
-        res = json.loads((a.out / "video.json").read_text())
-        res.update(speed(a.out / "run" / "model", VideoData.load(a.dir / f"target_{a.size}.safetensors"), a.device,
-                         a.fps_frames))
+        data = VideoData.load(a.dir / f"target_{a.size}.safetensors")
+        if a.untrained:
+            res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
+                   "untrained": True, "overrides": a.set,
+                   f"fps_{a.size}": untrained_fps(data, a.preset or str(a.size), a.device,
+                                                  dict(x.split("=", 1) for x in a.set), a.fps_frames)}
+            write_json(a.out / "video.json", res)
+            print(json.dumps(res))
+            return
+        else:
+            res = json.loads((a.out / "video.json").read_text())
+            res.update(speed(a.out / "run" / "model", data, a.device, a.fps_frames))
         write_json(a.out / "video.json", res)
         print(table(res))
         return

@@ -267,12 +267,16 @@ def test_from_frames_default_masks_cover_the_face():
     assert d.masks.shape == (3, 1, 32, 32) and int(d.masks.max()) == 255 and int(d.masks.min()) == 0
 
 
-def test_stream_renders_like_the_whole_sequence(tmp_path):
+@pytest.mark.parametrize("still_body", [0.0, 0.3])
+def test_stream_renders_like_the_whole_sequence(tmp_path, still_body):
     data = VideoData.load(video.tiny_data(tmp_path))
     cfg = video.PRESETS["tiny"]()
+    cfg.model.still_body = still_body
     m = VideoMethod(cfg, data, "cpu", say=None)
     scramble(m.model)
     r = VideoRenderer.from_pretrained(m.export(m.model, tmp_path / "model"))
+    assert r.config.still_body == still_body and (r.cond.ellipse is not None) == bool(still_body)
+    assert r.cond.ellipse == m.cond.ellipse   # saved with the model
     whole = r.render(data.params[:6])
     assert float((whole[1:] - whole[:1]).abs().max()) > 1e-3   # frames differ: the comparison can fail
     stream = r.stream()
@@ -393,6 +397,65 @@ def test_head_warp_moves_the_prior_with_the_head():
         VideoNetConfig(reference=False, follow_head=True).validate()
 
 
+def test_still_body_moves_the_head_and_leaves_the_shoulders():
+    """With still_body the head warp moves the head (its upper half and the ellipse of its
+    lower half) as the plain warp does and leaves what lies beyond the grown ellipse where the
+    reference frame has it; a moved training item's body (move_head_warp) moves with the whole
+    person's map."""
+    from portraitrig.face.params import euler_to_matrix, matrix_to_axis_angle
+    from portraitrig.methods.video.condition import Conditioner, warp
+
+    fm = load_default_model()
+    S, grow = 64, 0.3
+    cfg = VideoNetConfig(image_size=S, buffers=("normal", "mask", "uv"), widths=(8, 16), window=1, follow_head=True,
+                         still_body=grow)
+    cfg.validate()
+    mean = RigParams.neutral(fm, 1)
+    mean = mean.replace(scale=mean.scale * 0.6, translation=torch.zeros(1, 2))   # a portrait crop's head
+    R = euler_to_matrix(torch.zeros(1), torch.zeros(1), torch.deg2rad(torch.tensor([10.0])))
+    frames = mean.replace(rotation=matrix_to_axis_angle(R), translation=mean.translation + torch.tensor([[0.12, -0.1]]))
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, S), torch.linspace(0, 1, S), indexing="ij")
+    reference = torch.stack([xx, yy, xx * yy])[None]                    # every pixel its own colour
+    cond = Conditioner(cfg, "cpu", fm)
+    hp = Conditioner.mean_head_pose(mean)
+    ellipse = Conditioner.head_ellipse(fm, mean, hp)
+    with pytest.raises(ValueError, match="ellipse"):
+        cond.set_prior(torch.ones(1, 1, S, S), reference, hp)
+    cond.set_prior(torch.ones(1, 1, S, S), reference, hp, ellipse)
+    cx, cy, a, b = ellipse[0].tolist()
+    v = posed_vertices(fm, mean)[0]
+    assert abs(cx - float(v[:468, 0].mean())) < 0.05 and abs(cy + b / 1.1 - float(v[152, 1])) < 1e-5   # ends at the chin
+    theta = cond.head_warp(frames)
+    assert theta.shape == (1, 4, 3)
+    torch.testing.assert_close(theta[:, 2:], torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]))   # the body stays
+    out = (cond.follow(theta)[:, :3] + 1) / 2
+    plain = warp(reference, theta[:, :2])                               # the whole frame with the head
+
+    def reach(th):   # each output pixel's distance from the head's centre in the ellipse's radii (0 above it)
+        g = torch.nn.functional.affine_grid(th, [1, 1, S, S], align_corners=False)
+        return (((g[..., 0] - cx) / a) ** 2 + ((g[..., 1] - cy).clamp_min(0) / b) ** 2).sqrt()
+
+    d, d_body = reach(theta[:, :2]), reach(theta[:, 2:])
+    head, body = d < 1, (d > 1 + grow) & (d_body > 1 + grow)
+    assert head.sum() > 200 and body.sum() > 100
+    assert float((out - plain).abs().amax(1)[head].max()) < 1e-5        # the head moves with it
+    assert float((out - reference).abs().amax(1)[body].max()) < 1e-5    # the shoulders stay
+    between = ~head & ~body
+    assert float((out - plain).abs()[:, :2].amax(1)[between].max()) > 0.02   # a fade, not a cut
+    old_place = (d > 1 + grow) & (d_body < 1)                          # where the head was, not where it is
+    assert old_place.sum() > 20 and float((out - plain).abs().amax(1)[old_place].max()) < 1e-5   # no ghost
+    # a moved item: the whole person moves, the head's warp on top of it
+    move = torch.tensor([[[0.95, 0.1, 0.05], [-0.1, 0.95, -0.03]]])
+    moved = Conditioner.move_head_warp(theta, move)
+    out_m = (cond.follow(moved)[:, :3] + 1) / 2
+    body_m = (reach(moved[:, :2]) > 1 + grow) & (reach(moved[:, 2:]) > 1 + grow)
+    assert body_m.sum() > 100
+    assert float((out_m - warp(reference, move)).abs().amax(1)[body_m].max()) < 1e-5
+    # the model needs the head warp to fade
+    with pytest.raises(ValueError, match="follow_head"):
+        VideoNetConfig(still_body=0.5).validate()
+
+
 def test_a_moved_person_lands_where_the_moved_rig_draws_it():
     """move_person moves the image's person by the same map move_in_image moves the rig: the
     moved person mask is the mask rendered from the moved parameters, the uncovered background
@@ -454,14 +517,17 @@ def test_background_plate_is_the_background_seen_behind_the_moving_person():
     torch.testing.assert_close(plate[0][:, never], images[:, :, never].float().median(0).values / 255)
 
 
-def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
+@pytest.mark.parametrize("still_body", [0.0, 0.3])
+def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body):
     """With move_augment 1, every item's input is made from the rig moved by the item's map
-    and its target is the moved person; the same generator gives the same batch."""
+    and its target is the moved person; the same generator gives the same batch. With
+    still_body the head's map is the moved rig's, the body's the whole person's move."""
     from portraitrig.edits import move_in_image
     from portraitrig.methods.video.condition import Conditioner
 
     data = VideoData.load(video.tiny_data(tmp_path))
     cfg = video.PRESETS["tiny"]()
+    cfg.model.still_body = still_body
     cfg.light_augment, cfg.move_augment, cfg.move_shift, cfg.move_roll = 0.0, 1.0, 0.2, 15.0
     m = VideoMethod(cfg, data, "cpu", say=None)
     idx = torch.tensor([1, 4, 6])
@@ -491,8 +557,11 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path):
     torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
     # ... which is what the rig moved by move_in_image shows the network
     moved = move_in_image(m.params[win.reshape(-1)], M.repeat_interleave(W, 0), shift.repeat_interleave(W, 0))
-    torch.testing.assert_close(Conditioner.move_head_warp(m.heads[idx], theta),
-                               m.cond.head_warp(moved[torch.arange(W - 1, 3 * W, W)]), atol=1e-4, rtol=0)
+    assert head.shape == (3, 4 if still_body else 2, 3)
+    torch.testing.assert_close(Conditioner.move_head_warp(m.heads[idx], theta)[:, :2],
+                               m.cond.head_warp(moved[torch.arange(W - 1, 3 * W, W)])[:, :2], atol=1e-4, rtol=0)
+    if still_body:
+        torch.testing.assert_close(head[:, 2:], theta)   # the body moves with the whole person
     target, person = move_person(t0, m.masks[idx], m.plate, image_theta(M, shift))
     torch.testing.assert_close(t, target)
     torch.testing.assert_close(mk, person)   # the matte's target moves with the person

@@ -17,7 +17,9 @@ per frame.
 With ``follow_head`` the input also holds the reference frame and the prior warped by the 2D
 similarity that takes the training frames' mean head placement to the frame's
 (:meth:`Conditioner.head_warp`: a least-squares fit between the neutral head mesh projected
-under both poses), so the hair and the head's outline move with the head.
+under both poses), so the hair and the head's outline move with the head. With ``still_body``
+the warp fades below and beside the head to the body's own map (no move, or the whole person's
+move of a moved training item): the frames' warps are then (B, 4, 3), the head's map over the body's.
 """
 from __future__ import annotations
 
@@ -58,13 +60,15 @@ class Conditioner:
         self.slices = spec.slices(config.buffers)
         self.work = min(int(work), config.image_size)
         self.prior = self.proxy = self.head_pose = self.follow_src = None
+        self.ellipse: tuple[float, ...] | None = None   # still_body: the head's ellipse (head_ellipse)
 
     @torch.no_grad()
     def set_prior(self, prior: torch.Tensor, reference: torch.Tensor | None = None,
-                  head_pose: torch.Tensor | None = None) -> None:
+                  head_pose: torch.Tensor | None = None, head_ellipse: torch.Tensor | None = None) -> None:
         """The person mask prior (1, 1, S, S) in [0, 1]; solves its inflation once. With
         ``follow_head``: the reference frame (1, 3, S, S) in [0, 1] and the mean head pose (1, 6)
-        the warped channels come from."""
+        the warped channels come from; with ``still_body`` the head's ellipse (1, 4,
+        :meth:`head_ellipse`)."""
         self.prior = prior.float()
         self.prior_work = F.interpolate(self.prior, size=(self.work, self.work), mode="area")
         self.proxy = inflated_normals(self.prior_work > 0.5)
@@ -73,6 +77,30 @@ class Conditioner:
                 raise ValueError("follow_head needs the reference frame and the mean head pose")
             self.head_pose = head_pose.float()
             self.follow_src = torch.cat([reference.float(), self.prior], 1) * 2 - 1   # what follow() warps
+            if self.config.still_body:
+                if head_ellipse is None:
+                    raise ValueError("still_body needs the head's ellipse")
+                self.ellipse = tuple(float(v) for v in head_ellipse.reshape(4))
+
+    @staticmethod
+    @torch.no_grad()
+    def head_ellipse(face_model, params, head_pose: torch.Tensor) -> torch.Tensor:
+        """(1, 4) where ``still_body``'s fade begins, in the reference frame (NDC, y down): the
+        ellipse of the head of ``params`` (its first frame's identity; no expression or gaze)
+        under the mean head pose (1, 6): centre x, y (midway from the forehead's top, MediaPipe
+        point 10, to the chin, 152), half-width (1.25 x the face mesh's: ears and hair beside
+        it) and half-height (1.1 x centre to chin)."""
+        from portraitrig.face.base import posed_vertices
+
+        p = params[:1].to(dtype=torch.float32)          # where the face model is (the conditioner's device)
+        hp = head_pose.to(p.scale.device, torch.float32)
+        p = p.replace(scale=hp[:, :1], rotation=hp[:, 1:4], translation=hp[:, 4:6],
+                      expression=torch.zeros_like(p.expression), gaze=torch.zeros_like(p.gaze))
+        v = posed_vertices(face_model, p)[0, :468]
+        chin, top = v[152, 1], v[10, 1]
+        left, right = v[:, 0].min(), v[:, 0].max()
+        cy = (chin + top) / 2
+        return torch.stack([(left + right) / 2, cy, (right - left) / 2 * 1.25, (chin - cy).abs() * 1.1])[None].cpu()
 
     @staticmethod
     def mean_head_pose(params) -> torch.Tensor:
@@ -86,7 +114,8 @@ class Conditioner:
         """(B, 2, 3) for each frame the map (NDC, ``affine_grid``'s convention) from its crop to
         the reference frame's: the inverse of the 2D similarity that best takes the neutral head
         mesh (the frame's identity, no expression or gaze) under the mean head pose onto the
-        same mesh under the frame's pose."""
+        same mesh under the frame's pose. With ``still_body``: (B, 4, 3), that map over the
+        body's (no move; :meth:`move_head_warp` moves both)."""
         from portraitrig.face.base import posed_vertices
         from portraitrig.fit.geometry import similarity_transform
 
@@ -100,12 +129,45 @@ class Conditioner:
         flat = torch.tensor([1.0, 1.0, 0.0], device=here.device)      # image-plane points (z = 0)
         s, R, t = similarity_transform(there * flat, here * flat)      # reference -> frame
         inv = R[:, :2, :2].transpose(1, 2) / s[:, None, None]
-        return torch.cat([inv, -(inv @ t[:, :2, None])], 2)
+        head = torch.cat([inv, -(inv @ t[:, :2, None])], 2)
+        if not self.config.still_body:
+            return head
+        body = device_constant(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), torch.float32, head.device).expand(B, 2, 3)
+        return torch.cat([head, body], 1)     # the body stays (still_body)
+
+    def follow_grid(self, head: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, S, S, 2) ``grid_sample``'s grid of the frames' head warps ``head`` (B, 2, 3, or
+        B, 4, 3 with ``still_body``: the head's map over the body's). With the body's map: the
+        head's map where it lands in the head's region (above the head's centre, or inside the
+        ellipse of its lower half, :meth:`head_ellipse`), so the region moves with the head, and
+        where the body's map lands there (where the head was: the plain warp's background fills
+        it, no ghost of the head stays); the body's map where both land beyond the ellipse grown
+        by ``still_body`` of its radii; a smoothstep between."""
+        B = head.shape[0]
+        grid = F.affine_grid(head[:, :2].float(), [B, 1, size, size], align_corners=False)
+        if head.shape[1] == 2:
+            return grid
+        if self.ellipse is None:
+            raise RuntimeError("still_body: set_prior first")
+        body = F.affine_grid(head[:, 2:4].float(), [B, 1, size, size], align_corners=False)
+        cx, cy, a, b, grow = *self.ellipse, self.config.still_body
+        both = torch.stack([grid, body])      # where each map lands: one pass over both
+        dx, dy = (both[..., :1] - cx) / a, (both[..., 1:] - cy).clamp_min(0) / b   # the upper half: inside
+        w = ((1 + grow - torch.hypot(dx, dy)) / grow).clamp(0, 1).amax(0)   # also where the head was: no ghost
+        w = w * w * (3 - 2 * w)
+        return torch.lerp(body, grid, w)
+
+    def follow_warp(self, x: torch.Tensor, head: torch.Tensor, padding: str = "border") -> torch.Tensor:
+        """``x`` (1 or B, C, S, S) resampled by the frames' head warps ``head`` (see
+        :meth:`follow_grid`), bilinear, in float."""
+        grid = self.follow_grid(head, x.shape[-1])
+        return F.grid_sample(x.float().expand(head.shape[0], -1, -1, -1), grid, mode="bilinear",
+                             padding_mode=padding, align_corners=False)
 
     def follow(self, theta: torch.Tensor) -> torch.Tensor:
         """(B, 4, S, S): the reference frame and the prior (as ``2x - 1``) warped by ``theta``
-        (B, 2, 3) from :meth:`head_warp`."""
-        return warp(self.follow_src, theta)
+        (B, 2, 3, or B, 4, 3 with ``still_body``) from :meth:`head_warp`."""
+        return self.follow_warp(self.follow_src, theta)
 
     @torch.no_grad()
     def move_faces(self, face: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -122,8 +184,9 @@ class Conditioner:
     @staticmethod
     def move_head_warp(head: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """:meth:`head_warp` of heads moved by ``theta`` (see :meth:`move_faces`) from the
-        unmoved ``head`` (B, 2, 3): the moved crop's points go back through the move, then to the
-        reference (the least-squares similarity is equivariant under a similarity)."""
+        unmoved ``head`` (B, 2, 3; B, 4, 3 with the body's map, which moves the same way): the
+        moved crop's points go back through the move, then to the reference (the least-squares
+        similarity is equivariant under a similarity)."""
         last = device_constant((0.0, 0.0, 1.0), torch.float32, head.device).expand(head.shape[0], 1, 3)
         return head.float() @ torch.cat([theta.float(), last], 1)
 
@@ -131,7 +194,7 @@ class Conditioner:
     def prior_normals(self, face: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, S, S) whole-portrait normals of face buffers over the prior person mask (see
         the module doc); 0 outside the prior and the face mesh. With ``proxy_follows_head`` the
-        prior and its proxy are first moved with the frames' head warps ``head`` (B, 2, 3,
+        prior and its proxy are first moved with the frames' head warps ``head`` (B, 2 or 4, 3,
         :meth:`head_warp`), the proxy's normals turned with the image; where the moved prior
         does not reach, the unmoved one stays (the shoulders do not turn with the head)."""
         if self.proxy is None:
@@ -145,10 +208,10 @@ class Conditioner:
         if self.config.proxy_follows_head:
             if head is None:
                 raise ValueError("proxy_follows_head: the frames' head warps are needed")
-            moved = turn_normals(warp(self.proxy, head, padding="zeros"), head)
-            inside = warp(self.prior_work, head, padding="zeros") > 0.5
+            moved = turn_normals(self.follow_warp(self.proxy, head, padding="zeros"), head[:, :2])
+            inside = self.follow_warp(self.prior_work, head, padding="zeros") > 0.5
             proxy = torch.where(inside, moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-6), self.proxy)
-            prior = torch.maximum(warp(self.prior, head, padding="zeros"), self.prior)   # the body stays
+            prior = torch.maximum(self.follow_warp(self.prior, head, padding="zeros"), self.prior)   # the body stays
         else:
             proxy, prior = self.proxy.expand(len(face), -1, -1, -1), self.prior
         outer = proxy + border_offset(n_lo, m_lo, proxy, FEATHER * w)
@@ -190,7 +253,7 @@ class Conditioner:
         m = self.cond_mask(face).float()
         if head is None or not self.config.follow_head:
             return m
-        return torch.maximum(m, warp(self.prior, head, padding="zeros"))
+        return torch.maximum(m, self.follow_warp(self.prior, head, padding="zeros"))
 
     @staticmethod
     def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
@@ -201,7 +264,7 @@ class Conditioner:
                cond_mask: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """Network input (B, C_in, S, S): faces (T, C_buf, S, S) of a sequence, index (B, window)
         into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames;
-        head (B, 2, 3) their :meth:`head_warp` (needed with ``follow_head``)."""
+        head (B, 2 or 4, 3) their :meth:`head_warp` (needed with ``follow_head``)."""
         B = index.shape[0]
         win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
         shading = portrait_shading(normals.float(), light.float())

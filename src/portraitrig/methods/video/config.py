@@ -27,6 +27,13 @@ class VideoNetConfig(DictConfig):
     background stays beside the driven head, and ``--background-light match`` relights what it
     says is background.
 
+    ``still_body`` > 0 (needs ``follow_head``; 0.3 in the presets): the head-following warp
+    moves the head (above its centre, and inside the ellipse of its lower half: face, ears, the
+    hair beside them) and fades beyond that ellipse, over ``still_body`` of its radii, to the
+    body's own place: the shoulders stay where the video shows them (moved only with the whole
+    person by ``move_augment``) when a driver moves the head far from the target's own places.
+    0: the whole reference frame follows the head, shoulders too (models saved before it).
+
     Two options against the seam relit renders show at the face mesh border (both off in the
     presets, and in models saved before them):
 
@@ -57,6 +64,7 @@ class VideoNetConfig(DictConfig):
     shading_band: float = 0.0                            # input shading smoothed along the face mesh border (x side)
     proxy_follows_head: bool = False                     # whole-portrait normals' proxy warped with the head
     matte: bool = False                                  # a 4th output: the person's matte (reenactment pastes it)
+    still_body: float = 0.0                              # head warp fades out beyond the head over this x its radii
 
     @property
     def buffer_channels(self) -> int:
@@ -84,6 +92,10 @@ class VideoNetConfig(DictConfig):
             raise ValueError(f"shading_band is a share of the image side, in [0, 0.25]; got {self.shading_band}")
         if self.follow_head and not self.reference:
             raise ValueError("follow_head warps the reference frame: it needs reference")
+        if not 0 <= self.still_body <= 4:
+            raise ValueError(f"still_body is a share of the head's radii, in [0, 4]; got {self.still_body}")
+        if self.still_body and not self.follow_head:
+            raise ValueError("still_body shapes follow_head's head warp: it needs follow_head")
         if self.proxy_follows_head and not self.follow_head:
             raise ValueError("proxy_follows_head moves the proxy with follow_head's head warps: it needs follow_head")
         if not 0 <= self.texture <= 64:
@@ -153,12 +165,14 @@ class Config:
 def preset(name: str) -> VideoNetConfig:
     if name == "tiny":
         return VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions", "uv"), widths=(8, 16, 16), window=2,
-                              texture=4, texture_size=32, texture_levels=2, follow_head=True, matte=True)
+                              texture=4, texture_size=32, texture_levels=2, follow_head=True, matte=True,
+                              still_body=0.3)
     if name == "256":
-        return VideoNetConfig(image_size=256, texture=16, texture_size=256, follow_head=True, matte=True)
+        return VideoNetConfig(image_size=256, texture=16, texture_size=256, follow_head=True, matte=True,
+                              still_body=0.3)
     if name == "512":
         return VideoNetConfig(image_size=512, widths=(24, 48, 96, 192, 256, 256, 256), texture=16, texture_size=512,
-                              follow_head=True, matte=True)
+                              follow_head=True, matte=True, still_body=0.3)
     raise ValueError(f"unknown preset {name!r} (tiny, 256, 512)")
 
 

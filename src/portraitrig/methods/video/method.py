@@ -159,9 +159,11 @@ class VideoMethod(TrainingMethod):
                 model.reference.copy_(median.cpu())
             if mc.follow_head:
                 model.head_pose.copy_(Conditioner.mean_head_pose(self.params).cpu())
+            if mc.still_body:
+                model.head_ellipse.copy_(Conditioner.head_ellipse(self.cond.face_model, self.params, model.head_pose))
         self.model = model.to(self.device)
         self.cond.set_prior(self.model.person_prior, getattr(self.model, "reference", None),
-                            getattr(self.model, "head_pose", None))
+                            getattr(self.model, "head_pose", None), getattr(self.model, "head_ellipse", None))
         half = self.device.type == "cuda" and config.train.precision == "bf16"
         bank_dtype = torch.bfloat16 if half else torch.float32
         faces, n_true, n_cond, cmask, heads = [], [], [], [], []

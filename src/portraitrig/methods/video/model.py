@@ -49,7 +49,9 @@ class VideoNet(nn.Module):
     training frames, the person mask used where a frame's own is unknown (reenactment);
     ``reference``: (1, 3, S, S) the training frames' per-pixel median in [0, 1] (an input
     when ``config.reference``); ``head_pose`` (1, 6): the training frames' mean head placement
-    (scale, rotation, translation; with ``config.follow_head``)."""
+    (scale, rotation, translation; with ``config.follow_head``); ``head_ellipse`` (1, 4): where
+    the head is in the reference frame (with ``config.still_body``, see
+    :meth:`~portraitrig.methods.video.condition.Conditioner.head_ellipse`)."""
 
     def __init__(self, config: VideoNetConfig):
         super().__init__()
@@ -86,6 +88,8 @@ class VideoNet(nn.Module):
             self.register_buffer("reference", torch.full((1, 3, config.image_size, config.image_size), 0.5))
         if config.follow_head:   # the training frames' mean head pose: scale, rotation (3), translation (2)
             self.register_buffer("head_pose", torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
+        if config.still_body:   # the head's ellipse in the reference frame: centre x, y, half-width, half-height
+            self.register_buffer("head_ellipse", torch.tensor([[0.0, 0.0, 0.5, 0.5]]))
 
     def forward(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
         if self.config.reference:

@@ -66,7 +66,7 @@ class VideoRenderer(NeuralRenderer):
         self.buffers = tuple(self.config.buffers)
         self.cond = Conditioner(self.config, self.device, face_model)
         self.cond.set_prior(self.net.person_prior, getattr(self.net, "reference", None),
-                            getattr(self.net, "head_pose", None))
+                            getattr(self.net, "head_pose", None), getattr(self.net, "head_ellipse", None))
         self.face_model = self.cond.face_model
         self.target = target
         self.max_batch = max(1, int(max_batch))
@@ -142,7 +142,7 @@ class VideoRenderer(NeuralRenderer):
                        heads: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
         under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1], (T - k, 4, S, S) with the
-        matte last for a model with one; ``heads`` (T, 2, 3) the frames' head warps (with
+        matte last for a model with one; ``heads`` (T, 2 or 4, 3) the frames' head warps (with
         ``follow_head``)."""
         out = []
         B = faces.shape[0] - k
