@@ -356,6 +356,24 @@ def test_a_model_folder_from_before_the_texture_still_loads(tmp_path):
         torch.testing.assert_close(back(x), net(x))
 
 
+def test_a_head_following_model_from_before_still_body_loads_as_it_was(tmp_path):
+    """A model saved before still_body (no such key, no head ellipse) loads with the whole
+    reference frame following the head, as it was trained, and renders."""
+    cfg = VideoNetConfig(image_size=32, buffers=("normal", "mask", "regions", "uv"), widths=(8, 16, 16), window=2,
+                         follow_head=True)
+    net = scramble(VideoNet(cfg))
+    folder = net.save_pretrained(tmp_path / "old")
+    conf = json.loads((folder / "config.json").read_text())
+    conf.get("config", conf).pop("still_body")
+    (folder / "config.json").write_text(json.dumps(conf))
+    back = VideoNet.from_pretrained(folder)
+    assert back.config.still_body == 0 and not hasattr(back, "head_ellipse")
+    r = VideoRenderer(back)
+    assert r.cond.ellipse is None
+    p = RigParams.neutral(load_default_model(), 2)
+    assert r.head_warps(p).shape == (2, 2, 3) and r.render(p).shape == (2, 3, 32, 32)
+
+
 def test_head_warp_moves_the_prior_with_the_head():
     """The prior warped by head_warp lands where the head went: a mask rendered under the mean
     head pose, warped to a frame shifted, scaled and rolled in the image plane, matches the mask
