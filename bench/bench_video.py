@@ -67,6 +67,11 @@ def prepare(video: Path, driver: Path | None, d: Path, size: int, max_frames: in
 RELIT_EXPOSURES = (1.0, 0.5)
 
 
+def machine_name() -> str:
+    """What the figures were measured on: the GPU's name, else the CPU architecture."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine()
+
+
 def u8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
@@ -191,8 +196,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             cfg.train.steps = fixed
     model = train(method, cfg.train, out / "run", config=to_dict(cfg), progress=False)
     log = [json.loads(x) for x in (out / "run" / "log.jsonl").read_text().splitlines()]
-    res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
-           "steps_per_s": rate and round(rate, 1),
+    res = {"machine": machine_name(), "steps_per_s": rate and round(rate, 1),
            "config": to_dict(cfg), "train_s": round(time.time() - t, 1), "steps": max(rec.get("step", 0) for rec in log),
            "final_loss": log[-1].get("loss"), "frames_train": data.n_train, "frames_heldout": len(data) - data.n_train}
     r = VideoRenderer.from_pretrained(model, device=device)
@@ -343,8 +347,7 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
     params = data.params.replace(sources=[f"target#frame={int(i)}" for i in data.frame_index.tolist()])
     person = build_cache(images[:n0], params[:n0], [f"t{i:05d}" for i in range(n0)], size,
                          groups=["target"] * n0)
-    res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
-           "frames_train": n0, "frames_heldout": len(data) - n0}
+    res = {"machine": machine_name(), "frames_train": n0, "frames_heldout": len(data) - n0}
     t0 = time.time()
     c1 = DPRESETS[preset1 or f"stage1-{size}"]()
     c1.train.steps, c1.train.time_limit, c1.train.ckpt_every, c1.train.sample_every = 200_000, minutes1, 200_000, 0
@@ -944,16 +947,14 @@ def main() -> None:
 
         data = VideoData.load(a.dir / f"target_{a.size}.safetensors")
         if a.untrained:
-            res = {"machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
-                   "untrained": True, "overrides": a.set,
+            res = {"machine": machine_name(), "untrained": True, "overrides": a.set,
                    f"fps_{a.size}": untrained_fps(data, a.preset or str(a.size), a.device,
                                                   dict(x.split("=", 1) for x in a.set), a.fps_frames)}
             write_json(a.out / "video.json", res)
             print(json.dumps(res))
             return
-        else:
-            res = json.loads((a.out / "video.json").read_text())
-            res.update(speed(a.out / "run" / "model", data, a.device, a.fps_frames))
+        res = json.loads((a.out / "video.json").read_text())
+        res.update(speed(a.out / "run" / "model", data, a.device, a.fps_frames))
         write_json(a.out / "video.json", res)
         print(table(res))
         return
