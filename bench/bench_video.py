@@ -100,19 +100,23 @@ def metrics_fn():
         return "torch fallback (no scikit-image)", fallback
 
 
-def render_fps(r, params, n: int = 100) -> dict:
+def render_fps(r, params, n: int = 100, rounds: int = 2) -> dict:
     """Frames per second of rendering a sequence frame by frame (batch 1, r.stream: rig buffers,
-    whole-portrait normals, network), fp32 and bf16 network; fits excluded. ``net_fps``: the
-    network alone."""
+    head warps, whole-portrait normals, network), fp32 and bf16 network; fits excluded. On CUDA
+    the plain path (``fps_<dtype>``) and the CUDA graphs (``fps_<dtype>_fast``) alternate
+    ``rounds`` times (lists, one value a round: the host's launch rate swings between and within
+    runs); ``capture_s_<dtype>``: the fast path's first frames (graph capture included).
+    ``net_fps``: the network alone; ``raster_fps``: the face buffers' rasterizer alone, which the
+    graphs leave out (its sparse scan has data-dependent sizes)."""
     dev = r.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    out = {}
-    for mode in ("fp32", "bf16") if dev.type == "cuda" else ("fp32",):
-        if mode == "bf16":
-            r.use_half()
-        seq = params[:n].to(dev)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    seq = params[:n].to(dev)
+
+    def timed(fast: bool) -> float:
+        r.fast = fast
         stream = r.stream()
-        for i in range(min(5, len(seq))):
+        for i in range(min(5, len(seq))):           # warm-up (and, fast, the graphs' capture)
             stream(seq[i:i + 1])
         sync()
         t = time.perf_counter()
@@ -120,7 +124,25 @@ def render_fps(r, params, n: int = 100) -> dict:
         for i in range(len(seq)):
             stream(seq[i:i + 1])
         sync()
-        out[f"fps_{mode}"] = round(len(seq) / (time.perf_counter() - t), 1)
+        return round(len(seq) / (time.perf_counter() - t), 1)
+
+    out = {}
+    for mode in ("fp32", "bf16") if cuda else ("fp32",):
+        if mode == "bf16":
+            r.use_half()
+        if cuda:
+            sync()
+            t = time.perf_counter()
+            r.fast = True
+            stream = r.stream()
+            for i in range(min(5, len(seq))):
+                stream(seq[i:i + 1])
+            sync()
+            out[f"capture_s_{mode}"] = round(time.perf_counter() - t, 2)
+            runs = [(timed(False), timed(True)) for _ in range(rounds)]
+            out[f"fps_{mode}"], out[f"fps_{mode}_fast"] = [a for a, _ in runs], [b for _, b in runs]
+        else:
+            out[f"fps_{mode}"] = timed(False)
         x = torch.zeros(1, r.config.in_channels, r.size, r.size, device=dev, dtype=r.dtype)
         for _ in range(5):
             r.net(x)
@@ -130,36 +152,61 @@ def render_fps(r, params, n: int = 100) -> dict:
             r.net(x)
         sync()
         out[f"net_fps_{mode}"] = round(50 / (time.perf_counter() - t), 1)
+    sync()
+    t = time.perf_counter()
+    for i in range(len(seq)):                         # the rasterizer alone (outside the graphs)
+        r.cond.face(seq[i:i + 1])
+    sync()
+    out["raster_fps"] = round(len(seq) / (time.perf_counter() - t), 1)
     return out
+
+
+def resized(net, config):
+    """A random-weight VideoNet of ``config`` (another image size) with ``net``'s person prior,
+    reference frame, head placement and head ellipse: the inputs of ``net``'s clip at that size,
+    for timing."""
+    from portraitrig.methods.video.model import VideoNet
+
+    big = VideoNet(config)
+    size = (config.image_size, config.image_size)
+    with torch.no_grad():
+        for name, b in big.named_buffers():
+            if hasattr(net, name):
+                src = getattr(net, name).float().cpu()
+                b.copy_(torch.nn.functional.interpolate(src, size=size, mode="bilinear", align_corners=False)
+                        if b.dim() == 4 else src)
+    return big
 
 
 def speed(model: Path, data, device: str, fps_frames: int = 100) -> dict:
     """Render fps of the trained model at its size, and of an untrained 512 preset network with
     the same inputs (speed does not depend on the weights)."""
     from portraitrig.methods.video.config import PRESETS
-    from portraitrig.methods.video.model import VideoNet
     from portraitrig.methods.video.renderer import VideoRenderer
 
     r = VideoRenderer.from_pretrained(model, device=device)
     res = {"fps_256": render_fps(r, data.params, fps_frames)}
     if torch.cuda.is_available():
-        net = VideoNet(PRESETS["512"]().model)
-        net.person_prior.copy_(torch.nn.functional.interpolate(r.net.person_prior.float().cpu(), size=(512, 512)))
-        res["fps_512"] = render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
+        res["fps_512"] = render_fps(VideoRenderer(resized(r.net, PRESETS["512"]().model), device=device),
+                                    data.params, fps_frames)
     return res
 
 
 def untrained_fps(data, preset: str, device: str, overrides: dict | None = None, fps_frames: int = 100) -> dict:
     """:func:`render_fps` of the ``preset``'s network (with ``overrides``, as ``run``'s ``--set``)
     with random weights, its person prior, median frame and head placement set from ``data`` as
-    training sets them: the render rate of a setting without training a model."""
+    training sets them (for a preset of another size than the data's, made at the data's size
+    and resized, :func:`resized`): the render rate of a setting without training a model."""
     from portraitrig.methods.video.config import PRESETS
     from portraitrig.methods.video.method import VideoMethod
     from portraitrig.methods.video.renderer import VideoRenderer
 
     cfg = set_from_text(PRESETS[preset](), overrides or {})
-    method = VideoMethod(cfg, data, device, say=None)
-    return render_fps(VideoRenderer(method.model.eval(), device=device), data.params, fps_frames)
+    here = cfg if cfg.model.image_size == data.size else set_from_text(PRESETS[str(data.size)](), overrides or {})
+    net = VideoMethod(here, data, device, say=None).model.eval()
+    if here is not cfg:
+        net = resized(net, cfg.model)
+    return render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
 
 
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
@@ -947,9 +994,11 @@ def main() -> None:
 
         data = VideoData.load(a.dir / f"target_{a.size}.safetensors")
         if a.untrained:
-            res = {"machine": machine_name(), "untrained": True, "overrides": a.set,
-                   f"fps_{a.size}": untrained_fps(data, a.preset or str(a.size), a.device,
-                                                  dict(x.split("=", 1) for x in a.set), a.fps_frames)}
+            preset = a.preset or str(a.size)
+            size = int(preset) if preset.isdigit() else a.size          # the preset's image size
+            res = {"machine": machine_name(), "untrained": True, "preset": preset, "overrides": a.set,
+                   f"fps_{size}": untrained_fps(data, preset, a.device, dict(x.split("=", 1) for x in a.set),
+                                                a.fps_frames)}
             write_json(a.out / "video.json", res)
             print(json.dumps(res))
             return

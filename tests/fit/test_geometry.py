@@ -4,7 +4,7 @@ import torch
 from portraitrig.errors import FitError
 from portraitrig.face.model import load_default_model
 from portraitrig.face.params import RigParams, euler_to_matrix, matrix_to_axis_angle, rotation_angle_degrees
-from portraitrig.fit.geometry import fit_landmarks, landmark_error, landmarks_ndc, similarity_transform
+from portraitrig.fit.geometry import fit_landmarks, landmark_error, landmarks_ndc, similarity_2d, similarity_transform
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,30 @@ def test_similarity_transform_exact():
     assert torch.allclose(s, torch.full((2,), 1.7, dtype=torch.float64))
     assert torch.allclose(Rf, R, atol=1e-10)
     assert torch.allclose(t, torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).expand(2, 3))
+
+
+def test_similarity_2d_is_the_planar_least_squares_similarity():
+    """Exact on a similarity; on noisy points it equals the SVD solution of the same points put
+    in one plane (z = 0), and it never returns a reflection."""
+    g = torch.Generator().manual_seed(1)
+    src = torch.randn(3, 40, 2, dtype=torch.float64, generator=g)
+    ang = torch.tensor([0.4, -2.5, 3.0], dtype=torch.float64)
+    R = torch.stack([torch.stack([ang.cos(), -ang.sin()], -1), torch.stack([ang.sin(), ang.cos()], -1)], -2)
+    t = torch.tensor([[0.2, -0.1], [1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64)
+    dst = 0.8 * src @ R.transpose(1, 2) + t[:, None]
+    s2, R2, t2 = similarity_2d(src, dst)
+    torch.testing.assert_close(s2, torch.full((3,), 0.8, dtype=torch.float64))
+    torch.testing.assert_close(R2, R)
+    torch.testing.assert_close(t2, t)
+    noisy = dst + 0.05 * torch.randn(dst.shape, dtype=torch.float64, generator=g)
+    flat = lambda x: torch.cat([x, torch.zeros_like(x[..., :1])], -1)  # noqa: E731
+    s3, R3, t3 = similarity_transform(flat(src), flat(noisy))
+    s2, R2, t2 = similarity_2d(src, noisy)
+    torch.testing.assert_close(s2, s3)
+    torch.testing.assert_close(R2, R3[:, :2, :2])
+    torch.testing.assert_close(t2, t3[:, :2])
+    _, Rm, _ = similarity_2d(src, src * torch.tensor([-1.0, 1.0], dtype=torch.float64))   # a mirror image
+    assert torch.allclose(torch.linalg.det(Rm), torch.ones(3, dtype=torch.float64))
 
 
 def test_fit_recovers_exact_parameters(model):

@@ -3,6 +3,8 @@ steps on the CPU, resumes exactly, writes a model folder that loads back and ren
 renders the right shapes, and refuses another method's folder. A new method is tested by adding it
 to the registry."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -46,6 +48,31 @@ def test_resume_is_exact(trained):
     tb, _ = ck.load_checkpoint(tmp / "b" / last)
     keys = [k for k in ta if k.startswith(("model.", "ema.", "optim."))]
     assert keys and all(torch.equal(ta[k], tb[k]) for k in keys)
+
+
+def test_two_processes_train_as_one(trained, tmp_path):
+    """`torchrun --nproc_per_node 2 -m portraitrig.cli train NAME ...` (DDP; gloo on a CPU) trains
+    the tiny preset end to end: one model folder and log written by rank 0, a checkpoint that
+    records 2 processes, and one process resumes it (reporting the change). Catches what DDP
+    refuses that one process allows (a parameter no step uses)."""
+    name, _, data, cfg, _, _ = trained
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "portraitrig.cli", "train", name, str(data), "-o", str(run), "--preset", "tiny", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert (run / "model" / "model.safetensors").is_file()
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logs] == list(range(1, cfg.train.steps + 1))
+    last = ck.checkpoint_path(run, cfg.train.steps)
+    _, meta = ck.load_checkpoint(last)
+    assert meta["extra"]["world_size"] == 2
+    more = cfg.train.steps + 1
+    again = subprocess.run([sys.executable, "-m", "portraitrig.cli", "train", name, str(data), "-o", str(run),
+                            "--preset", "tiny", "--device", "cpu", "--steps", str(more)],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "GPUs 2 -> 1" in again.stdout + again.stderr and ck.checkpoint_path(run, more).is_file()
 
 
 def test_save_load_round_trip_renders_the_same(trained):

@@ -78,6 +78,8 @@ class ReenactConfig:
     target_video: str | None = field(default=None, metadata=_h("the target video, if it moved since training"))
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
     crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
+    fast: bool = field(default=True, metadata=_h(
+        "replay the per-frame conditioning and network as CUDA graphs on a GPU (off: the plain path)"))
     renderer: str = field(default="video", metadata=_h(
         "video: the model's video renderer (real time); diffusion: DiffusionRig per frame, the target's frame "
         "inverted and decoded with the new rig (the baseline; seconds per frame)", choices=("video", "diffusion")))
@@ -370,7 +372,7 @@ def paste_frame(background: np.ndarray, rendered: np.ndarray, crop, mask: np.nda
 
 
 # ---------------------------------------------------------------------- the job
-def _load_renderer(model_dir: str | Path, device):
+def _load_renderer(model_dir: str | Path, device, fast: bool = True):
     from portraitrig.methods.video.model import METHOD
     from portraitrig.methods.video.renderer import VideoRenderer
     from portraitrig.neural.modelio import read_model_config
@@ -379,7 +381,7 @@ def _load_renderer(model_dir: str | Path, device):
     if method != METHOD:
         raise InputError(model_dir, f"a {method!r} model; reenact needs a video-renderer model "
                                     "(`portraitrig train video TARGET.mp4`)")
-    r = VideoRenderer.from_pretrained(model_dir, device=device)
+    r = VideoRenderer.from_pretrained(model_dir, device=device, fast=None if fast else False)
     if r.target is None:
         raise InputError(model_dir, "model folder has no target.safetensors (the target video's description)")
     return r
@@ -428,7 +430,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     config = config or ReenactConfig()
     config.validate()
     dev = default_device(config.device)
-    rend = _load_renderer(model_dir, dev)
+    rend = _load_renderer(model_dir, dev, config.fast)
     tgt = rend.target
     video = Path(config.target_video or tgt.video)
     if not video.is_file():

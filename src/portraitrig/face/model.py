@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from portraitrig.accel.constants import device_constant
 from portraitrig.errors import InputError
 
 MODEL_ID = "portraitrig-mp478@1"
@@ -134,7 +135,7 @@ class PortraitRigFaceModel:
         B, dt = S.shape[0], S.dtype
         c = self.eyeball_centres(S)                                      # (B, 2, 3)
         Rg = gaze_rotation(gaze.to(dt))                                  # (B, 2, 3, 3)
-        fwd = torch.tensor([0.0, 0.0, -self.eyeball_radius], dtype=dt, device=S.device)
+        fwd = device_constant((0.0, 0.0, -self.eyeball_radius), dt, S.device)   # no host copy per call
         iris = c[:, :, None] + (self.iris_offsets + fwd) @ Rg.transpose(-1, -2)  # (B, 2, 13, 3)
         # sclera: eye-contour ring (and its centre) dropped onto a slightly smaller eyeball sphere
         ring = S[:, self.eye_ring]                                       # (B, 2, 16, 3)

@@ -43,6 +43,23 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor, weights: torch.Te
     return s, R, t
 
 
+def similarity_2d(src: torch.Tensor, dst: torch.Tensor):
+    """The least-squares 2D similarity (rotation, no reflection) with ``s * src @ R.T + t ≈ dst``,
+    in closed form: src, dst (B, P, 2) -> s (B,), R (B, 2, 2), t (B, 2). What
+    :func:`similarity_transform` gives for points in one plane, without its SVD (whose solver
+    synchronises a GPU with the host and cannot be captured in a CUDA graph)."""
+    mu_s, mu_d = src.mean(1), dst.mean(1)
+    xs, xd = src - mu_s[:, None], dst - mu_d[:, None]
+    a = (xs * xd).sum((1, 2))                                                   # sum of dot products
+    b = (xs[..., 0] * xd[..., 1] - xs[..., 1] * xd[..., 0]).sum(1)              # sum of cross products
+    norm = torch.sqrt(a * a + b * b).clamp_min(1e-30)
+    cos, sin = a / norm, b / norm
+    R = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    s = norm / (xs * xs).sum((1, 2)).clamp_min(1e-30)
+    t = mu_d - s[:, None] * (mu_s[:, None] @ R.transpose(1, 2))[:, 0]
+    return s, R, t
+
+
 class _Solver:
     """Precomputed normal matrices of one model for given regularisers (float64)."""
 
@@ -204,4 +221,4 @@ def landmark_error(params: RigParams, model, points_ndc: torch.Tensor) -> torch.
     return 100 * (pred - pts).norm(dim=-1).mean(-1) / iod
 
 
-__all__ = ["fit_landmarks", "landmarks_ndc", "landmark_error", "similarity_transform", "solve_gaze"]
+__all__ = ["fit_landmarks", "landmarks_ndc", "landmark_error", "similarity_transform", "similarity_2d", "solve_gaze"]

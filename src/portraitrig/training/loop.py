@@ -149,6 +149,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=cfg.precision == "fp16")
         net = model
         if world > 1:
+            for p in model.parameters():   # nothing to learn (a feature set to 0 Gaussians): DDP would wait
+                if p.numel() == 0:         # for its gradient every step
+                    p.requires_grad_(False)
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         if cfg.compile:

@@ -285,6 +285,62 @@ def test_stream_renders_like_the_whole_sequence(tmp_path, still_body):
     assert r.render(data.params[:0]).shape == (0, 3, 32, 32)
 
 
+def test_chunks_see_the_frames_before_them(tmp_path):
+    """A sequence rendered a few frames per network call gives the frames of one call: each
+    chunk's windows reach back into the chunk before it; unrelated items (``sequence=False``)
+    see only themselves."""
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    cfg.model.window = 3
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    scramble(m.model)
+    model = m.export(m.model, tmp_path / "model")
+    one, few = VideoRenderer.from_pretrained(model), VideoRenderer.from_pretrained(model, max_batch=2)
+    p = data.params[:7]
+    whole = one.render(p)
+    torch.testing.assert_close(few.render(p), whole, atol=1e-5, rtol=0)
+    items = few.render(p, sequence=False)
+    torch.testing.assert_close(items, one.render(p, sequence=False), atol=1e-5, rtol=0)
+    solo = torch.cat([one.render(p[i:i + 1]) for i in range(len(p))])   # a lone frame's window is itself
+    torch.testing.assert_close(items, solo, atol=1e-5, rtol=0)
+    assert float((items[3:] - whole[3:]).abs().max()) > 1e-3          # the window matters: this can fail
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("still_body", [0.0, 0.3])
+def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body):
+    """``fast`` (CUDA graphs of the work after the rasterizer, the default on CUDA) renders what
+    the plain path renders: whole sequences in chunks, a stream frame by frame (three batch
+    shapes: no context, part of a window, a full one), unrelated items, a new light; in bf16
+    too, after which the graphs are captured again."""
+    data = VideoData.load(video.tiny_data(tmp_path))
+    cfg = video.PRESETS["tiny"]()
+    cfg.model.window, cfg.model.still_body = 3, still_body
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    scramble(m.model)
+    model = m.export(m.model, tmp_path / "model")
+    plain = VideoRenderer.from_pretrained(model, device="cuda", fast=False, max_batch=4)
+    fast = VideoRenderer.from_pretrained(model, device="cuda", max_batch=4)
+    assert fast.fast and not plain.fast and not VideoRenderer.from_pretrained(model, fast=True).fast   # CPU: plain
+    p = data.params[:9]
+    light = torch.zeros(9, 3)
+    light[0], light[2] = 1.0, 0.6
+    for r in (plain, fast):
+        r.out = [r.render(p), r.render(p, light=light), r.render(p, sequence=False)]
+        s = r.stream()
+        r.out.append(torch.cat([s(p[i:i + 1]) for i in range(len(p))]))
+        r.out.append(r.render(p))                                           # replayed again: no stale output
+    assert set(fast._graphs) == {"heads", "sequence", "items"} and len(fast._graphs["sequence"]) == 5
+    for a, b in zip(plain.out, fast.out):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=0)
+    assert float((plain.out[0] - plain.out[1]).abs().max()) > 1e-3         # the light changes the frames
+    for r in (plain, fast):
+        r.use_half()
+        r.half_out = r.render(p)
+    assert set(fast._graphs) == {"heads", "sequence"} and fast.dtype == torch.bfloat16   # captured again
+    assert float((fast.half_out - plain.half_out).abs().max()) < 0.02 and float(fast.half_out.std()) > 1e-3
+
+
 def test_neural_texture_is_sampled_at_the_uv_buffer_inside_the_face_only():
     cfg = VideoNetConfig(image_size=16, buffers=("normal", "mask", "uv"), widths=(4, 8), window=2,
                          texture=2, texture_size=8, texture_levels=2)

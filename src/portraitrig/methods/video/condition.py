@@ -116,20 +116,29 @@ class Conditioner:
         mesh (the frame's identity, no expression or gaze) under the mean head pose onto the
         same mesh under the frame's pose. With ``still_body``: (B, 4, 3), that map over the
         body's (no move; :meth:`move_head_warp` moves both)."""
-        from portraitrig.face.base import posed_vertices
-        from portraitrig.fit.geometry import similarity_transform
-
         p = params.to(self.prior.device, torch.float32)
-        B = len(p)
-        hp = self.head_pose.to(p.scale.device).expand(B, 6)
-        neutral = dict(expression=torch.zeros_like(p.expression), gaze=torch.zeros_like(p.gaze))
-        here = posed_vertices(self.face_model, p.replace(**neutral))
-        there = posed_vertices(self.face_model, p.replace(scale=hp[:, :1], rotation=hp[:, 1:4], translation=hp[:, 4:6],
-                                                           **neutral))
-        flat = torch.tensor([1.0, 1.0, 0.0], device=here.device)      # image-plane points (z = 0)
-        s, R, t = similarity_transform(there * flat, here * flat)      # reference -> frame
-        inv = R[:, :2, :2].transpose(1, 2) / s[:, None, None]
-        head = torch.cat([inv, -(inv @ t[:, :2, None])], 2)
+        return self.head_warp_of(p.scale, p.rotation, p.translation, p.identity)
+
+    @torch.no_grad()
+    def head_warp_of(self, scale: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                     identity: torch.Tensor) -> torch.Tensor:
+        """:meth:`head_warp` of the frames' pose (scale (B, 1), rotation (B, 3), translation
+        (B, 2)) and identity (B, n_id), float32 on the conditioner's device. Tensors in, a tensor
+        out, no host synchronisation: a CUDA graph can hold it."""
+        from portraitrig.face.params import axis_angle_to_matrix
+        from portraitrig.fit.geometry import similarity_2d
+
+        B, fm = scale.shape[0], self.face_model
+        X = fm.canonical(identity, identity.new_zeros(B, fm.n_expr), identity.new_zeros(B, 2, 2))   # neutral head
+        hp = self.head_pose.to(scale.device).expand(B, 6)
+
+        def project(s, rot, t):   # the image-plane points of the neutral head under a pose
+            return s[:, None] * (X @ axis_angle_to_matrix(rot).transpose(1, 2))[..., :2] + t[:, None]
+
+        there, here = project(hp[:, :1], hp[:, 1:4], hp[:, 4:6]), project(scale, rotation, translation)
+        s, R, t = similarity_2d(there, here)                          # reference -> frame
+        inv = R.transpose(1, 2) / s[:, None, None]
+        head = torch.cat([inv, -(inv @ t[:, :, None])], 2)
         if not self.config.still_body:
             return head
         body = device_constant(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), torch.float32, head.device).expand(B, 2, 3)

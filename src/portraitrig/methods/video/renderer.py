@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from portraitrig.accel.cudagraph import GraphedFunction
 from portraitrig.capture.types import Crop
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
@@ -53,13 +54,21 @@ class Target:
 
 
 class VideoRenderer(NeuralRenderer):
-    """A trained video renderer. ``max_batch``: frames per network call."""
+    """A trained video renderer. ``max_batch``: frames per network call. ``fast`` (default: on
+    CUDA): the per-frame work after the rasterizer (head warps, whole-portrait normals and
+    shading, the inputs, the network) is captured once per batch shape as a CUDA graph and
+    replayed (:class:`~portraitrig.accel.cudagraph.GraphedFunction`): a batch-1 render
+    otherwise waits on the host launching several hundred small kernels. ``fast=False`` is the
+    plain path, the reference the tests compare it with."""
 
     method, version = METHOD, VERSION
 
     def __init__(self, net: VideoNet, target: Target | None = None, device="cpu", face_model=None,
-                 max_batch: int = 16):
+                 max_batch: int = 16, fast: bool | None = None):
         self.device = torch.device(device)
+        # CUDA graphs of the per-frame work after the rasterizer (None: on CUDA; ignored elsewhere)
+        self.fast = self.device.type == "cuda" if fast is None else bool(fast) and self.device.type == "cuda"
+        self._graphs: dict[str, GraphedFunction] = {}
         self.net = net.to(self.device).eval()
         self.config = net.config
         self.size = self.config.image_size
@@ -91,6 +100,13 @@ class VideoRenderer(NeuralRenderer):
         if self.device.type == "cuda":
             self.net = self.net.to(torch.bfloat16)
             self.dtype = torch.bfloat16
+            self._graphs.clear()      # they hold the float32 weights
+
+    def _graphed(self, name: str, fn) -> "GraphedFunction":
+        g = self._graphs.get(name)
+        if g is None:
+            g = self._graphs[name] = GraphedFunction(fn, warmup=1)
+        return g
 
     # ---------------------------------------------------------------- the contract
     def appearance(self, crops: Sequence[np.ndarray], params: RigParams, **options):
@@ -135,7 +151,10 @@ class VideoRenderer(NeuralRenderer):
         head, else None."""
         if not self.config.follow_head:
             return None
-        return torch.cat([self.cond.head_warp(params[i:i + 256]) for i in range(0, len(params), 256)])
+        p = params.to(self.device, torch.float32)
+        fn = self._graphed("heads", self.cond.head_warp_of) if self.fast else self.cond.head_warp_of
+        return torch.cat([fn(p.scale[i:i + 256], p.rotation[i:i + 256], p.translation[i:i + 256],
+                             p.identity[i:i + 256]) for i in range(0, len(p), 256)])
 
     @torch.no_grad()
     def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True,
@@ -145,16 +164,38 @@ class VideoRenderer(NeuralRenderer):
         matte last for a model with one; ``heads`` (T, 2 or 4, 3) the frames' head warps (with
         ``follow_head``)."""
         out = []
-        B = faces.shape[0] - k
+        B, w = faces.shape[0] - k, self.config.window
+        name = "sequence" if sequence else "items"
+        fn = self._frames_of_sequence if sequence else self._frames_of_items
+        if self.fast:
+            fn = self._graphed(name, fn)
         for i in range(0, B, self.max_batch):
-            t = torch.arange(k + i, k + min(B, i + self.max_batch), device=self.device)
-            w = self.config.window
-            win = Conditioner.window_index(t, w) if sequence else t[:, None].expand(-1, w)
-            f, h = faces[t], None if heads is None else heads[t]
-            x = self.cond.inputs(faces, win, self.cond.prior_normals(f, h), light[i:i + len(t)],
-                                 self.cond.cond_mask(f), h)
-            out.append(self.net(x.to(self.dtype), clamp=True).float())
+            lo, hi = k + i, k + min(B, i + self.max_batch)         # the frames; their windows reach back
+            first = max(0, lo - (w - 1)) if sequence else lo
+            args = (faces[first:hi], light[i:i + hi - lo])
+            out.append(fn(*args) if heads is None else fn(*args, heads[lo:hi]))
         return torch.cat(out)
+
+    def _frames_of_sequence(self, faces: torch.Tensor, light: torch.Tensor,
+                            heads: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output for the last ``light.shape[0]`` frames of ``faces`` (T, C_buf, S,
+        S), each conditioned on the window of frames before it (clamped at ``faces[0]``);
+        ``heads`` the frames' head warps. Tensors only, no host synchronisation (``fast`` replays
+        it as a CUDA graph)."""
+        T, n = faces.shape[0], light.shape[0]
+        t = torch.arange(T - n, T, device=faces.device)
+        return self._frames(faces, t, Conditioner.window_index(t, self.config.window), light, heads)
+
+    def _frames_of_items(self, faces: torch.Tensor, light: torch.Tensor,
+                         heads: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`_frames_of_sequence` of unrelated items: each one's window is itself."""
+        t = torch.arange(faces.shape[0], device=faces.device)
+        return self._frames(faces, t, t[:, None].expand(-1, self.config.window), light, heads)
+
+    def _frames(self, faces, t, win, light, heads) -> torch.Tensor:
+        f = faces[t]
+        x = self.cond.inputs(faces, win, self.cond.prior_normals(f, heads), light, self.cond.cond_mask(f), heads)
+        return self.net(x.to(self.dtype), clamp=True).float()
 
     def stream(self) -> "FrameStream":
         """Frame-by-frame rendering of one sequence (keeps the window's buffers)."""
