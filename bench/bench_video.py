@@ -106,6 +106,8 @@ def render_fps(r, params, n: int = 100, rounds: int = 2) -> dict:
     the plain path (``fps_<dtype>``) and the CUDA graphs (``fps_<dtype>_fast``) alternate
     ``rounds`` times (lists, one value a round: the host's launch rate swings between and within
     runs); ``capture_s_<dtype>``: the fast path's first frames (graph capture included).
+    ``chunked_fps_*`` / ``chunked_peak_mb_*``: the whole sequence rendered in chunks of 16 (bf16),
+    plain and graphed (peak memory the allocator reserved, the graphs' pool included).
     ``net_fps``: the network alone; ``raster_fps``: the face buffers' rasterizer alone, which the
     graphs leave out (its sparse scan has data-dependent sizes)."""
     dev = r.device
@@ -152,6 +154,19 @@ def render_fps(r, params, n: int = 100, rounds: int = 2) -> dict:
             r.net(x)
         sync()
         out[f"net_fps_{mode}"] = round(50 / (time.perf_counter() - t), 1)
+    if cuda:   # whole sequences in chunks of 16 (reenactment's batches): rate and peak memory, bf16
+        for fast in (False, True):
+            r.fast = fast
+            torch.cuda.empty_cache()                  # what the last path cached (not a live graph's pool)
+            r.render(seq[:40])                        # warm-up (and the graphs' capture)
+            sync()
+            torch.cuda.reset_peak_memory_stats(dev)
+            t = time.perf_counter()
+            r.render(seq)
+            sync()
+            key = "fast" if fast else "plain"
+            out[f"chunked_fps_{key}"] = round(len(seq) / (time.perf_counter() - t), 1)
+            out[f"chunked_peak_mb_{key}"] = round(torch.cuda.max_memory_reserved(dev) / 2 ** 20)
     sync()
     t = time.perf_counter()
     for i in range(len(seq)):                         # the rasterizer alone (outside the graphs)

@@ -5,6 +5,11 @@ graph and returns a copy of the output. Warm-up (compile, autotune, cuDNN plans)
 side stream before capture, inside ``context`` (e.g. :func:`portraitrig.accel.backends.fast_backends`)
 so the algorithms chosen then are what the graph holds. The plain call of ``fn`` is the reference:
 tests compare the two.
+
+``pool`` (``torch.cuda.graph_pool_handle()``): graphs given the same pool share their working
+memory instead of each keeping its own. Safe here in any replay order, as long as the graphs
+run on one stream one at a time: a graph's inputs live outside the pool, and its output is
+copied out as soon as it has run, before another graph can write over it.
 """
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ import torch
 
 
 class GraphedFunction:
-    def __init__(self, fn: Callable[..., torch.Tensor], context: Callable = nullcontext, warmup: int = 2):
-        self.fn, self.context, self.warmup = fn, context, warmup
+    def __init__(self, fn: Callable[..., torch.Tensor], context: Callable = nullcontext, warmup: int = 2,
+                 pool=None):
+        self.fn, self.context, self.warmup, self.pool = fn, context, warmup, pool
         self._graphs: dict[tuple, dict] = {}
 
     @staticmethod
@@ -42,7 +48,7 @@ class GraphedFunction:
                     self.fn(*inputs)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self.pool):
                 output = self.fn(*inputs)
         self._graphs[key] = {"inputs": inputs, "graph": graph, "output": output}
         return self._graphs[key]

@@ -69,6 +69,7 @@ class VideoRenderer(NeuralRenderer):
         # CUDA graphs of the per-frame work after the rasterizer (None: on CUDA; ignored elsewhere)
         self.fast = self.device.type == "cuda" if fast is None else bool(fast) and self.device.type == "cuda"
         self._graphs: dict[str, GraphedFunction] = {}
+        self._pool = None     # one memory pool for all of them (GraphedFunction's ``pool``)
         self.net = net.to(self.device).eval()
         self.config = net.config
         self.size = self.config.image_size
@@ -101,11 +102,14 @@ class VideoRenderer(NeuralRenderer):
             self.net = self.net.to(torch.bfloat16)
             self.dtype = torch.bfloat16
             self._graphs.clear()      # they hold the float32 weights
+            self._pool = None
 
     def _graphed(self, name: str, fn) -> "GraphedFunction":
         g = self._graphs.get(name)
         if g is None:
-            g = self._graphs[name] = GraphedFunction(fn, warmup=1)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            g = self._graphs[name] = GraphedFunction(fn, warmup=1, pool=self._pool)
         return g
 
     # ---------------------------------------------------------------- the contract
