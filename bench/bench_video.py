@@ -115,12 +115,19 @@ def render_fps(r, params, n: int = 100, rounds: int = 2) -> dict:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     seq = params[:n].to(dev)
 
-    def timed(fast: bool) -> float:
+    def warm(fast: bool) -> float:
+        """A stream's first frames (with ``fast``, the graphs' capture): seconds."""
         r.fast = fast
+        sync()
+        t = time.perf_counter()
         stream = r.stream()
-        for i in range(min(5, len(seq))):           # warm-up (and, fast, the graphs' capture)
+        for i in range(min(5, len(seq))):
             stream(seq[i:i + 1])
         sync()
+        return time.perf_counter() - t
+
+    def timed(fast: bool) -> float:
+        warm(fast)
         t = time.perf_counter()
         stream = r.stream()
         for i in range(len(seq)):
@@ -133,14 +140,7 @@ def render_fps(r, params, n: int = 100, rounds: int = 2) -> dict:
         if mode == "bf16":
             r.use_half()
         if cuda:
-            sync()
-            t = time.perf_counter()
-            r.fast = True
-            stream = r.stream()
-            for i in range(min(5, len(seq))):
-                stream(seq[i:i + 1])
-            sync()
-            out[f"capture_s_{mode}"] = round(time.perf_counter() - t, 2)
+            out[f"capture_s_{mode}"] = round(warm(True), 2)
             runs = [(timed(False), timed(True)) for _ in range(rounds)]
             out[f"fps_{mode}"], out[f"fps_{mode}_fast"] = [a for a, _ in runs], [b for _, b in runs]
         else:

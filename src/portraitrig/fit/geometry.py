@@ -46,8 +46,8 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor, weights: torch.Te
 def similarity_2d(src: torch.Tensor, dst: torch.Tensor):
     """The least-squares 2D similarity (rotation, no reflection) with ``s * src @ R.T + t ≈ dst``,
     in closed form: src, dst (B, P, 2) -> s (B,), R (B, 2, 2), t (B, 2). What
-    :func:`similarity_transform` gives for points in one plane, without its SVD (whose solver
-    synchronises a GPU with the host and cannot be captured in a CUDA graph)."""
+    :func:`similarity_transform` gives for points in one plane, without its SVD: a few
+    element-wise kernels, which a CUDA graph holds (the video renderer's head warps)."""
     mu_s, mu_d = src.mean(1), dst.mean(1)
     xs, xd = src - mu_s[:, None], dst - mu_d[:, None]
     a = (xs * xd).sum((1, 2))                                                   # sum of dot products
