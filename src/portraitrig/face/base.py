@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from portraitrig.face.params import axis_angle_to_matrix
+
 
 @runtime_checkable
 class FaceModel(Protocol):
@@ -38,9 +40,15 @@ def posed_vertices(model: FaceModel, params) -> torch.Tensor:
     """(B, V, 3) vertices in camera/NDC space: x, y in NDC of the crop, z depth (same units,
     larger = farther). Weak perspective, see portraitrig.face.params."""
     X = model.canonical(params.identity, params.expression, params.gaze)
-    R = params.rotation_matrix().to(X.dtype)
-    p = params.scale[:, None, :] * (X @ R.transpose(1, 2))
-    xy = p[..., :2] + params.translation[:, None, :]
+    return pose_points(X, params.scale, params.rotation, params.translation)
+
+
+def pose_points(X: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """(B, V, 3) head-space points ``X`` (B, V, 3) under the weak-perspective pose scale (B, 1),
+    rotation (B, 3, axis-angle), translation (B, 2): :func:`posed_vertices` of given points."""
+    R = axis_angle_to_matrix(rotation).to(X.dtype)
+    p = scale[:, None, :] * (X @ R.transpose(1, 2))
+    xy = p[..., :2] + translation[:, None, :]
     return torch.cat([xy, p[..., 2:]], dim=-1)
 
 

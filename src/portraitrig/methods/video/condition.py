@@ -125,17 +125,14 @@ class Conditioner:
         """:meth:`head_warp` of the frames' pose (scale (B, 1), rotation (B, 3), translation
         (B, 2)) and identity (B, n_id), float32 on the conditioner's device. Tensors in, a tensor
         out, no host synchronisation: a CUDA graph can hold it."""
-        from portraitrig.face.params import axis_angle_to_matrix
+        from portraitrig.face.base import pose_points
         from portraitrig.fit.geometry import similarity_2d
 
         B, fm = scale.shape[0], self.face_model
         X = fm.canonical(identity, identity.new_zeros(B, fm.n_expr), identity.new_zeros(B, 2, 2))   # neutral head
         hp = self.head_pose.to(scale.device).expand(B, 6)
-
-        def project(s, rot, t):   # the image-plane points of the neutral head under a pose
-            return s[:, None] * (X @ axis_angle_to_matrix(rot).transpose(1, 2))[..., :2] + t[:, None]
-
-        there, here = project(hp[:, :1], hp[:, 1:4], hp[:, 4:6]), project(scale, rotation, translation)
+        there = pose_points(X, hp[:, :1], hp[:, 1:4], hp[:, 4:6])[..., :2]     # image-plane points
+        here = pose_points(X, scale, rotation, translation)[..., :2]
         s, R, t = similarity_2d(there, here)                          # reference -> frame
         inv = R.transpose(1, 2) / s[:, None, None]
         head = torch.cat([inv, -(inv @ t[:, :, None])], 2)

@@ -67,7 +67,7 @@ class VideoRenderer(NeuralRenderer):
                  max_batch: int = 16, fast: bool | None = None):
         self.device = torch.device(device)
         # CUDA graphs of the per-frame work after the rasterizer (None: on CUDA; ignored elsewhere)
-        self.fast = self.device.type == "cuda" if fast is None else bool(fast) and self.device.type == "cuda"
+        self.fast = self.device.type == "cuda" and (fast is None or bool(fast))
         self._graphs: dict[str, GraphedFunction] = {}
         self._pool = None     # one memory pool for all of them (GraphedFunction's ``pool``)
         self.net = net.to(self.device).eval()
@@ -148,7 +148,7 @@ class VideoRenderer(NeuralRenderer):
             k = len(ctx)
             p = RigParams.cat([ctx, p])
         faces = torch.cat([self.cond.face(p[i:i + 64]) for i in range(0, len(p), 64)])
-        return self.render_buffers(faces, k, L, sequence, self.head_warps(p))
+        return self.render_buffers(faces, k, L, sequence, self.head_warps(p[k:]))
 
     def head_warps(self, params: RigParams) -> torch.Tensor | None:
         """The frames' head warps (the conditioner's ``head_warp``) when the model follows the
@@ -165,8 +165,8 @@ class VideoRenderer(NeuralRenderer):
                        heads: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
         under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1], (T - k, 4, S, S) with the
-        matte last for a model with one; ``heads`` (T, 2 or 4, 3) the frames' head warps (with
-        ``follow_head``)."""
+        matte last for a model with one; ``heads`` (T - k, 2 or 4, 3) the rendered frames' head
+        warps (with ``follow_head``; the context's are not needed)."""
         out = []
         B, w = faces.shape[0] - k, self.config.window
         name = "sequence" if sequence else "items"
@@ -177,7 +177,7 @@ class VideoRenderer(NeuralRenderer):
             lo, hi = k + i, k + min(B, i + self.max_batch)         # the frames; their windows reach back
             first = max(0, lo - (w - 1)) if sequence else lo
             args = (faces[first:hi], light[i:i + hi - lo])
-            out.append(fn(*args) if heads is None else fn(*args, heads[lo:hi]))
+            out.append(fn(*args) if heads is None else fn(*args, heads[i:i + hi - lo]))
         return torch.cat(out)
 
     def _frames_of_sequence(self, faces: torch.Tensor, light: torch.Tensor,
@@ -216,7 +216,6 @@ class FrameStream:
     def __init__(self, renderer: VideoRenderer):
         self.r = renderer
         self.faces: torch.Tensor | None = None
-        self.heads: torch.Tensor | None = None
         self.last_faces: torch.Tensor | None = None
         self.last_heads: torch.Tensor | None = None
         self.last_matte: torch.Tensor | None = None
@@ -230,14 +229,11 @@ class FrameStream:
         new = r.cond.face(p)
         self.last_faces = new
         faces = new if self.faces is None else torch.cat([self.faces, new])
-        heads = self.last_heads = r.head_warps(p)
-        if heads is not None and self.heads is not None:
-            heads = torch.cat([self.heads, heads])
+        self.last_heads = r.head_warps(p)
         k = faces.shape[0] - new.shape[0]
-        out = r.render_buffers(faces, k, L, heads=heads)
+        out = r.render_buffers(faces, k, L, heads=self.last_heads)
         keep = r.config.window - 1
         self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
-        self.heads = heads[heads.shape[0] - keep:] if keep > 0 and heads is not None else None
         self.last_matte = out[:, 3:] if r.config.matte else None
         return out[:, :3]
 
