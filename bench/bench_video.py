@@ -227,7 +227,8 @@ def untrained_fps(data, preset: str, device: str, overrides: dict | None = None,
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
         reenact_frames: int | None = None, preset: str | None = None, fps: bool = True,
         overrides: dict | None = None, save_every: int = 1) -> dict:
-    from portraitrig.apps.reenactjob import ReenactConfig, border_mask, paste_frame, run_reenact
+    from portraitrig.apps.reenactjob import (ReenactConfig, border_mask, paste_frame, paste_masks, run_reenact,
+                                             still_rings)
     from portraitrig.io.video import iter_video_frames
     from portraitrig.light import sh
     from portraitrig.methods.video.config import PRESETS
@@ -267,8 +268,12 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     held = data.params[n0:]
     ctx = data.params[max(0, n0 - 2):n0]
     with torch.no_grad():
-        pred = r.render(held, context=ctx).cpu()
+        pred, matte = r.render_matte(held, context=ctx)
+        pred = pred.cpu()
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
+        if matte is not None:   # where `reenact --self` pastes: the matte's person, and where the frame's rig may be
+            h = held.to(device, torch.float32)
+            region = torch.maximum((matte.clamp(0, 1) > 0.5).float(), r.cond.drawn_mask(r.cond.face(h), r.head_warps(h)))
     crops = data.crops()[n0:]
     keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
     np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
@@ -276,8 +281,12 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     per_crop, per_frame, per_inside = [], [], []
     inside = data.in_frame()[0, 0].numpy()   # the crop's pixels inside the video frame (the rest is padding)
     S = data.size
-    mask = border_mask(S, 0.08)
+    rc = ReenactConfig()
+    mask = border_mask(S, rc.feather)
     ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
+    if matte is not None:
+        person_pastes, person_rings = paste_masks(region, mask, rc.margin), still_rings(ring, region)
+    per_person = []
     frames = {fr.index: fr.image for fr in iter_video_frames(video) if fr.index in set(data.frame_index[n0:].tolist())} \
         if video.is_file() else {}   # without the clip (a call short of carry room): no full-frame figures
     for k in range(len(held)):
@@ -289,12 +298,17 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         if fi in frames:
             full = paste_frame(frames[fi], g, data.crop, mask, ring)
             per_frame.append(metric(full, frames[fi]))
+            if matte is not None:
+                full = paste_frame(frames[fi], g, data.crop, person_pastes[k], person_rings[k])
+                per_person.append(metric(full, frames[fi]))
     mean = lambda rows, key: round(float(np.mean([x[key] for x in rows])), 3) if rows else None  # noqa: E731
     res["metrics"] = name
     res["heldout_saved_index"] = keep.tolist()
     res["heldout_crop"] = {k: mean(per_crop, k) for k in per_crop[0]}
     res["heldout_crop_in_frame"] = {"share": round(float(inside.mean()), 3), **{k: mean(per_inside, k) for k in per_inside[0]}}
     res["heldout_full_frame"] = {k: mean(per_frame, k) for k in (per_frame[0] if per_frame else {})}
+    if per_person:   # the person alone pasted into the frame, as `reenact --self` writes it (the whole crop above)
+        res["heldout_full_frame_person_paste"] = {k: mean(per_person, k) for k in per_person[0]}
     # ---------------------------------------------------- compare picture
     pick = torch.linspace(0, len(held) - 1, 4).round().long()
     rows = []
@@ -384,14 +398,16 @@ def nearest_frames(train, query) -> torch.Tensor:
 
 def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: float, size: int, device: str,
              steps: int = 20, preset1: str | None = None, preset2: str | None = None,
-             batch_size: int | None = None, every: int = 1) -> dict:
+             batch_size: int | None = None, every: int = 1, fast: bool | None = None) -> dict:
     """DiffusionRig with inversion on the same held-out frames (the issue's baseline, at an equal
     budget): stage 1 (the generic prior) on ``stage1_cache`` for ``minutes1``, stage 2 on the
     target's training frames in the video's fixed crop for ``minutes2``; each held-out frame is
     the DDIM inversion of the training frame nearest it in pose and expression, decoded with the
     held-out frame's rig buffers. Same metrics as ``run`` (crop, masked to the face mesh).
     ``every``: invert every k-th held-out frame only (1.6 s a frame on an H200; their indices
-    are in ``heldout_index``, and ``score`` compares the video renderer on the same frames)."""
+    are in ``heldout_index``, and ``score`` compares the video renderer on the same frames).
+    ``fast``: the renderer's bf16 CUDA-graph path (its default on a GPU; it compiles for ~2
+    minutes first), False: the plain fp32 path, quicker for a few dozen frames."""
     from portraitrig.methods.diffusionrig import PRESETS as DPRESETS
     from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
     from portraitrig.methods.diffusionrig.renderer import DiffusionRenderer
@@ -428,7 +444,8 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
     for k, run_dir in (("stage1", "s1"), ("stage2", "s2")):
         log = [json.loads(x) for x in (out / run_dir / "log.jsonl").read_text().splitlines()]
         res[f"{k}_steps"] = max(rec.get("step", 0) for rec in log)
-    r = DiffusionRenderer.from_pretrained(s2, device=device)
+    r = DiffusionRenderer.from_pretrained(s2, device=device, fast=fast)
+    res["fast"] = r.fast
     hk = torch.arange(0, len(data) - n0, max(1, int(every)))
     res["heldout_index"] = hk.tolist()
     held = data.params[n0:][hk]
@@ -513,6 +530,10 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     def embed(images):
         return embed_crops(enc, images)
 
+    def jitter(fitted):   # landmark jitter of a sequence's re-fits (None for under 9 faces)
+        tracks = [f.crop_landmarks.points[:, :2] for f in fitted if f is not None]
+        return landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None
+
     res: dict = {"frames_heldout": N - n0}
     held = data.params[n0:]
     outside = outside_training_placement(data.params[:n0], held)
@@ -535,10 +556,17 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         if path.is_file():
             preds[name] = pred = np.load(path)
             k = index[name][:len(pred)]
+            fits = fit_all(pred)
             res[f"self_{name}"] = {"frames": len(k),
                                    "identity_distance": float(np.mean(identity_distance(embed(pred), e_held[k]))),
-                                   **expr(held[torch.from_numpy(k)], fit_all(pred)),
+                                   **expr(held[torch.from_numpy(k)], fits),
                                    "by_placement": by_placement(pred, real[n0 + k], outside[k])}
+            # the renderer's own stability, with no driver's motion in it: the held-out frames'
+            # jitter against the real frames' (the same frames, so the same stride when every
+            # k-th came back), where they come at one stride
+            steps = np.unique(np.diff(k))
+            if len(steps) == 1 and (mine := jitter(fits)) and (theirs := jitter([real_fits[i] for i in k])):
+                res[f"self_{name}"]["jitter"] = {"stride": int(steps[0]), "result": mine, "real": theirs}
     # what replaying the best training frame would score on the held-out crops (an oracle), also
     # on the frames the renderer brought back, beside the renderer's own figures there
     k = index["video"][:len(preds["video"])] if "video" in preds else None
@@ -572,10 +600,6 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         fits = fit_all(crops)
         still, still_far = background_mask(data), background_mask(data, FAR_PX)
 
-        def jitter(fitted):   # landmark jitter of a sequence's re-fits (None for under 9 faces)
-            tracks = [f.crop_landmarks.points[:, :2] for f in fitted if f is not None]
-            return landmark_jitter(np.stack(tracks)) if len(tracks) >= 9 else None
-
         def stability(frames: np.ndarray, fitted) -> dict:
             return {"jitter": jitter(fitted), "flicker": flicker(frames, still),
                     "flicker_far": flicker(frames, still_far), "flicker_frames": len(frames)}
@@ -600,7 +624,11 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             under = torch.from_numpy(np.stack(crops[a:a + 16])).permute(0, 3, 1, 2).float() / 255
             mesh += [u8(x) for x in colour + (1 - m) * under]
         mesh_fits = fit_all(mesh)
-        res["cross"]["mesh_floor"] = expr(q, mesh_fits)
+        # the same mesh's identity distance and jitter: what foreign expressions and the requested
+        # motion alone bring to the measures, whatever draws them
+        res["cross"]["mesh_floor"] = {**expr(q, mesh_fits), "jitter": jitter(mesh_fits),
+                                      "identity_distance_to_target": float(np.mean(identity_distance(
+                                          embed(mesh[::5])[:, None], e_train[None])))}
         # both errors by how far each request lies from the target's own expressions (thirds by
         # the distance to the nearest training frame's expression coefficients)
         far = torch.cdist(q.expression.float(), data.params[:n0].expression.float()).min(1).values.numpy()
@@ -650,6 +678,10 @@ def target_table(score_res: dict, video: dict | None = None):
     if ff:
         row("held-out full frame PSNR (dB)", ff["psnr"], ">= 27", ff["psnr"] >= 27)
         row("held-out full frame SSIM", ff["ssim"], ">= 0.90", ff["ssim"] >= 0.90)
+    pp = (video or {}).get("heldout_full_frame_person_paste")
+    if pp:   # as `reenact --self` writes it: the person pasted into the frame (above: the whole crop)
+        row("  the person pasted, as reenact does: PSNR (dB)", pp["psnr"], ">= 27", pp["psnr"] >= 27)
+        row("  the person pasted, as reenact does: SSIM", pp["ssim"], ">= 0.90", pp["ssim"] >= 0.90)
     crop = (video or {}).get("heldout_crop")
     oracle = score_res.get("heldout_replay_oracle")
     if crop and oracle:
@@ -661,6 +693,10 @@ def target_table(score_res: dict, video: dict | None = None):
         row("  replaying the best training frame (oracle)", saved["psnr_masked"], "(beside)", None)
     same = score_res.get("identity_same_person")
     self_v = score_res.get("self_video", {})
+    sj = self_v.get("jitter")
+    if sj:
+        r = sj["result"]["jitter_pct_iod"] / sj["real"]["jitter_pct_iod"]
+        row(f"held-out jitter / the real frames' (frames {sj['stride']} apart)", r, "<= 1.2", r <= 1.2)
     if "identity_distance" in self_v:
         d = self_v["identity_distance"]
         row("held-out identity distance", d, f"<= {same:.3f}", d <= same)
@@ -674,6 +710,9 @@ def target_table(score_res: dict, video: dict | None = None):
             row("cross expression / textured-mesh floor", e / mesh, "(beside)", None)
         row("cross identity distance", cross["identity_distance_to_target"], f"<= {same:.3f}",
             cross["identity_distance_to_target"] <= same)
+        mesh_id = cross.get("mesh_floor", {}).get("identity_distance_to_target")
+        if mesh_id is not None:
+            row("  the textured mesh under the same requests", mesh_id, "(beside)", None)
         real = score_res.get("real_video", {})
         if cross.get("jitter") and real.get("jitter"):
             r = cross["jitter"]["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"]
@@ -681,6 +720,12 @@ def target_table(score_res: dict, video: dict | None = None):
             drv = (score_res.get("driver_video") or {}).get("jitter")
             if drv:
                 row("  the driver video's own / real video's", drv["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"],
+                    "(beside)", None)
+            req = cross.get("mesh_floor", {}).get("jitter")
+            if req:   # the requested motion itself, drawn by the rig's textured mesh and re-fitted alike
+                row("  the textured mesh under the same requests / real video's",
+                    req["jitter_pct_iod"] / real["jitter"]["jitter_pct_iod"], "(beside)", None)
+                row("  result / the textured mesh's", cross["jitter"]["jitter_pct_iod"] / req["jitter_pct_iod"],
                     "(beside)", None)
         if real.get("flicker"):
             r = cross["flicker"] / real["flicker"]
@@ -897,6 +942,8 @@ def table(res: dict) -> str:
         lines.append(f"| held-out crop inside the frame {k} | {v} |")
     for k, v in res["heldout_full_frame"].items():
         lines.append(f"| held-out full frame {k} | {v} |")
+    for k, v in res.get("heldout_full_frame_person_paste", {}).items():
+        lines.append(f"| held-out full frame, the person pasted {k} | {v} |")
     for size in ("fps_256", "fps_512"):
         for k, v in res.get(size, {}).items():
             lines.append(f"| {size[4:]}² {k} | {v} |")
@@ -996,6 +1043,9 @@ def main() -> None:
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--steps", type=int, default=20, help="DDIM steps of inversion and decoding")
     b.add_argument("--every", type=int, default=1, help="invert every k-th held-out frame only")
+    b.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                   help="the renderer's compiled bf16 path (default: on a GPU); --no-fast: plain fp32, "
+                        "which skips ~2 min of compiling")
     b.add_argument("--preset1", help="diffusion preset of stage 1 (default stage1-SIZE)")
     b.add_argument("--preset2", help="diffusion preset of stage 2 (default stage2-SIZE)")
     b.add_argument("--batch-size", type=int, help="both stages' batch size (default: the presets')")
@@ -1043,7 +1093,7 @@ def main() -> None:
         return
     if a.cmd == "baseline":
         res = baseline(a.dir, a.out, a.stage1_cache, a.minutes1, a.minutes2, a.size, a.device, a.steps,
-                       a.preset1, a.preset2, a.batch_size, every=a.every)
+                       a.preset1, a.preset2, a.batch_size, every=a.every, fast=a.fast)
         write_json(a.out / "baseline.json", res)
         print(json.dumps(res))
         return

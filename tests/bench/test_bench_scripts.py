@@ -149,6 +149,9 @@ def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
     assert res["steps_per_s"] > 0 and res["config"]["train"]["steps"] >= 100      # sized to the budget
     assert np.load(out / "heldout_pred.npy").shape == (1, 32, 32, 3)
     assert res["heldout_crop"]["psnr"] > 0
+    # the whole frame with the whole crop pasted, and with the person alone pasted as `reenact --self` does
+    whole, person = res["heldout_full_frame"], res["heldout_full_frame_person_paste"]
+    assert whole["psnr"] > 0 and person["psnr"] > 0 and person != whole
     z = np.load(out / "relit.npz")     # 3 lights at each exposure, on min(16, held) frames
     assert sorted(set(z["exposure"].tolist())) == [0.5, 1.0] and z["pred"].shape == (12, 32, 32, 3)
     assert z["light"].shape == (12, 9, 3) and (z["name"][:2] == "left").all()
@@ -261,9 +264,13 @@ TARGET_TABLE_CHECK = """
 import sys, json
 sys.path.insert(0, "bench")
 from bench_video import target_table
-score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
+score = {"identity_same_person": 0.25,
+         "self_video": {"identity_distance": 0.2, "jitter": {"stride": 4, "result": {"jitter_pct_iod": 1.3},
+                                                             "real": {"jitter_pct_iod": 1.0}}},
          "floor_expression": {"expression_vertex_pct_iod": 2.0},
-         "cross": {"expression_vertex_pct_iod": 3.2, "mesh_floor": {"expression_vertex_pct_iod": 3.0},
+         "cross": {"expression_vertex_pct_iod": 3.2,
+                   "mesh_floor": {"expression_vertex_pct_iod": 3.0, "identity_distance_to_target": 0.28,
+                                  "jitter": {"jitter_pct_iod": 1.0}},
                    "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1,
                    "flicker_far": 0.3},
          "real_video": {"jitter": {"jitter_pct_iod": 1.0}, "flicker": 0.2, "flicker_far": 0.2},
@@ -274,7 +281,7 @@ score = {"identity_same_person": 0.25, "self_video": {"identity_distance": 0.2},
                                   "seam_relit": 1.1, "seam_real": 1.0, "mesh_floor_light_rmse_scale_inv": 0.07,
                                   "seam_ratio_by_placement": {"inside": {"frames": 3, "ratio": 1.04},
                                                               "outside": {"frames": 1, "ratio": 1.3}}}}
-video = {"heldout_full_frame": {"psnr": 27.2, "ssim": 0.89}}
+video = {"heldout_full_frame": {"psnr": 27.2, "ssim": 0.89}, "heldout_full_frame_person_paste": {"psnr": 26.9, "ssim": 0.91}}
 t = target_table(score, video)
 print(json.dumps({r[0]: [r[1], r[3]] for r in t.rows}))
 """
@@ -288,6 +295,13 @@ def test_target_table_sets_each_figure_against_its_target():
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rows["held-out full frame PSNR (dB)"] == [27.2, "yes"]
     assert rows["held-out full frame SSIM"] == [0.89, "no"]
+    assert rows["  the person pasted, as reenact does: PSNR (dB)"] == [26.9, "no"]
+    assert rows["  the person pasted, as reenact does: SSIM"] == [0.91, "yes"]
+    assert abs(rows["held-out jitter / the real frames' (frames 4 apart)"][0] - 1.3) < 1e-9
+    assert rows["held-out jitter / the real frames' (frames 4 apart)"][1] == "no"
+    assert rows["  the textured mesh under the same requests"] == [0.28, "-"]   # its identity distance
+    assert rows["  the textured mesh under the same requests / real video's"] == [1.0, "-"]
+    assert abs(rows["  result / the textured mesh's"][0] - 1.1) < 1e-9
     assert rows["held-out identity distance"][1] == "yes" and rows["cross identity distance"][1] == "no"
     assert abs(rows["cross expression / real-frame floor"][0] - 1.6) < 1e-9
     assert rows["cross expression / real-frame floor"][1] == "no"
