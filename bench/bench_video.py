@@ -404,8 +404,9 @@ def baseline(d: Path, out: Path, stage1_cache: Path, minutes1: float, minutes2: 
     target's training frames in the video's fixed crop for ``minutes2``; each held-out frame is
     the DDIM inversion of the training frame nearest it in pose and expression, decoded with the
     held-out frame's rig buffers. Same metrics as ``run`` (crop, masked to the face mesh).
-    ``every``: invert every k-th held-out frame only (1.6 s a frame on an H200; their indices
-    are in ``heldout_index``, and ``score`` compares the video renderer on the same frames).
+    ``every``: invert every k-th held-out frame only (0.22 s a frame on an H200 in batches of 16,
+    plain fp32; their indices are in ``heldout_index``, and ``score`` compares the video renderer
+    on the same frames).
     ``fast``: the renderer's bf16 CUDA-graph path (its default on a GPU; it compiles for ~2
     minutes first), False: the plain fp32 path, quicker for a few dozen frames."""
     from portraitrig.methods.diffusionrig import PRESETS as DPRESETS
