@@ -44,8 +44,8 @@ from portraitrig.methods import METHODS, load_renderer
 from portraitrig.neural.frames import Frames
 from portraitrig.training.loop import train
 
-from common import (budget_schedule, by_condition_range, face_masks, replay_oracle, steps_per_second,
-                    vertex_colours)
+from common import (EDGE_BAND_PX, budget_schedule, by_condition_range, face_masks, mask_edge_band, replay_oracle,
+                    steps_per_second, vertex_colours)
 
 
 def run(frames: Frames, out: Path, minutes: float, device, use_prior: bool, name: str,
@@ -244,18 +244,6 @@ def expression_change(r, params, out: Path, name: str) -> dict:
 def heldout_idx(n: int, n_max: int = 40) -> list[int]:
     """The held-out frames ``heldout_metrics`` renders (evenly spread, at most ``n_max``)."""
     return np.linspace(0, n - 1, min(n_max, n)).round().astype(int).tolist()
-
-
-EDGE_BAND_PX = 6  # the person mask's outline band of heldout_breakdown, pixels either side
-
-
-def mask_edge_band(mask: np.ndarray, px: int) -> np.ndarray:
-    """Pixels within ``px`` of a boolean mask's edge (H, W): its dilation minus its erosion."""
-    m = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
-    k = 2 * px + 1
-    grown = F.max_pool2d(m, k, 1, px)
-    shrunk = 1 - F.max_pool2d(1 - m, k, 1, px)
-    return (grown - shrunk)[0, 0].numpy() > 0.5
 
 
 def heldout_breakdown(gen: list[np.ndarray], held: Frames, idx: list[int], face_model, face=None,

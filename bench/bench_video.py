@@ -493,7 +493,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     frame rate), relit frames' re-fitted light against the floor (and against the re-fit's own
     error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure
     (also split by training placement)."""
-    from common import by_condition_range, embed_crops, fit_crops, render_textured, replay_oracle, uv_texture
+    from common import (by_condition_range, embed_crops, face_masks, fit_crops, render_textured, replay_oracle,
+                        ssim_by_region, uv_texture)
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.image import psnr
     from portraitrig.eval.rig import expression_error, summarize
@@ -568,6 +569,12 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             steps = np.unique(np.diff(k))
             if len(steps) == 1 and (mine := jitter(fits)) and (theirs := jitter([real_fits[i] for i in k])):
                 res[f"self_{name}"]["jitter"] = {"stride": int(steps[0]), "result": mine, "real": theirs}
+            # where the crop's SSIM is lost (face mesh, the person's outline, the rest of the person,
+            # the background; in the video frame) and how sharp the renders are where the rig has no surface
+            kk = torch.from_numpy(k)
+            res[f"self_{name}"]["ssim_by_region"] = ssim_by_region(
+                pred, real[n0 + k], data.masks[n0:, 0][kk].float().numpy() / 255,
+                face_masks(held[kk], rigger.model, size), data.in_frame()[0, 0].numpy() > 0.5)
     # what replaying the best training frame would score on the held-out crops (an oracle), also
     # on the frames the renderer brought back, beside the renderer's own figures there
     k = index["video"][:len(preds["video"])] if "video" in preds else None
@@ -694,6 +701,11 @@ def target_table(score_res: dict, video: dict | None = None):
         row("  replaying the best training frame (oracle)", saved["psnr_masked"], "(beside)", None)
     same = score_res.get("identity_same_person")
     self_v = score_res.get("self_video", {})
+    sr = self_v.get("ssim_by_region")
+    if sr:
+        row("held-out crop SSIM on the person outside the face mesh", sr["person_rest"]["ssim"], "(beside)", None)
+        row("  its share of the crop's SSIM deficit", sr["person_rest"]["share_deficit"], "(beside)", None)
+        row("  the renders' sharpness there / the real frames'", sr["sharpness_person_outside_face"], "(beside)", None)
     sj = self_v.get("jitter")
     if sj:
         r = sj["result"]["jitter_pct_iod"] / sj["real"]["jitter_pct_iod"]

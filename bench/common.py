@@ -343,6 +343,68 @@ def replay_oracle(train, held, masks=None, keep=None) -> dict:
     return out
 
 
+EDGE_BAND_PX = 6  # the person mask's outline band (heldout_breakdown, ssim_by_region), pixels either side
+
+
+def mask_edge_band(mask, px: int):
+    """Pixels within ``px`` of a boolean mask's edge (H, W): its dilation minus its erosion."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+    k = 2 * px + 1
+    grown = F.max_pool2d(m, k, 1, px)
+    shrunk = 1 - F.max_pool2d(1 - m, k, 1, px)
+    return (grown - shrunk)[0, 0].numpy() > 0.5
+
+
+def ssim_by_region(gen, real, person, face, inside=None, band_px: int = EDGE_BAND_PX) -> dict:
+    """Where rendered frames lose SSIM against the real ones: the SSIM map's deficit (1 - SSIM,
+    scikit-image's 7x7 map of ``portraitrig.eval.image``, its mean over colour) pooled over the
+    frames in four regions: inside the face mesh (``face`` (M, S, S) bool), the band within
+    ``band_px`` of the person mask's edge outside it (the hair's and shoulders' outline), the rest
+    of the person (``person`` (M, S, S) in [0, 1], above 0.5) and the background; each region's
+    share of the pixels and of the deficit, and its SSIM. Also the renders' sharpness where the
+    rig has no surface (the person outside the face mesh): their Laplacian energy over the real
+    frames' (below 1: blurrier than the video). ``gen``, ``real`` (M, S, S, 3) uint8; ``inside``
+    (S, S) or (M, S, S) bool: the pixels counted (default all; e.g. not the crop's padding)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from portraitrig.eval.image import ssim_map
+
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])[None, None]
+
+    def energy(img, where):   # mean squared Laplacian of the grey image on ``where``
+        g = torch.from_numpy(np.asarray(img, np.float32).mean(-1))[None, None]
+        return float((F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), lap)[0, 0].numpy()[where] ** 2).sum())
+
+    names = ("face_mesh", "outline_band", "person_rest", "background")
+    lost, count = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    e_gen = e_real = 0.0
+    for k in range(len(gen)):
+        deficit = 1 - ssim_map(np.asarray(gen[k]), np.asarray(real[k]), data_range=255)
+        here = np.ones(deficit.shape, bool) if inside is None else np.asarray(inside if np.ndim(inside) == 2 else inside[k], bool)
+        p, f = np.asarray(person[k]) > 0.5, np.asarray(face[k], bool)
+        band = mask_edge_band(p, band_px) & ~f
+        regions = {"face_mesh": f, "outline_band": band, "person_rest": p & ~f & ~band, "background": ~p & ~f & ~band}
+        for name, m in regions.items():
+            lost[name] += float(deficit[m & here].sum())
+            count[name] += float((m & here).sum())
+        rest = p & ~f & here
+        e_gen, e_real = e_gen + energy(gen[k], rest), e_real + energy(real[k], rest)
+    total_lost, total = sum(lost.values()), sum(count.values())
+    out = {"frames": len(gen), "ssim": round(1 - total_lost / max(total, 1.0), 4), "band_px": band_px}
+    for name in names:
+        out[name] = {"share_pixels": round(count[name] / max(total, 1.0), 3),
+                     "share_deficit": round(lost[name] / total_lost, 3) if total_lost > 0 else 0.0,
+                     "ssim": round(1 - lost[name] / count[name], 4) if count[name] else None}
+    out["sharpness_person_outside_face"] = round(e_gen / e_real, 3) if e_real > 0 else None
+    return out
+
+
 def face_masks(params, face_model, size: int):
     """The face mesh's masks (B, size, size) bool of B items' RigParams."""
     import torch

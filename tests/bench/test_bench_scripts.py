@@ -266,7 +266,9 @@ sys.path.insert(0, "bench")
 from bench_video import target_table
 score = {"identity_same_person": 0.25,
          "self_video": {"identity_distance": 0.2, "jitter": {"stride": 4, "result": {"jitter_pct_iod": 1.3},
-                                                             "real": {"jitter_pct_iod": 1.0}}},
+                                                             "real": {"jitter_pct_iod": 1.0}},
+                        "ssim_by_region": {"person_rest": {"ssim": 0.81, "share_deficit": 0.5},
+                                           "sharpness_person_outside_face": 0.6}},
          "floor_expression": {"expression_vertex_pct_iod": 2.0},
          "cross": {"expression_vertex_pct_iod": 3.2,
                    "mesh_floor": {"expression_vertex_pct_iod": 3.0, "identity_distance_to_target": 0.28,
@@ -299,6 +301,8 @@ def test_target_table_sets_each_figure_against_its_target():
     assert rows["  the person pasted, as reenact does: SSIM"] == [0.91, "yes"]
     assert abs(rows["held-out jitter / the real frames' (frames 4 apart)"][0] - 1.3) < 1e-9
     assert rows["held-out jitter / the real frames' (frames 4 apart)"][1] == "no"
+    assert rows["held-out crop SSIM on the person outside the face mesh"] == [0.81, "-"]
+    assert rows["  the renders' sharpness there / the real frames'"] == [0.6, "-"]
     assert rows["  the textured mesh under the same requests"] == [0.28, "-"]   # its identity distance
     assert rows["  the textured mesh under the same requests / real video's"] == [1.0, "-"]
     assert abs(rows["  result / the textured mesh's"][0] - 1.1) < 1e-9
@@ -449,8 +453,7 @@ def test_relative_pose_compares_two_refits_view_by_view():
 REPLAY_ORACLE_CHECK = """
 import sys, json, numpy as np, torch
 sys.path.insert(0, "bench")
-from bench_avatar import mask_edge_band
-from common import replay_oracle
+from common import mask_edge_band, replay_oracle
 g = torch.Generator().manual_seed(0)
 train = torch.randint(0, 256, (6, 16, 16, 3), generator=g, dtype=torch.uint8)
 held = train[[2, 4]].clone()
@@ -471,7 +474,7 @@ print(json.dumps({"exact": one["psnr"], "exact_masked": one["psnr_masked"], "noi
 def test_replay_oracle_and_mask_edge_band():
     """common.replay_oracle finds a held-out frame's exact copy among the training frames (PSNR at
     the clamp) and scores a noisy copy at the noise's PSNR, with a mask in [0, 1] or 0..255;
-    bench_avatar.mask_edge_band marks the pixels within px of a mask's edge on both sides, not its
+    common.mask_edge_band marks the pixels within px of a mask's edge on both sides, not its
     inside or far outside."""
     proc = subprocess.run([sys.executable, "-c", REPLAY_ORACLE_CHECK], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
@@ -482,6 +485,45 @@ def test_replay_oracle_and_mask_edge_band():
     assert 31 < got["noisy"] < 36 and 31 < got["noisy_masked"] < 37
     # a 10x10 square, band 2 px each side: 14x14 - 6x6 pixels
     assert got["band"] == 14 * 14 - 6 * 6 and got["corner_in"] and not got["centre_in"] and not got["far_in"]
+
+
+SSIM_REGION_CHECK = """
+import sys, json, numpy as np
+sys.path.insert(0, "bench")
+from common import ssim_by_region
+rng = np.random.default_rng(0)
+real = rng.integers(30, 226, (2, 96, 96, 3)).astype(np.uint8)          # fine texture everywhere
+person = np.zeros((2, 96, 96)); person[:, 16:80, 16:80] = 1
+face = np.zeros((2, 96, 96), bool); face[:, 36:60, 36:60] = True
+gen = real.copy()                                                       # the hair blurred: the person
+k = np.ones(5) / 5                                                      # outside the face mesh
+blur = np.apply_along_axis(lambda r: np.convolve(r, k, "same"), 2, real.astype(float))
+rest = (person > 0.5) & ~face
+gen[rest] = blur[rest].round().astype(np.uint8)
+same = ssim_by_region(real, real, person, face)
+got = ssim_by_region(gen, real, person, face)
+left = ssim_by_region(gen, real, person, face, inside=np.arange(96)[None, :].repeat(96, 0) < 30)   # no face there
+print(json.dumps({"same": same, "got": got, "left": left}))
+"""
+
+
+def test_ssim_by_region_finds_where_the_render_is_blurred():
+    """common.ssim_by_region: identical frames lose nothing and are as sharp as the real ones; a
+    render blurred on the person outside the face mesh loses its SSIM there (the outline band and
+    the rest of the person), nothing inside the face mesh, and reads as blurrier; ``inside`` counts
+    only its pixels."""
+    proc = subprocess.run([sys.executable, "-c", SSIM_REGION_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    same, blur, left = got["same"], got["got"], got["left"]
+    assert same["ssim"] > 0.999 and same["sharpness_person_outside_face"] == 1.0
+    assert all(same[k]["share_deficit"] == 0.0 for k in ("face_mesh", "outline_band", "person_rest", "background"))
+    assert blur["ssim"] < 0.9 and blur["sharpness_person_outside_face"] < 0.5
+    assert blur["face_mesh"]["ssim"] > 0.9 and blur["person_rest"]["ssim"] < 0.6 and blur["background"]["ssim"] > 0.99
+    assert blur["outline_band"]["share_deficit"] + blur["person_rest"]["share_deficit"] > 0.9
+    assert abs(sum(blur[k]["share_pixels"] for k in ("face_mesh", "outline_band", "person_rest", "background")) - 1) < 0.01
+    assert left["face_mesh"]["share_pixels"] == 0 and left["face_mesh"]["ssim"] is None
 
 
 BLACK_BG_CHECK = """
