@@ -300,7 +300,7 @@ def test_driver_is_resampled_to_the_targets_frame_rate(model, tmp_path):
     torch.testing.assert_close(out.expression, p.expression[0::2])
 
 
-def test_diffusion_renderer_reenacts_each_target_frame_by_inversion(model, tmp_path):
+def test_diffusion_renderer_reenacts_each_target_frame_by_inversion(model, tmp_path, monkeypatch):
     from portraitrig.methods import diffusionrig
     from portraitrig.methods.diffusionrig.method import DiffusionRigMethod
 
@@ -328,6 +328,17 @@ def test_diffusion_renderer_reenacts_each_target_frame_by_inversion(model, tmp_p
     assert got.shape == ref.shape == (3, 48, 64, 3)
     inside = (slice(None), slice(8, 40), slice(16, 48))            # the crop: where the renderers differ
     assert np.abs(got[inside].astype(int) - ref[inside].astype(int)).mean() > 2
+    # --no-fast asks DiffusionRig for its plain path too (its compiled loop compiles ~2 min on a GPU)
+    import dataclasses
+
+    import portraitrig.methods as methods
+
+    asked, load = [], methods.load_renderer
+    monkeypatch.setattr(methods, "load_renderer", lambda d, **kw: asked.append(kw.get("fast", "unset")) or load(d, **kw))
+    for fast in (True, False):
+        run_reenact(model.folder, None, tmp_path / f"fast{fast}", dataclasses.replace(cfg_d, fast=fast, max_frames=1),
+                    progress=False, say=None)
+    assert asked == [None, False]
     outside = (slice(None), slice(0, 4), slice(None))               # above the crop: the target's frame
     assert np.abs(got[outside].astype(int) - ref[outside].astype(int)).mean() < 3   # (H.264 blocks bleed a little)
 

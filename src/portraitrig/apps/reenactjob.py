@@ -79,7 +79,9 @@ class ReenactConfig:
     device: str | None = field(default=None, metadata=_h("rendering device (default: cuda when available)"))
     crf: int = field(default=18, metadata=_h("H.264 quality (0 best .. 51 worst)"))
     fast: bool = field(default=True, metadata=_h(
-        "replay the per-frame conditioning and network as CUDA graphs on a GPU (off: the plain path)"))
+        "on a GPU, the renderers' fast paths: the video renderer replays the per-frame conditioning and network as "
+        "CUDA graphs; DiffusionRig (--renderer diffusion) runs its compiled bf16 loop, after ~2 minutes of "
+        "compiling, which a clip of a few hundred frames does not win back (off: the plain paths)"))
     renderer: str = field(default="video", metadata=_h(
         "video: the model's video renderer (real time); diffusion: DiffusionRig per frame, the target's frame "
         "inverted and decoded with the new rig (the baseline; seconds per frame)", choices=("video", "diffusion")))
@@ -387,7 +389,7 @@ def _load_renderer(model_dir: str | Path, device, fast: bool = True):
     return r
 
 
-def _load_diffusion(model_dir: str | Path, device):
+def _load_diffusion(model_dir: str | Path, device, fast: bool = True):
     from portraitrig.methods import load_renderer
     from portraitrig.neural.modelio import read_model_config
 
@@ -395,7 +397,7 @@ def _load_diffusion(model_dir: str | Path, device):
     if method != "diffusion":
         raise InputError(model_dir, f"a {method!r} model; --diffusion-model needs a DiffusionRig model "
                                     "(`portraitrig train diffusion`)")
-    return load_renderer(model_dir, device=device)
+    return load_renderer(model_dir, device=device, fast=None if fast else False)
 
 
 class DiffusionFrames:
@@ -518,7 +520,8 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     chunk = 16
     diffusion = None
     if config.renderer == "diffusion":
-        diffusion = DiffusionFrames(_load_diffusion(config.diffusion_model, dev), tgt, S, config.diffusion_steps)
+        diffusion = DiffusionFrames(_load_diffusion(config.diffusion_model, dev, config.fast), tgt, S,
+                                    config.diffusion_steps)
     stream = rend.stream()
     bar = None
     if progress:
