@@ -273,7 +273,8 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
         if matte is not None:   # where `reenact --self` pastes: the matte's person, and where the frame's rig may be
             h = held.to(device, torch.float32)
-            region = torch.maximum((matte.clamp(0, 1) > 0.5).float(), r.cond.drawn_mask(r.cond.face(h), r.head_warps(h)))
+            region = torch.maximum((matte.clamp(0, 1) > 0.5).float(),
+                                   r.cond.drawn_mask(r.cond.face(h), r.head_warps(h)))
     crops = data.crops()[n0:]
     keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
     np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())

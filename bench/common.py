@@ -386,7 +386,8 @@ def ssim_by_region(gen, real, person, face, inside=None, band_px: int = EDGE_BAN
     e_gen = e_real = 0.0
     for k in range(len(gen)):
         deficit = 1 - ssim_map(np.asarray(gen[k]), np.asarray(real[k]), data_range=255)
-        here = np.ones(deficit.shape, bool) if inside is None else np.asarray(inside if np.ndim(inside) == 2 else inside[k], bool)
+        here = np.ones(deficit.shape, bool) if inside is None else \
+            np.asarray(inside if np.ndim(inside) == 2 else inside[k], bool)
         p, f = np.asarray(person[k]) > 0.5, np.asarray(face[k], bool)
         band = mask_edge_band(p, band_px) & ~f
         regions = {"face_mesh": f, "outline_band": band, "person_rest": p & ~f & ~band, "background": ~p & ~f & ~band}
