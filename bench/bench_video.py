@@ -227,8 +227,8 @@ def untrained_fps(data, preset: str, device: str, overrides: dict | None = None,
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,
         reenact_frames: int | None = None, preset: str | None = None, fps: bool = True,
         overrides: dict | None = None, save_every: int = 1) -> dict:
-    from portraitrig.apps.reenactjob import (ReenactConfig, border_mask, paste_frame, paste_masks, run_reenact,
-                                             still_rings)
+    from portraitrig.apps.reenactjob import (ReenactConfig, border_mask, colour_ring, paste_frame, person_pastes,
+                                             run_reenact)
     from portraitrig.io.video import iter_video_frames
     from portraitrig.light import sh
     from portraitrig.methods.video.config import PRESETS
@@ -271,10 +271,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
         pred, matte = r.render_matte(held, context=ctx)
         pred = pred.cpu()
         face = render_buffers(held.to(device), r.face_model, size=size, names=("mask",))["mask"].cpu()
-        if matte is not None:   # where `reenact --self` pastes: the matte's person, and where the frame's rig may be
-            h = held.to(device, torch.float32)
-            region = torch.maximum((matte.clamp(0, 1) > 0.5).float(),
-                                   r.cond.drawn_mask(r.cond.face(h), r.head_warps(h)))
+        own = r.drawn_mask(held) if matte is not None else None   # where the frames' own rig may show the person
     crops = data.crops()[n0:]
     keep = torch.arange(0, len(held), max(1, int(save_every)))   # what comes back for the CPU-side scores
     np.save(out / "heldout_pred.npy", (pred[keep].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
@@ -284,9 +281,9 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     S = data.size
     rc = ReenactConfig()
     mask = border_mask(S, rc.feather)
-    ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
-    if matte is not None:
-        person_pastes, person_rings = paste_masks(region, mask, rc.margin), still_rings(ring, region)
+    ring = colour_ring(mask)
+    if matte is not None:   # as `reenact --self` pastes: the matte's person, and where the frame's rig may be
+        pastes, rings = person_pastes(matte.clamp(0, 1), own, mask, ring, rc.margin, matte=True)
     per_person = []
     frames = {fr.index: fr.image for fr in iter_video_frames(video) if fr.index in set(data.frame_index[n0:].tolist())} \
         if video.is_file() else {}   # without the clip (a call short of carry room): no full-frame figures
@@ -300,7 +297,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
             full = paste_frame(frames[fi], g, data.crop, mask, ring)
             per_frame.append(metric(full, frames[fi]))
             if matte is not None:
-                full = paste_frame(frames[fi], g, data.crop, person_pastes[k], person_rings[k])
+                full = paste_frame(frames[fi], g, data.crop, pastes[k], rings[k])
                 per_person.append(metric(full, frames[fi]))
     mean = lambda rows, key: round(float(np.mean([x[key] for x in rows])), 3) if rows else None  # noqa: E731
     res["metrics"] = name
@@ -554,7 +551,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
 
     index = {"video": saved_index(out / "video.json", "heldout_saved_index"),
              "diffusion": saved_index(out / "baseline" / "baseline.json", "heldout_index")}
-    preds = {}
+    preds, masks_of = {}, {}
+    in_frame = data.in_frame()[0, 0].numpy() > 0.5   # the crop's pixels inside the video frame
     for name, path in (("video", out / "heldout_pred.npy"), ("diffusion", out / "baseline" / "baseline_pred.npy")):
         if path.is_file():
             preds[name] = pred = np.load(path)
@@ -573,17 +571,17 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
             # where the crop's SSIM is lost (face mesh, the person's outline, the rest of the person,
             # the background; in the video frame) and how sharp the renders are where the rig has no surface
             kk = torch.from_numpy(k)
-            res[f"self_{name}"]["ssim_by_region"] = ssim_by_region(
-                pred, real[n0 + k], data.masks[n0:, 0][kk].float().numpy() / 255,
-                face_masks(held[kk], rigger.model, size), data.in_frame()[0, 0].numpy() > 0.5)
+            person, face = masks_of[name] = (data.masks[n0:, 0][kk].float().numpy() / 255,
+                                             face_masks(held[kk], rigger.model, size))
+            res[f"self_{name}"]["ssim_by_region"] = ssim_by_region(pred, real[n0 + k], person, face, in_frame)
     # what replaying the best training frame would score on the held-out crops (an oracle), also
     # on the frames the renderer brought back, beside the renderer's own figures there
     k = index["video"][:len(preds["video"])] if "video" in preds else None
     res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0], keep=k)
     if k is not None:
-        person = data.masks[n0:, 0][torch.from_numpy(k)].float().numpy() / 255
+        person, face = masks_of["video"]
         res["heldout_by_condition_range"] = by_condition_range(preds["video"], real[n0 + k], held[torch.from_numpy(k)],
-                                                               data.params[:n0], rigger.model)
+                                                               data.params[:n0], rigger.model, face)
         res["heldout_replay_oracle"]["saved_frames"].update({
             "renderer_psnr": round(float(np.mean([psnr(p, real[n0 + i]) for p, i in zip(preds["video"], k)])), 2),
             "renderer_psnr_masked": round(float(np.mean([psnr(p, real[n0 + i], m)

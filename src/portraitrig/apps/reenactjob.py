@@ -331,6 +331,22 @@ def border_mask(size: int, feather: float) -> np.ndarray:
     return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
 
 
+def colour_ring(border: np.ndarray) -> np.ndarray:
+    """(S, S) float32 weights of the colour match (:func:`colour_match`): the crop's band where
+    the ``border`` mask (:func:`border_mask`) fades, which shows the target's background."""
+    return ((border > 0.02) & (border < 0.6)).astype(np.float32)
+
+
+def person_pastes(drawn: torch.Tensor, own: torch.Tensor | None, border: np.ndarray, ring: np.ndarray,
+                  reach: float, matte: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``--paste person``'s paste-back masks (:func:`paste_masks`) and colour-match rings
+    (:func:`still_rings`) of B frames: where the driven person is drawn (``drawn`` (B, 1, S, S): the
+    model's matte, ``matte`` True, or where the renderer may draw them), united with where the
+    target's own frame may show them (``own``, same shape; None: ``drawn`` alone)."""
+    region = drawn if own is None else torch.maximum((drawn > 0.5).float() if matte else drawn, own)
+    return paste_masks(region, border, reach), still_rings(ring, region)
+
+
 def paste_masks(person: torch.Tensor, border: np.ndarray, reach: float) -> np.ndarray:
     """(B, S, S) float32 paste-back masks: 1 where the renderer may draw the person (``person``
     (B, 1, S, S) in [0, 1], above 0.01), falling smoothly to 0 over the ``2 * reach * S`` pixels
@@ -514,7 +530,7 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     S = rend.size
     mask = border_mask(S, config.feather)
-    ring = ((mask > 0.02) & (mask < 0.6)).astype(np.float32)
+    ring = colour_ring(mask)
     fidx = [int(i) for i in tgt.frame_index.tolist()]
     backgrounds = target_frames(video, fidx, T, config.background)
     chunk = 16
@@ -544,19 +560,16 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
                 elif diffusion is None:
                     drawn = rend.cond.drawn_mask(stream.last_faces, stream.last_heads)
                 else:
-                    here = params[i:j].to(dev, torch.float32)
-                    drawn = rend.cond.drawn_mask(rend.cond.face(here), rend.head_warps(here))
+                    drawn = rend.drawn_mask(params[i:j])
                 if gains is not None:
                     person = drawn[:, 0].cpu().numpy() * mask
             pastes, rings = [mask] * (j - i), [ring] * (j - i)
-            if config.paste == "person":  # and where the target's own frame may show them
-                region = drawn   # self-driven without a matte, where the renderer may draw them is the same
-                if matte is not None or not config.self_drive:
-                    own = tgt.params[shown].to(dev, torch.float32)
-                    own = rend.cond.drawn_mask(rend.cond.face(own), rend.head_warps(own))
-                    region = torch.maximum((drawn > 0.5).float() if matte is not None else drawn, own)
-                pastes = paste_masks(region, mask, config.margin if matte is not None else config.feather / 2)
-                rings = still_rings(ring, region)
+            if config.paste == "person":  # and where the target's own frame may show them (self-driven
+                # without a matte, where the renderer may draw them is the same)
+                own = rend.drawn_mask(tgt.params[shown]) if matte is not None or not config.self_drive else None
+                pastes, rings = person_pastes(drawn, own, mask, ring,
+                                              config.margin if matte is not None else config.feather / 2,
+                                              matte is not None)
             if drv.frames is None and not config.self_drive:  # a parameter file: show the driver's rig
                 rig = render_buffers(drv.params[torch.as_tensor(idx[i:j])].to(dev, torch.float32), rend.face_model,
                                      size=256, names=("shaded",))["shaded"]
@@ -592,5 +605,5 @@ def run_reenact(model_dir: str | Path, driver: str | Path | None, out_dir: str |
 
 
 __all__ = ["ReenactConfig", "ReenactSummary", "run_reenact", "load_driver", "light_path", "background_gain",
-           "relight_background", "border_mask", "paste_masks",
+           "relight_background", "border_mask", "colour_ring", "person_pastes", "paste_masks",
            "colour_match", "still_rings", "paste_frame", "target_frames"]

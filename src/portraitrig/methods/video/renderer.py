@@ -161,6 +161,13 @@ class VideoRenderer(NeuralRenderer):
                              p.identity[i:i + 256]) for i in range(0, len(p), 256)])
 
     @torch.no_grad()
+    def drawn_mask(self, params: RigParams) -> torch.Tensor:
+        """(B, 1, S, S) where the renderer may draw the person of frames ``params``: the
+        conditioner's :meth:`~Conditioner.drawn_mask` of their face buffers and head warps."""
+        p = params.to(self.device, torch.float32)
+        return self.cond.drawn_mask(self.cond.face(p), self.head_warps(p))
+
+    @torch.no_grad()
     def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True,
                        heads: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
