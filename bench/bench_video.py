@@ -252,7 +252,9 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     else:   # the preset's decaying schedule, sized to the time budget
         from common import budget_schedule, steps_per_second
 
-        rate = steps_per_second(method, cfg)
+        # with a critic: timed where its terms are on (it runs over most of the steps)
+        rate = steps_per_second(method, cfg, at_step=int(cfg.adv_start * cfg.train.steps) + 500
+                                if method.critic is not None else 0)
         fixed = cfg.train.steps if "train.steps" in (overrides or {}) else None
         cfg.train.steps, cfg.train.time_limit = budget_schedule(rate, minutes)
         if fixed:   # a fixed schedule: runs sharing a GPU compared step for step

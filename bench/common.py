@@ -267,25 +267,29 @@ def embed_crops(encoder, images):
     return np.stack([encoder.embed(np.ascontiguousarray(x)) for x in images])
 
 
-def steps_per_second(method, cfg, n: int = 30, windows: int = 3, warmup: int = 10) -> float:
+def steps_per_second(method, cfg, n: int = 30, windows: int = 3, warmup: int = 10, at_step: int = 0) -> float:
     """Training steps per second of ``method`` with ``cfg.train``: a schedule's length that fits
     a time budget (:func:`budget_schedule`). The median of ``windows`` runs of ``n`` steps after
     ``warmup`` steps: a compiled step may still recompile in its first steps (a new share of moved
     items is a new shape), and one slow window made a run's schedule end a quarter early. The
-    steps taken are thrown away: the model's weights are put back, so the same method then trains
-    from its initial state."""
+    steps taken are thrown away: the model's (and a critic's) weights are put back, so the same
+    method then trains from its initial state. ``at_step``: the steps are numbered from there
+    (a method whose step changes later in the run, a critic that starts then, is timed as it
+    will run then)."""
     import copy
 
     import torch
 
     from portraitrig.training.loop import Trainer
 
+    critic = getattr(method, "critic", None)
     start = copy.deepcopy(method.model.state_dict())
+    start_critic = None if critic is None else copy.deepcopy(critic.state_dict())
     tr = Trainer(method, cfg.train)
     sync = torch.cuda.synchronize if method.device.type == "cuda" else (lambda: None)
     for k in range(warmup):
-        tr.step(k)
-    rates, step = [], warmup
+        tr.step(at_step + k)
+    rates, step = [], at_step + warmup
     for _ in range(max(1, windows)):
         sync()
         t = time.perf_counter()
@@ -295,6 +299,8 @@ def steps_per_second(method, cfg, n: int = 30, windows: int = 3, warmup: int = 1
         sync()
         rates.append(n / (time.perf_counter() - t))
     method.model.load_state_dict(start)
+    if critic is not None:
+        critic.load_state_dict(start_critic)
     return float(statistics.median(rates))
 
 

@@ -51,6 +51,33 @@ class Toy(TrainingMethod):
         return directory
 
 
+class ToyWithCritic(Toy):
+    """Toy with an adversary from step 2: the critic scores predictions against targets, the model
+    is pushed towards what it scores as real (tests the critic's step, freezing and exact resume)."""
+
+    def __init__(self, critic=True, **kw):
+        super().__init__(**kw)
+        torch.manual_seed(1)
+        self.critic = nn.Linear(2, 1) if critic else None
+        self.frozen_in_loss, self.judged = [], None
+
+    def loss(self, net, idx, step, generator):
+        loss, extra = super().loss(net, idx, step, generator)
+        if self.critic is not None and step >= 2:
+            self.frozen_in_loss.append(not any(p.requires_grad for p in self.critic_fn.parameters()))
+            pred = net(self.x[idx])
+            loss = loss - 0.1 * self.critic_fn(pred).mean()
+            self.judged = (pred.detach(), self.y[idx])
+        return loss, extra
+
+    def critic_loss(self, critic, step, generator):
+        if self.judged is None:
+            return None
+        fake, real = self.judged
+        self.judged = None
+        return torch.relu(1 - critic(real)).mean() + torch.relu(1 + critic(fake)).mean(), {"real": critic(real).mean()}
+
+
 def cfg(**kw):
     base = dict(steps=6, batch_size=4, lr=0.05, warmup_steps=1, precision="fp32", channels_last=False,
                 ckpt_every=1000, log_every=1, sample_every=3, ema_decay=0.9)
@@ -93,6 +120,35 @@ def test_resume_is_exact_and_the_log_has_each_step_once(tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7))
+
+
+def test_a_critic_trains_beside_the_model_frozen_in_its_step_and_resumes_exactly(tmp_path, capsys):
+    m = ToyWithCritic()
+    init = {k: v.clone() for k, v in m.critic.state_dict().items()}
+    run(tmp_path / "a", method=m)
+    assert m.frozen_in_loss == [True] * 4   # steps 2..5 called the critic, its parameters frozen there
+    assert all(p.requires_grad for p in m.critic.parameters())
+    logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert ["critic_loss" in r for r in logs] == [False, False, True, True, True, True]
+    assert all("critic_real" in r for r in logs[2:])
+    t, header = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "a", 6))
+    assert header["critic_optimizer"] is not None
+    assert not torch.equal(t["critic.weight"], init["weight"])           # trained by its own step
+    assert any(k.startswith(ck.CRITIC_OPTIM) for k in t) and not any(k.startswith("ema.critic") for k in t)
+    assert (tmp_path / "a" / "model" / "weights.pt").exists()             # the export: the model alone
+    assert set(torch.load(tmp_path / "a" / "model" / "weights.pt", weights_only=True)) == {"weight", "bias"}
+    # killed while the critic trains, resumed: the same weights, critic and its optimizer included
+    run(tmp_path / "b", method=ToyWithCritic(), stop_after=3)
+    run(tmp_path / "b", method=ToyWithCritic())
+    wa, wb = (ck.load_checkpoint(ck.checkpoint_path(tmp_path / d, 6))[0] for d in "ab")
+    keys = [k for k in wa if not k.startswith("rng.")]
+    assert any(k.startswith("critic.") for k in keys) and all(torch.equal(wa[k], wb[k]) for k in keys)
+    # a run resumed with a critic added: the critic starts afresh, said so
+    run(tmp_path / "c", method=ToyWithCritic(critic=False), stop_after=3)
+    capsys.readouterr()
+    run(tmp_path / "c", method=ToyWithCritic())
+    assert "holds no critic" in capsys.readouterr().out
+    assert "critic.weight" in ck.load_checkpoint(ck.checkpoint_path(tmp_path / "c", 6))[0]
 
 
 def test_resume_refuses_another_run_and_reports_changed_settings(tmp_path, capsys):

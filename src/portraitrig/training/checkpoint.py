@@ -2,7 +2,8 @@
 for every method (the header names the method).
 
 Tensors: ``model.*``, ``ema.*``, ``optim.state.<param index>.<key>``, ``rng.torch``,
-``rng.cuda.<device>``, ``rng.numpy``, ``rng.python``. Everything else (step, optimizer
+``rng.cuda.<device>``, ``rng.numpy``, ``rng.python``; with a critic (an adversary trained beside
+the model) ``critic.*`` and ``critic_optim.state.*``. Everything else (step, optimizer
 param_groups and non-tensor state, numpy/python RNG scalars, configs) is JSON in the header.
 Writes are atomic; :func:`prune` keeps the newest K.
 """
@@ -22,24 +23,25 @@ from portraitrig.errors import InputError
 FORMAT = "portraitrig.checkpoint"
 LEGACY_FORMATS = ("portraitrig.DiffusionRig.checkpoint",)  # read as method "diffusion"
 NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
+CRITIC_OPTIM = "critic_optim.state."
 
 
-def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer(sd: dict, prefix: str = "optim.state.") -> tuple[dict[str, torch.Tensor], dict]:
     tensors, rest = {}, {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"optim.state.{pid}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"{prefix}{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 rest["state"].setdefault(str(pid), {})[k] = v
     return tensors, rest
 
 
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict, prefix: str = "optim.state.") -> dict:
     state: dict[int, dict[str, Any]] = {}
     for name, v in tensors.items():
-        if name.startswith("optim.state."):
-            pid, k = name[len("optim.state."):].split(".", 1)
+        if name.startswith(prefix):
+            pid, k = name[len(prefix):].split(".", 1)
             state.setdefault(int(pid), {})[k] = v
     for pid, st in rest.get("state", {}).items():
         state.setdefault(int(pid), {}).update(st)
@@ -79,7 +81,11 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
                     optimizer: torch.optim.Optimizer, extra: dict | None = None,
-                    scaler_state: dict | None = None, method: str = "") -> Path:
+                    scaler_state: dict | None = None, method: str = "", critic: torch.nn.Module | None = None,
+                    critic_optimizer: torch.optim.Optimizer | None = None,
+                    critic_scaler_state: dict | None = None) -> Path:
+    """One atomic file; ``critic`` and ``critic_optimizer`` (both or neither): an adversary
+    trained beside the model, with its optimizer and gradient scaler."""
     from safetensors.torch import save_file
 
     from portraitrig.io.atomic import atomic_path
@@ -93,6 +99,12 @@ def save_checkpoint(path: str | Path, *, step: int, model: torch.nn.Module, ema:
     tensors.update(rt)
     meta = {"format": FORMAT, "method": method, "step": str(step), "optimizer": json.dumps(orest), "rng": json.dumps(rmeta),
             "extra": json.dumps(extra or {}), "scaler": json.dumps(scaler_state or {})}
+    if critic is not None:
+        tensors.update({f"critic.{k}": v.detach().cpu().contiguous() for k, v in critic.state_dict().items()})
+        ct, crest = flatten_optimizer(critic_optimizer.state_dict(), CRITIC_OPTIM)
+        tensors.update(ct)
+        meta["critic_optimizer"] = json.dumps(crest)
+        meta["critic_scaler"] = json.dumps(critic_scaler_state or {})
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -112,6 +124,11 @@ def load_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, t
         header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}
         header["step"] = int(md["step"])
     except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"damaged checkpoint header ({exc.__class__.__name__}: {exc})") from None
+    try:   # a run with a critic (absent from runs without one)
+        header["critic_optimizer"] = json.loads(md["critic_optimizer"]) if "critic_optimizer" in md else None
+        header["critic_scaler"] = json.loads(md.get("critic_scaler") or "{}")
+    except ValueError as exc:
         raise InputError(path, f"damaged checkpoint header ({exc.__class__.__name__}: {exc})") from None
     header["method"] = md.get("method") or ("diffusion" if md.get("format") in LEGACY_FORMATS else "")
     return tensors, header

@@ -160,6 +160,21 @@ class Trainer:
             net = compile_module(net, channels_last=cfg.channels_last, mode=cfg.compile_mode,
                                  modules=method.compile_modules())
         self.net = net
+        self.critic = method.critic
+        if self.critic is not None:   # an adversary: its own optimizer and scaler, no EMA, not compiled
+            critic = self.critic.to(self.dev).train()
+            if cfg.channels_last:
+                critic.to(memory_format=torch.channels_last)
+            copt = method.critic_optimizer()
+            self.critic_lr_scale = copt.get("lr_scale", 1.0)
+            self.critic_params = [p for p in critic.parameters() if p.requires_grad]
+            self.critic_opt = torch.optim.AdamW(self.critic_params, lr=cfg.lr, weight_decay=0.0,
+                                                betas=tuple(copt.get("betas", (0.5, 0.999))),
+                                                **({"fused": True} if fused else {}))
+            self.critic_scaler = torch.amp.GradScaler(self.dev.type, enabled=cfg.precision == "fp16")
+            self.critic_net = torch.nn.parallel.DistributedDataParallel(
+                critic, device_ids=[self.dev.index] if self.dev.type == "cuda" else None) if world > 1 else critic
+            method.bind_critic(critic)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.grad_norm = torch.zeros((), device=self.dev)
         self.bad = torch.zeros((), dtype=torch.bool, device=self.dev)  # a non-finite loss since the last check
@@ -179,7 +194,10 @@ class Trainer:
         lr = cfg.lr_at(step)
         for g, s in zip(self.opt.param_groups, self.lr_scales):
             g["lr"] = lr * s
-        with (torch.autocast(self.dev.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()):
+        if self.critic is not None:   # the model's step does not train the critic (nor start DDP's hooks)
+            for p in self.critic_params:
+                p.requires_grad_(False)
+        with self._autocast():
             out = self.method.loss(self.net, idx, step, gen)
         loss, extra = out if isinstance(out, tuple) else (out, {})
         extra = {k: v.detach() for k, v in extra.items()}
@@ -194,15 +212,47 @@ class Trainer:
             ema_update(self.ema, self.model, min(cfg.ema_decay, (2 + step) / (11 + step)))
         loss = loss.detach()
         self.bad |= ~torch.isfinite(loss)
+        if self.critic is not None:
+            extra.update(self._critic_step(step, gen, lr))
         return loss, extra
 
+    def _autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def _critic_step(self, step: int, gen: torch.Generator, lr: float) -> dict:
+        """The critic's step after the model's (``method.critic_loss``), with its own optimizer,
+        scaler and clipping; its loss and values go to the log as ``critic_*``."""
+        for p in self.critic_params:   # (those the critic itself froze stay frozen)
+            p.requires_grad_(True)
+        with self._autocast():
+            out = self.method.critic_loss(self.critic_net, step, gen)
+        if out is None:
+            return {}
+        closs, cextra = out if isinstance(out, tuple) else (out, {})
+        for g in self.critic_opt.param_groups:
+            g["lr"] = lr * self.critic_lr_scale
+        self.critic_opt.zero_grad(set_to_none=True)
+        self.critic_scaler.scale(closs).backward()
+        self.critic_scaler.unscale_(self.critic_opt)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.critic_params, self.cfg.grad_clip)
+        self.critic_scaler.step(self.critic_opt)
+        self.critic_scaler.update()
+        closs = closs.detach()
+        self.bad |= ~torch.isfinite(closs)
+        return {"critic_loss": closs, **{f"critic_{k}": v.detach() for k, v in cextra.items()}}
+
     def save(self, path: Path, step: int, extra: dict) -> None:
+        critic = {} if self.critic is None else dict(
+            critic=self.critic, critic_optimizer=self.critic_opt,
+            critic_scaler_state=self.critic_scaler.state_dict() if self.critic_scaler.is_enabled() else None)
         ck.save_checkpoint(path, step=step, model=self.model, ema=self.ema, optimizer=self.opt, extra=extra,
                            scaler_state=self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                           method=self.method.name)
+                           method=self.method.name, **critic)
 
-    def load(self, path: Path) -> int:
-        """Restore everything from a checkpoint; returns its step."""
+    def load(self, path: Path, warn=print) -> int:
+        """Restore everything from a checkpoint; returns its step. A critic the checkpoint does
+        not hold (a run resumed with one added) starts afresh, reported by ``warn``."""
         tensors, header = ck.load_checkpoint(path)
         self.model.load_state_dict(ck.prefixed(tensors, "model."))
         if self.ema is not None:
@@ -211,6 +261,15 @@ class Trainer:
         self.opt.load_state_dict(ck.unflatten_optimizer(tensors, header["optimizer"]))
         if header["scaler"]:
             self.scaler.load_state_dict(header["scaler"])
+        if self.critic is not None:
+            if header.get("critic_optimizer") is not None:
+                self.critic.load_state_dict(ck.prefixed(tensors, "critic."))
+                self.critic_opt.load_state_dict(
+                    ck.unflatten_optimizer(tensors, header["critic_optimizer"], ck.CRITIC_OPTIM))
+                if header.get("critic_scaler"):
+                    self.critic_scaler.load_state_dict(header["critic_scaler"])
+            elif warn is not None:
+                warn(f"{path} holds no critic: the critic starts afresh at step {header['step']}")
         ck.set_rng_state(tensors, header["rng"])
         return header["step"]
 
@@ -267,7 +326,7 @@ def train(method: TrainingMethod, cfg: TrainConfig, out_dir: str | Path, *, conf
         trainer = Trainer(method, cfg, world=world, rank=rank)
         step = 0
         if found:
-            step = trainer.load(found[0])
+            step = trainer.load(found[0], warn=say)
             if is_main:
                 print(f"resumed from {found[0]} at step {step}")
         log_path = out / "log.jsonl"

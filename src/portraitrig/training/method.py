@@ -3,6 +3,14 @@
 A method owns its network (``model``) and its data (already on its device); the loop owns
 everything else: the data order, DDP, autocast, the optimizer and learning-rate schedule,
 gradient clipping, EMA, the time limit, logs, sample grids, checkpoints and exact resume.
+
+A method may train an adversary beside its model (``critic``, e.g. a patch discriminator for an
+adversarial loss term). The loop gives it its own AdamW on the same learning-rate schedule
+(:meth:`TrainingMethod.critic_optimizer`), gradient scaler and DDP wrapper, and checkpoints it
+with its optimizer, so a resumed run is still exact; it has no EMA and is not exported. Each
+step: the model's step (``loss``, which may call the critic through :meth:`bind_critic`'s
+function; the critic's parameters are frozen there), then the critic's step
+(:meth:`critic_loss`, on what that ``loss`` call made).
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ class TrainingMethod(ABC):
     name: ClassVar[str]          # the registry name, recorded in checkpoints
     model: nn.Module             # trained, EMA-averaged, checkpointed and exported
     device: torch.device
+    critic: nn.Module | None = None   # an adversary trained beside the model (None: none)
 
     @abstractmethod
     def num_items(self) -> int:
@@ -49,6 +58,22 @@ class TrainingMethod(ABC):
     @abstractmethod
     def export(self, ema: nn.Module, directory: Path) -> Path:
         """Write the trained renderer (``save_pretrained`` format) into ``directory``."""
+
+    def critic_optimizer(self) -> dict:
+        """The critic's AdamW: ``lr_scale`` (times the run's learning rate at each step) and
+        ``betas``."""
+        return {"lr_scale": 1.0, "betas": (0.5, 0.999)}
+
+    def bind_critic(self, critic: nn.Module) -> None:
+        """The loop hands over the critic (unwrapped) for ``loss`` to call."""
+        self.critic_fn = critic
+
+    def critic_loss(self, critic: nn.Module, step: int,
+                    generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """The critic's loss after the model's step ``step`` (``critic``: possibly wrapped by
+        DDP), on what that step's ``loss`` call made; same generator, under the same autocast.
+        None: the critic does not train at this step."""
+        return None
 
     def compile_modules(self) -> tuple[nn.Module, ...]:
         """Networks whose GroupNorms take the compile-friendly form when training compiles."""

@@ -908,3 +908,56 @@ def test_input_shading_is_smoothed_along_the_mesh_border_only():
     raw, soft = (seam_score(xs[b], fmask, person) for b in (0.0, 1 / 16))
     assert bool((soft < 0.8 * raw).all()), (raw, soft)
     assert bool((xs[1 / 16][(normals.norm(dim=1, keepdim=True) < 0.5).expand(-1, 3, -1, -1)] == 0).all())
+
+
+def test_adversarial_terms_train_a_critic_beside_the_renderer_and_resume_exactly(tmp_path):
+    """The optional patch critic: off in the presets; on, the renderer's loss has its terms from
+    ``adv_start`` of the steps, the shared loop trains the critic, a killed run resumes to the same
+    weights, and the exported model folder is the renderer alone."""
+    from portraitrig.methods.video.model import PatchCritic
+    from portraitrig.training import checkpoint as ck
+    from portraitrig.training.loop import train
+
+    assert all(make().adversarial == 0 and make().feature_matching == 0 for make in video.PRESETS.values())
+    data = VideoData.load(video.tiny_data(tmp_path))
+
+    def method(adv=True):
+        cfg = video.PRESETS["tiny"]()
+        cfg.train.steps, cfg.train.log_every = 6, 1
+        if adv:
+            cfg.adversarial, cfg.feature_matching, cfg.adv_start = 0.05, 1.0, 0.5
+        torch.manual_seed(0)
+        return VideoMethod(cfg, data, "cpu", say=None), cfg
+
+    plain, _ = method(adv=False)
+    assert plain.critic is None
+    m, cfg = method()
+    assert isinstance(m.critic, PatchCritic)
+    assert [m.adversarial_weight(s) for s in (0, 2, 3)] == [0.0, 0.0, 1 / 500]   # from step 3 of 6, ramped
+    critic0 = {k: v.clone() for k, v in m.critic.state_dict().items()}
+    train(m, cfg.train, tmp_path / "a", progress=False)
+    logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert ["fm" in r and "critic_loss" in r for r in logs] == [False] * 3 + [True] * 3
+    assert all(r["critic_loss"] > 0 and r["fm"] > 0 for r in logs[3:])
+    t, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "a", 6))
+    assert any(not torch.equal(t[f"critic.{k}"], v) for k, v in critic0.items())
+    # the exported model is the renderer alone: the same parameters as one trained without a critic
+    train(plain, plain.config.train, tmp_path / "p", progress=False)
+    from safetensors import safe_open
+
+    from portraitrig.neural.modelio import WEIGHTS
+
+    def names(d):
+        with safe_open(str(d / "model" / WEIGHTS), "pt") as f:
+            return set(f.keys())
+    assert names(tmp_path / "a") == names(tmp_path / "p") and not any("critic" in k for k in names(tmp_path / "a"))
+    # killed after the critic started, resumed: the same weights
+    m2, cfg2 = method()
+    train(m2, cfg2.train, tmp_path / "b", progress=False, stop_after=4)
+    m3, cfg3 = method()
+    train(m3, cfg3.train, tmp_path / "b", progress=False)
+    wb, _ = ck.load_checkpoint(ck.checkpoint_path(tmp_path / "b", 6))
+    keys = [k for k in t if not k.startswith("rng.")]
+    assert all(torch.equal(t[k], wb[k]) for k in keys)
+    with pytest.raises(ValueError):
+        Config(adversarial=-1.0).validate()

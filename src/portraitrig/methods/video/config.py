@@ -139,6 +139,18 @@ class Config:
     grad_weight: float = field(default=0.5, metadata=_h("weight of the image-gradient L1 loss"))
     matte_weight: float = field(default=0.5, metadata=_h(
         "weight of the matte's L1 loss against the frames' person masks (models with a matte)"))
+    adversarial: float = field(default=0.0, metadata=_h(
+        "weight of the adversarial (hinge) term: a patch critic, trained beside the renderer, judges its "
+        "renders against the frames, both beside the network's input (0: none)", metavar="W"))
+    feature_matching: float = field(default=0.0, metadata=_h(
+        "weight of the L1 distance between the critic's features of the render and of the frame "
+        "(needs no adversarial weight; 0: none)", metavar="W"))
+    adv_start: float = field(default=0.2, metadata=_h(
+        "share of train.steps before the critic trains and its terms start (ramped in over 500 steps)",
+        metavar="P"))
+    critic_lr: float = field(default=1.0, metadata=_h("the critic's learning rate, times the run's", metavar="X"))
+    critic_width: int = field(default=64, metadata=_h(
+        "the critic's first-level channels (doubled at each of its 3 levels)", metavar="C"))
     holdout: float = field(default=0.2, metadata=_h("share of the video's last frames held out of training"))
     max_frames: int | None = field(default=None, metadata=_h("fit at most this many frames of the video"))
     fit_device: str = field(default="cpu", metadata=_h("device of the video fit (tracking)"))
@@ -154,6 +166,10 @@ class Config:
             raise ValueError("move_shift must be in [0, 0.5], move_roll in [0, 45] degrees, move_scale in [0, 0.3]")
         if self.ssim_weight < 0 or self.grad_weight < 0 or self.matte_weight < 0 or self.texture_lr <= 0:
             raise ValueError("loss weights must be >= 0 and texture_lr > 0")
+        if not (self.adversarial >= 0 and self.feature_matching >= 0 and 0 <= self.adv_start < 1):
+            raise ValueError("adversarial and feature_matching must be >= 0 and adv_start in [0, 1)")
+        if not (self.critic_lr > 0 and 1 <= self.critic_width <= MAX_CHANNELS // 4):
+            raise ValueError(f"critic_lr must be > 0 and critic_width in 1..{MAX_CHANNELS // 4}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.max_frames is not None and self.max_frames < 2:

@@ -11,7 +11,9 @@ another share has its person moved over the still background by a random image-p
 similarity, the rig moved the same way (:meth:`VideoMethod.move`: head placements the video does
 not show); where the fixed crop reaches past the video frame, the target is the still median
 frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded weights), and
-with a matte (``model.matte``) its L1 against the frame's person mask, moved with the person.
+with a matte (``model.matte``) its L1 against the frame's person mask, moved with the person;
+optionally (``adversarial``, ``feature_matching``; off in the presets) a patch critic's terms,
+the critic trained beside the renderer by the shared loop.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from portraitrig.light import sh
 from portraitrig.methods.video.condition import Conditioner, warp
 from portraitrig.methods.video.config import Config
 from portraitrig.methods.video.data import VideoData, load_or_prepare
-from portraitrig.methods.video.model import VideoNet
+from portraitrig.methods.video.model import PatchCritic, VideoNet
 from portraitrig.neural.losses import gradient_l1, image_loss, ssim_torch  # noqa: F401  (re-exported)
 from portraitrig.render import spec
 from portraitrig.render.portrait import relight_image
@@ -194,6 +196,9 @@ class VideoMethod(TrainingMethod):
         self.image_loss = torch.compile(image_loss, dynamic=False) if config.train.compile else image_loss
         k = min(config.sample_count, n)
         self._fixed = torch.linspace(0, n - 1, k).round().long().to(self.device)
+        if config.adversarial > 0 or config.feature_matching > 0:   # the shared loop trains it beside the model
+            self.critic = PatchCritic(mc.in_channels, config.critic_width).to(self.device)
+        self._judged = None   # what the last step's loss showed the critic (for the critic's step)
 
     @classmethod
     def create(cls, config: Config, data, device, init=None, say=print, work_dir=None):
@@ -249,7 +254,54 @@ class VideoMethod(TrainingMethod):
             matte = (pred[:, 3:].float() - mask).abs().mean()
             total = total + self.config.matte_weight * matte
             parts = {**parts, "matte": matte.detach()}
+        if self.critic is not None:
+            total, parts = self._adversarial(x, pred[:, :3], target, step, total, parts)
         return total, parts
+
+    def adversarial_weight(self, step: int) -> float:
+        """How much of the adversarial terms is on at ``step``: 0 before ``adv_start`` of the
+        run's steps (the renderer first learns the frames from L1 and SSIM alone), then a ramp
+        to 1 over 500 steps."""
+        start = int(self.config.adv_start * self.config.train.steps)
+        return min(1.0, max(0.0, (step - start + 1) / 500))
+
+    def _adversarial(self, x, fake, target, step, total, parts):
+        """The renderer's adversarial terms (the critic frozen by the loop): the hinge loss's
+        -D(render) and the L1 between the critic's features of the render and of the frame; the
+        critic's step then judges the same batch (:meth:`critic_loss`)."""
+        c, ramp = self.config, self.adversarial_weight(step)
+        self._judged = None
+        if ramp <= 0:
+            return total, parts
+        cond = x.detach()
+        both = torch.cat([fake, target.to(fake.dtype)]) if c.feature_matching > 0 else fake
+        score, feats = self.critic_fn(both, torch.cat([cond, cond]) if c.feature_matching > 0 else cond)
+        B = fake.shape[0]
+        adv = -score[:B].float().mean()
+        total = total + ramp * c.adversarial * adv
+        parts = {**parts, "adv": adv.detach()}
+        if c.feature_matching > 0:
+            fm = sum((f[:B].float() - f[B:].detach().float()).abs().mean() for f in feats) / len(feats)
+            total = total + ramp * c.feature_matching * fm
+            parts["fm"] = fm.detach()
+        self._judged = (cond, fake.detach(), target)
+        return total, parts
+
+    def critic_optimizer(self) -> dict:
+        return {"lr_scale": self.config.critic_lr, "betas": (0.5, 0.999)}
+
+    def critic_loss(self, critic, step, generator):
+        """Hinge loss of the critic on the last step's frames (real) and renders (fake), each
+        beside the network input they came from; None before the adversarial terms start."""
+        if self._judged is None:
+            return None
+        cond, fake, real = self._judged
+        self._judged = None
+        B = fake.shape[0]
+        score, _ = critic(torch.cat([real.to(fake.dtype), fake]), torch.cat([cond, cond]))
+        real_s, fake_s = score[:B].float(), score[B:].float()
+        loss = torch.relu(1 - real_s).mean() + torch.relu(1 + fake_s).mean()
+        return loss, {"real": real_s.mean().detach(), "fake": fake_s.mean().detach()}
 
     @torch.no_grad()
     def move(self, idx, light, x, target, mask, generator, step: int = 0):

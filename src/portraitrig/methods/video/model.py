@@ -149,4 +149,32 @@ class VideoNet(nn.Module):
         return load_module(lambda: cls(config), Path(directory) / WEIGHTS, device)
 
 
-__all__ = ["VideoNet", "ResBlock", "METHOD", "VERSION"]
+class PatchCritic(nn.Module):
+    """The critic of the optional adversarial term (``Config.adversarial`` /
+    ``feature_matching``), trained beside the renderer and never saved with it: an image (3) beside
+    the network's input (``cond`` channels) -> a realness score per patch, (B, 1, S/8, S/8), and
+    the features of its ``levels`` levels (for feature matching). Each level a 4x4 strided
+    convolution (``width`` channels, doubled per level), GroupNorm after the first, LeakyReLU;
+    a patch sees ~46 px at three levels: texture (hair, skin, cloth), not the whole layout, which
+    the renderer's L1 and SSIM already hold."""
+
+    def __init__(self, cond: int, width: int = 64, levels: int = 3):
+        super().__init__()
+        c, blocks = 3 + cond, []
+        for k in range(levels):
+            w = width << k
+            norm = [nn.GroupNorm(min(32, w // 4) or 1, w)] if k else []
+            blocks.append(nn.Sequential(nn.Conv2d(c, w, 4, stride=2, padding=1), *norm, nn.LeakyReLU(0.2)))
+            c = w
+        self.levels = nn.ModuleList(blocks)
+        self.out = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h, feats = torch.cat([image * 2 - 1, cond.to(image.dtype)], 1), []
+        for level in self.levels:
+            h = level(h)
+            feats.append(h)
+        return self.out(h), feats
+
+
+__all__ = ["VideoNet", "PatchCritic", "ResBlock", "METHOD", "VERSION"]
