@@ -194,7 +194,7 @@ class Trainer:
         lr = cfg.lr_at(step)
         for g, s in zip(self.opt.param_groups, self.lr_scales):
             g["lr"] = lr * s
-        if self.critic is not None:   # the model's step does not train the critic (nor start DDP's hooks)
+        if self.critic is not None:   # the model's step neither trains the critic nor computes its gradients
             for p in self.critic_params:
                 p.requires_grad_(False)
         with self._autocast():

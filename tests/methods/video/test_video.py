@@ -961,3 +961,26 @@ def test_adversarial_terms_train_a_critic_beside_the_renderer_and_resume_exactly
     assert all(torch.equal(t[k], wb[k]) for k in keys)
     with pytest.raises(ValueError):
         Config(adversarial=-1.0).validate()
+
+
+def test_two_processes_train_the_renderer_and_its_critic(tmp_path):
+    """DDP (`torchrun --nproc_per_node 2`, gloo on a CPU) with the critic on from the first step:
+    the critic called unwrapped in the renderer's step and wrapped by DDP for its own; both steps
+    logged, and rank 0's checkpoint holds the critic and its optimizer."""
+    import subprocess
+    import sys
+
+    from portraitrig.training import checkpoint as ck
+
+    data = video.tiny_data(tmp_path)
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "portraitrig.cli", "train", "video", str(data), "-o", str(run), "--preset", "tiny", "--device", "cpu",
+           "--steps", "3", "--adversarial", "0.05", "--feature-matching", "0.5", "--adv-start", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logs] == [1, 2, 3] and all("critic_loss" in x and "fm" in x for x in logs)
+    t, header = ck.load_checkpoint(ck.checkpoint_path(run, 3))
+    assert header["extra"]["world_size"] == 2 and header["critic_optimizer"] is not None
+    assert any(k.startswith("critic.") for k in t) and (run / "model" / "model.safetensors").is_file()
