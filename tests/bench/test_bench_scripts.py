@@ -143,7 +143,8 @@ def test_bench_video_run_and_baseline_on_the_same_held_out_frames(tmp_path):
     check_ok(run_script("bench_video.py", "run", "--dir", str(d), "--out", str(out), "--minutes", "0.03", "--size", "32",
                         "--preset", "tiny", "--no-fps", "--every", "2", "--device", "cpu",
                         "--set", "train.schedule=cosine", "--set", "train.batch_size=2",
-                        "--set", "adversarial=0.05", "--set", "adv_start=0"))   # with the critic from the start
+                        "--set", "adversarial=0.05", "--set", "adv_start=0",   # with the critic from the start
+                        "--set", "model.retrieve=4"))                            # and a retrieval bank
     res = json.loads((out / "video.json").read_text())
     assert res["config"]["adversarial"] == 0.05
     held = res["frames_heldout"]

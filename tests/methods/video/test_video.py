@@ -307,8 +307,8 @@ def test_chunks_see_the_frames_before_them(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("still_body", [0.0, 0.3])
-def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body):
+@pytest.mark.parametrize("still_body,retrieve", [(0.0, 0), (0.3, 0), (0.3, 4)])
+def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body, retrieve):
     """``fast`` (CUDA graphs of the work after the rasterizer, the default on CUDA) renders what
     the plain path renders: whole sequences in chunks, a stream frame by frame (three batch
     shapes: no context, part of a window, a full one), unrelated items, a new light, the graphs
@@ -316,7 +316,7 @@ def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body):
     the graphs are captured again."""
     data = VideoData.load(video.tiny_data(tmp_path))
     cfg = video.PRESETS["tiny"]()
-    cfg.model.window, cfg.model.still_body = 3, still_body
+    cfg.model.window, cfg.model.still_body, cfg.model.retrieve = 3, still_body, retrieve
     m = VideoMethod(cfg, data, "cpu", say=None)
     scramble(m.model)
     model = m.export(m.model, tmp_path / "model")
@@ -598,17 +598,18 @@ def test_background_plate_is_the_background_seen_behind_the_moving_person():
     torch.testing.assert_close(plate[0][:, never], images[:, :, never].float().median(0).values / 255)
 
 
-@pytest.mark.parametrize("still_body", [0.0, 0.3])
-def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body):
+@pytest.mark.parametrize("still_body,retrieve", [(0.0, 0), (0.3, 0), (0.3, 4)])
+def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body, retrieve):
     """With move_augment 1, every item's input is made from the rig moved by the item's map
     and its target is the moved person; the same generator gives the same batch. With
-    still_body the head's map is the moved rig's, the body's the whole person's move."""
+    still_body the head's map is the moved rig's, the body's the whole person's move; with a
+    retrieval bank the retrieved frame moves with the person too."""
     from portraitrig.edits import move_in_image
-    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.methods.video.condition import Conditioner, warp
 
     data = VideoData.load(video.tiny_data(tmp_path))
     cfg = video.PRESETS["tiny"]()
-    cfg.model.still_body = still_body
+    cfg.model.still_body, cfg.model.retrieve = still_body, retrieve
     cfg.light_augment, cfg.move_augment, cfg.move_shift, cfg.move_roll = 0.0, 1.0, 0.2, 15.0
     m = VideoMethod(cfg, data, "cpu", say=None)
     idx = torch.tensor([1, 4, 6])
@@ -633,8 +634,9 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body):
     faces = m.cond.move_faces(m.faces[win.reshape(-1)], theta.repeat_interleave(W, 0))
     now = faces[W - 1::W]
     head = Conditioner.move_head_warp(m.heads[idx], theta)
+    ret = warp(m.retrieved(idx), theta) if retrieve else None
     want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now, head), light,
-                         m.cond.cond_mask(now), head)
+                         m.cond.cond_mask(now), head, ret)
     torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
     # ... which is what the rig moved by move_in_image shows the network
     moved = move_in_image(m.params[win.reshape(-1)], M.repeat_interleave(W, 0), shift.repeat_interleave(W, 0))
@@ -984,3 +986,49 @@ def test_two_processes_train_the_renderer_and_its_critic(tmp_path):
     t, header = ck.load_checkpoint(ck.checkpoint_path(run, 3))
     assert header["extra"]["world_size"] == 2 and header["critic_optimizer"] is not None
     assert any(k.startswith("critic.") for k in t) and (run / "model" / "model.safetensors").is_file()
+
+
+def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
+    """``model.retrieve``: the model keeps that many training frames (evenly spaced) and their
+    landmark keys; a training item gets the nearest bank frame by key outside its own time
+    neighbourhood, a rendered frame the nearest of all (a bank frame's own rig retrieves
+    itself); the retrieved frame is an input, and the bank travels with the model folder."""
+    from portraitrig.methods.video.condition import Conditioner
+    from portraitrig.methods.video.config import RETRIEVE_GAP
+
+    data = VideoData.load(video.tiny_data(tmp_path, n=12))
+    cfg = video.PRESETS["tiny"]()
+    cfg.model.retrieve = 5
+    assert cfg.model.in_channels == video.PRESETS["tiny"]().model.in_channels + 3
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    n = data.n_train
+    src = torch.linspace(0, n - 1, 5).round().long()
+    keys = m.cond.retrieval_keys(m.params)
+    torch.testing.assert_close(m.model.bank_keys, keys[src])
+    inside = data.in_frame()[0, 0] > 0.5
+    assert torch.equal(m.model.bank[:, :, inside], m.images[src][:, :, inside])   # the padding: the median frame
+    gap = min(RETRIEVE_GAP, n // 4)
+    assert gap >= 1
+    for t in range(n):
+        allowed = [j for j in range(5) if abs(int(src[j]) - t) > gap]
+        d = [float((keys[t] - keys[src[j]]).norm()) for j in allowed]
+        assert int(m.picks[t]) == allowed[int(np.argmin(d))]
+    # everything left out: the nearest of all
+    assert Conditioner.nearest(keys[:1], keys[src], torch.ones(1, 5, dtype=torch.bool)).item() == 0
+    # the input holds the item's retrieved frame (as 2x - 1 in its last 3 channels)
+    idx = torch.tensor([0, 3])
+    x = m.inputs(idx, m.params.light[idx])
+    torch.testing.assert_close((x[:, -3:] + 1) / 2, m.model.bank[m.picks[idx]].float() / 255)
+    folder = m.export(scramble(m.model), tmp_path / "model")
+    r = VideoRenderer.from_pretrained(folder)
+    assert torch.equal(r.net.bank, m.model.bank)
+    torch.testing.assert_close(r.retrieve(data.params[src]), m.model.bank.float() / 255)
+    a = r.render(data.params[2:6], context=data.params[:2])
+    s = r.stream()
+    s(data.params[:2])
+    torch.testing.assert_close(s(data.params[2:6]), a)      # streamed as rendered
+    with torch.no_grad():
+        r.net.bank.copy_(255 - r.net.bank)
+    assert float((r.render(data.params[2:6], context=data.params[:2]) - a).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="retrieve"):
+        VideoNetConfig(retrieve=-1).validate()

@@ -33,6 +33,8 @@ from portraitrig.render.portrait import (border_offset, inflated_normals, portra
                                          soften_border)
 
 FEATHER = 1 / 8   # the join's reach outside the face mesh, share of the image side (portrait_normals' default)
+RETRIEVE_POINTS = slice(0, 468, 8)   # the face-mesh vertices whose crop positions key the retrieval bank
+RETRIEVE_KEY = 2 * len(range(468)[RETRIEVE_POINTS])
 
 
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:
@@ -261,16 +263,35 @@ class Conditioner:
             return m
         return torch.maximum(m, self.follow_warp(self.prior, head, padding="zeros"))
 
+    def retrieval_keys(self, params) -> torch.Tensor:
+        """(B, RETRIEVE_KEY) the frames' retrieval keys: every 8th face-mesh vertex's position in
+        the crop (NDC): head placement and expression in one vector."""
+        from portraitrig.face.base import posed_vertices
+
+        p = params.to(self.prior.device if self.prior is not None else "cpu", torch.float32)
+        return posed_vertices(self.face_model, p)[:, RETRIEVE_POINTS, :2].reshape(len(p), -1)
+
+    @staticmethod
+    def nearest(keys: torch.Tensor, bank_keys: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) for each key (B, K) the bank entry (R, K) nearest it (Euclidean distance),
+        ``exclude`` (B, R) bool entries left out (all left out: the nearest of all)."""
+        d = torch.cdist(keys.float(), bank_keys.float())
+        if exclude is not None:
+            d = torch.where(exclude & ~exclude.all(1, keepdim=True), torch.full_like(d, float("inf")), d)
+        return d.argmin(1)
+
     @staticmethod
     def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
         """(B, window) indices t-window+1..t, clamped at 0."""
         return (t[:, None] + torch.arange(1 - window, 1, device=t.device)[None]).clamp_min(0)
 
     def inputs(self, faces: torch.Tensor, index: torch.Tensor, normals: torch.Tensor, light: torch.Tensor,
-               cond_mask: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+               cond_mask: torch.Tensor, head: torch.Tensor | None = None,
+               retrieved: torch.Tensor | None = None) -> torch.Tensor:
         """Network input (B, C_in, S, S): faces (T, C_buf, S, S) of a sequence, index (B, window)
         into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames;
-        head (B, 2 or 4, 3) their :meth:`head_warp` (needed with ``follow_head``)."""
+        head (B, 2 or 4, 3) their :meth:`head_warp` (needed with ``follow_head``); retrieved
+        (B, 3, S, S) in [0, 1] their retrieval-bank frames (needed with ``retrieve``)."""
         B = index.shape[0]
         win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
         shading = portrait_shading(normals.float(), light.float())
@@ -285,6 +306,10 @@ class Conditioner:
             if head is None:
                 raise ValueError("follow_head: the frames' head warps are needed")
             parts.append(self.follow(head).to(win.dtype))
+        if self.config.retrieve:
+            if retrieved is None:
+                raise ValueError("retrieve: the frames' retrieved bank frames are needed")
+            parts.append((retrieved * 2 - 1).to(win.dtype))
         return torch.cat(parts, 1)
 
 

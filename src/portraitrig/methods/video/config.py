@@ -11,6 +11,8 @@ from portraitrig.training.config import TrainConfig
 
 MAX_IMAGE_SIZE = 1024
 MAX_CHANNELS = 1024
+MAX_RETRIEVE = 1024   # frames in a retrieval bank (each image_size² x 3 bytes in the model)
+RETRIEVE_GAP = 12     # training: bank frames this close in time to the item are not retrieved for it
 
 
 @dataclass
@@ -45,6 +47,13 @@ class VideoNetConfig(DictConfig):
       hair and the outline are; unmoved, a head placed where the video did not show it has no
       shading on the skin and hair just past the mesh border.
 
+    ``retrieve`` > 0 (off in the presets): a bank of that many training frames (evenly spaced)
+    is kept in the model with each one's face-mesh landmarks in the crop; each frame's input
+    also holds the bank frame whose landmarks lie nearest its own (head placement and
+    expression alike): the hair, clothes and skin detail of the target in a similar pose,
+    sharper than the median frame. In training the frames within ``RETRIEVE_GAP`` of the item are
+    left out of its choice, as the held-out frames' own neighbours are out of the bank.
+
     Together (1/64 and on; one run on the long clip, H200, 6 min) they cut the input shading's
     seam measure from 2.4 to 0.84 and the relit renders' seam from 1.16x to 1.12x the real
     frames' (1.13x to 1.07x on the held-out frames inside the training placement), but the
@@ -65,6 +74,7 @@ class VideoNetConfig(DictConfig):
     proxy_follows_head: bool = False                     # whole-portrait normals' proxy warped with the head
     matte: bool = False                                  # a 4th output: the person's matte (reenactment pastes it)
     still_body: float = 0.0                              # head warp fades out beyond the head over this x its radii
+    retrieve: int = 0                                    # bank of training frames, the nearest one an input (0: none)
 
     @property
     def buffer_channels(self) -> int:
@@ -72,7 +82,7 @@ class VideoNetConfig(DictConfig):
 
     @property
     def in_channels(self) -> int:
-        return self.window * self.buffer_channels + 4 + (4 if self.follow_head else 0)
+        return self.window * self.buffer_channels + 4 + (4 if self.follow_head else 0) + (3 if self.retrieve else 0)
 
     def validate(self) -> None:
         spec.check_names(self.buffers)
@@ -98,6 +108,8 @@ class VideoNetConfig(DictConfig):
             raise ValueError("still_body shapes follow_head's head warp: it needs follow_head")
         if self.proxy_follows_head and not self.follow_head:
             raise ValueError("proxy_follows_head moves the proxy with follow_head's head warps: it needs follow_head")
+        if not 0 <= self.retrieve <= MAX_RETRIEVE:
+            raise ValueError(f"retrieve is a bank of training frames, 0..{MAX_RETRIEVE}; got {self.retrieve}")
         if not 0 <= self.texture <= 64:
             raise ValueError(f"texture channels must be in 0..64, got {self.texture}")
         if self.texture:

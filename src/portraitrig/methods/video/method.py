@@ -26,7 +26,7 @@ import torch
 from portraitrig.errors import InputError
 from portraitrig.light import sh
 from portraitrig.methods.video.condition import Conditioner, warp
-from portraitrig.methods.video.config import Config
+from portraitrig.methods.video.config import RETRIEVE_GAP, Config
 from portraitrig.methods.video.data import VideoData, load_or_prepare
 from portraitrig.methods.video.model import PatchCritic, VideoNet
 from portraitrig.neural.losses import gradient_l1, image_loss, ssim_torch  # noqa: F401  (re-exported)
@@ -191,6 +191,7 @@ class VideoMethod(TrainingMethod):
         # spending itself on a mirrored copy of the moving person
         inside = data.in_frame().to(self.device)
         self.padding = None if bool(inside.all()) else (inside, median)
+        self.picks = self._set_bank(median) if mc.retrieve else None   # each item's retrieved bank frame
         # with train.compile the loss is compiled too: its ~80 small kernels (SSIM's pools, the
         # gradients) fused into a few, fewer launches for a step limited by the host
         self.image_loss = torch.compile(image_loss, dynamic=False) if config.train.compile else image_loss
@@ -220,10 +221,35 @@ class VideoMethod(TrainingMethod):
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("texture.")]
         return [{"params": rest, "lr_scale": 1.0}] + ([{"params": tex, "lr_scale": self.config.texture_lr}] if tex else [])
 
+    @torch.no_grad()
+    def _set_bank(self, median: torch.Tensor) -> torch.Tensor:
+        """Fill the model's retrieval bank (``model.retrieve`` training frames, evenly spaced;
+        the crop's padding past the video frame shown as the median frame, as the targets are)
+        and its keys; returns each training frame's retrieved bank entry (n_train,): the nearest
+        by :meth:`Conditioner.retrieval_keys` among those more than ``RETRIEVE_GAP`` frames away
+        (a quarter of the frames in short clips), as a held-out frame's own neighbours are not
+        in the bank."""
+        n, R = self.data.n_train, self.config.model.retrieve
+        src = torch.linspace(0, n - 1, R, device=self.device).round().long()
+        keys = torch.cat([self.cond.retrieval_keys(self.params[i:i + 256]) for i in range(0, n, 256)])
+        bank = self.images[src]
+        if self.padding is not None:
+            inside, med = self.padding
+            bank = torch.where(inside, bank, (med * 255).round().to(torch.uint8))
+        self.model.bank.copy_(bank)
+        self.model.bank_keys.copy_(keys[src])
+        gap = min(RETRIEVE_GAP, n // 4)
+        near = (src[None] - torch.arange(n, device=self.device)[:, None]).abs() <= gap
+        return Conditioner.nearest(keys, keys[src], near)
+
+    def retrieved(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """(B, 3, S, S) in [0, 1]: the items' retrieved bank frames (None without ``retrieve``)."""
+        return None if self.picks is None else self.model.bank[self.picks[idx]].float() / 255
+
     def inputs(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         win = Conditioner.window_index(idx, self.config.model.window)
         return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx],
-                                None if self.heads is None else self.heads[idx])
+                                None if self.heads is None else self.heads[idx], self.retrieved(idx))
 
     def loss(self, net, idx, step, generator):
         idx = idx.to(self.device)
@@ -335,8 +361,9 @@ class VideoMethod(TrainingMethod):
         index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
+        ret = self.retrieved(idx[k])
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
-                              self.cond.cond_mask(now), head)
+                              self.cond.cond_mask(now), head, None if ret is None else warp(ret, theta))
         moved, person = move_person(target[k], mask[k], self.plate, theta)
         return (x.index_copy(0, k, xm.to(x.dtype)), target.index_copy(0, k, moved.to(target.dtype)),
                 mask.index_copy(0, k, person.to(mask.dtype)))

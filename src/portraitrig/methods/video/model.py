@@ -51,7 +51,9 @@ class VideoNet(nn.Module):
     when ``config.reference``); ``head_pose`` (1, 6): the training frames' mean head placement
     (scale, rotation, translation; with ``config.follow_head``); ``head_ellipse`` (1, 4): where
     the head is in the reference frame (with ``config.still_body``, see
-    :meth:`~portraitrig.methods.video.condition.Conditioner.head_ellipse`)."""
+    :meth:`~portraitrig.methods.video.condition.Conditioner.head_ellipse`); ``bank`` (R, 3, S, S)
+    uint8 and ``bank_keys`` (R, K): ``config.retrieve`` training frames and their landmark keys
+    (:meth:`~portraitrig.methods.video.condition.Conditioner.retrieval_keys`)."""
 
     def __init__(self, config: VideoNetConfig):
         super().__init__()
@@ -90,6 +92,12 @@ class VideoNet(nn.Module):
             self.register_buffer("head_pose", torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
         if config.still_body:   # the head's ellipse in the reference frame: centre x, y, half-width, half-height
             self.register_buffer("head_ellipse", torch.tensor([[0.0, 0.0, 0.5, 0.5]]))
+        if config.retrieve:     # the retrieval bank: training frames (uint8) and their landmark keys
+            from portraitrig.methods.video.condition import RETRIEVE_KEY
+
+            S = config.image_size
+            self.register_buffer("bank", torch.zeros(config.retrieve, 3, S, S, dtype=torch.uint8))
+            self.register_buffer("bank_keys", torch.zeros(config.retrieve, RETRIEVE_KEY))
 
     def forward(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
         if self.config.reference:

@@ -148,7 +148,17 @@ class VideoRenderer(NeuralRenderer):
             k = len(ctx)
             p = RigParams.cat([ctx, p])
         faces = torch.cat([self.cond.face(p[i:i + 64]) for i in range(0, len(p), 64)])
-        return self.render_buffers(faces, k, L, sequence, self.head_warps(p[k:]))
+        return self.render_buffers(faces, k, L, sequence, self.head_warps(p[k:]), self.retrieve(p[k:]))
+
+    @torch.no_grad()
+    def retrieve(self, params: RigParams) -> torch.Tensor | None:
+        """(B, 3, S, S) in [0, 1]: for each frame the retrieval bank's frame whose landmarks lie
+        nearest its own (:meth:`~Conditioner.retrieval_keys`); None for a model without a bank."""
+        if not self.config.retrieve:
+            return None
+        pick = torch.cat([Conditioner.nearest(self.cond.retrieval_keys(params[i:i + 256]), self.net.bank_keys)
+                          for i in range(0, len(params), 256)])
+        return self.net.bank[pick].float() / 255
 
     def head_warps(self, params: RigParams) -> torch.Tensor | None:
         """The frames' head warps (the conditioner's ``head_warp``) when the model follows the
@@ -169,11 +179,12 @@ class VideoRenderer(NeuralRenderer):
 
     @torch.no_grad()
     def render_buffers(self, faces: torch.Tensor, k: int, light: torch.Tensor, sequence: bool = True,
-                       heads: torch.Tensor | None = None) -> torch.Tensor:
+                       heads: torch.Tensor | None = None, retrieved: torch.Tensor | None = None) -> torch.Tensor:
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
         under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1], (T - k, 4, S, S) with the
         matte last for a model with one; ``heads`` (T - k, 2 or 4, 3) the rendered frames' head
-        warps (with ``follow_head``; the context's are not needed)."""
+        warps (with ``follow_head``; the context's are not needed); ``retrieved`` (T - k, 3, S, S)
+        their retrieved bank frames (:meth:`retrieve`, with ``retrieve``)."""
         out = []
         B, w = faces.shape[0] - k, self.config.window
         name = "sequence" if sequence else "items"
@@ -184,28 +195,31 @@ class VideoRenderer(NeuralRenderer):
             lo, hi = k + i, k + min(B, i + self.max_batch)         # the frames; their windows reach back
             first = max(0, lo - (w - 1)) if sequence else lo
             args = (faces[first:hi], light[i:i + hi - lo])
-            out.append(fn(*args) if heads is None else fn(*args, heads[i:i + hi - lo]))
+            out.append(fn(*args, *(a[i:i + hi - lo] for a in (heads, retrieved) if a is not None)))
         return torch.cat(out)
 
-    def _frames_of_sequence(self, faces: torch.Tensor, light: torch.Tensor,
-                            heads: torch.Tensor | None = None) -> torch.Tensor:
+    def _frames_of_sequence(self, faces: torch.Tensor, light: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """The network's output for the last ``light.shape[0]`` frames of ``faces`` (T, C_buf, S,
         S), each conditioned on the window of frames before it (clamped at ``faces[0]``);
-        ``heads`` the frames' head warps. Tensors only, no host synchronisation (``fast`` replays
-        it as a CUDA graph)."""
+        ``extra``: the frames' head warps (with ``follow_head``), then their retrieved frames
+        (with ``retrieve``). Tensors only, no host synchronisation (``fast`` replays it as a
+        CUDA graph)."""
         T, n = faces.shape[0], light.shape[0]
         t = torch.arange(T - n, T, device=faces.device)
-        return self._frames(faces, t, Conditioner.window_index(t, self.config.window), light, heads)
+        return self._frames(faces, t, Conditioner.window_index(t, self.config.window), light, *extra)
 
-    def _frames_of_items(self, faces: torch.Tensor, light: torch.Tensor,
-                         heads: torch.Tensor | None = None) -> torch.Tensor:
+    def _frames_of_items(self, faces: torch.Tensor, light: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """:meth:`_frames_of_sequence` of unrelated items: each one's window is itself."""
         t = torch.arange(faces.shape[0], device=faces.device)
-        return self._frames(faces, t, t[:, None].expand(-1, self.config.window), light, heads)
+        return self._frames(faces, t, t[:, None].expand(-1, self.config.window), light, *extra)
 
-    def _frames(self, faces, t, win, light, heads) -> torch.Tensor:
+    def _frames(self, faces, t, win, light, *extra) -> torch.Tensor:
+        extra = list(extra)
+        heads = extra.pop(0) if self.config.follow_head else None
+        retrieved = extra.pop(0) if self.config.retrieve else None
         f = faces[t]
-        x = self.cond.inputs(faces, win, self.cond.prior_normals(f, heads), light, self.cond.cond_mask(f), heads)
+        x = self.cond.inputs(faces, win, self.cond.prior_normals(f, heads), light, self.cond.cond_mask(f), heads,
+                             retrieved)
         return self.net(x.to(self.dtype), clamp=True).float()
 
     def stream(self) -> "FrameStream":
@@ -238,7 +252,7 @@ class FrameStream:
         faces = new if self.faces is None else torch.cat([self.faces, new])
         self.last_heads = r.head_warps(p)
         k = faces.shape[0] - new.shape[0]
-        out = r.render_buffers(faces, k, L, heads=self.last_heads)
+        out = r.render_buffers(faces, k, L, heads=self.last_heads, retrieved=r.retrieve(p))
         keep = r.config.window - 1
         self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
         self.last_matte = out[:, 3:] if r.config.matte else None
