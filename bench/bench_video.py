@@ -494,7 +494,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     error on the rig's mesh under the same lights, :func:`relit_mesh_floor`), and the seam measure
     (also split by training placement)."""
     from common import (by_condition_range, embed_crops, face_masks, fit_crops, render_textured, replay_oracle,
-                        ssim_by_region, uv_texture)
+                        replay_rig_nearest, ssim_by_region, uv_texture)
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.image import psnr
     from portraitrig.eval.rig import expression_error, summarize
@@ -580,6 +580,10 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
     # on the frames the renderer brought back, beside the renderer's own figures there
     k = index["video"][:len(preds["video"])] if "video" in preds else None
     res["heldout_replay_oracle"] = replay_oracle(real[:n0], real[n0:], data.masks[n0:, 0], keep=k)
+    # ... and replaying the training frame whose rig lies nearest (no answer in hand: the retrieval
+    # bank's choice, model.retrieve)
+    res["heldout_replay_rig_nearest"] = replay_rig_nearest(real[:n0], real[n0:], data.params[:n0], held,
+                                                           rigger.model, in_frame)
     if k is not None:
         person, face = masks_of["video"]
         res["heldout_by_condition_range"] = by_condition_range(preds["video"], real[n0 + k], held[torch.from_numpy(k)],
@@ -696,6 +700,9 @@ def target_table(score_res: dict, video: dict | None = None):
     if crop and oracle:
         row("held-out crop PSNR (dB)", crop["psnr"], "(beside)", None)
         row("  replaying the best training frame (oracle)", oracle["psnr"], "(beside)", None)
+        near = score_res.get("heldout_replay_rig_nearest")
+        if near:
+            row("  replaying the training frame of the nearest rig", near["psnr"], "(beside)", None)
     saved = (oracle or {}).get("saved_frames")
     if saved and "psnr_masked" in saved:
         row("held-out PSNR on the person, saved frames (dB)", saved["renderer_psnr_masked"], "(beside)", None)

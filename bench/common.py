@@ -349,6 +349,38 @@ def replay_oracle(train, held, masks=None, keep=None) -> dict:
     return out
 
 
+def replay_rig_nearest(train, held, train_params, held_params, face_model, inside=None) -> dict:
+    """What replaying a video's training frames scores on its held-out frames when each is
+    replayed by the training frame whose rig lies nearest (the video renderer's retrieval key,
+    ``Conditioner.retrieval_keys``: face-mesh landmarks in the crop), chosen without the answer:
+    mean PSNR and SSIM of the crops, and PSNR where ``inside`` (H, W) bool (the crop's part in
+    the video frame). ``train`` (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 arrays."""
+    import numpy as np
+    import torch
+    from skimage.metrics import structural_similarity
+
+    from portraitrig.face.base import posed_vertices
+    from portraitrig.methods.video.condition import RETRIEVE_POINTS, Conditioner
+
+    def keys(p):
+        return posed_vertices(face_model, p.to("cpu", torch.float32))[:, RETRIEVE_POINTS, :2].reshape(len(p), -1)
+
+    def psnr(a, b, m=None):   # as replay_oracle: an exact copy at 120 dB, not infinity
+        se = ((a.astype(np.float64) - b.astype(np.float64)) / 255) ** 2
+        mse = se.mean() if m is None else (se.mean(-1) * m).sum() / max(m.sum(), 1e-6)
+        return -10 * np.log10(max(mse, 1e-12))
+
+    pick = Conditioner.nearest(keys(held_params), keys(train_params)).numpy()
+    out = {"frames": len(held), "training_frames": len(train),
+           "psnr": round(float(np.mean([psnr(train[j], h) for j, h in zip(pick, held)])), 2),
+           "ssim": round(float(np.mean([structural_similarity(train[j], h, channel_axis=2)
+                                        for j, h in zip(pick, held)])), 4)}
+    if inside is not None:
+        m = np.asarray(inside, np.float64)
+        out["psnr_in_frame"] = round(float(np.mean([psnr(train[j], h, m) for j, h in zip(pick, held)])), 2)
+    return out
+
+
 EDGE_BAND_PX = 6  # the person mask's outline band (heldout_breakdown, ssim_by_region), pixels either side
 
 

@@ -490,6 +490,41 @@ def test_replay_oracle_and_mask_edge_band():
     assert got["band"] == 14 * 14 - 6 * 6 and got["corner_in"] and not got["centre_in"] and not got["far_in"]
 
 
+RIG_NEAREST_CHECK = """
+import sys, json, numpy as np, torch
+sys.path.insert(0, "bench")
+from common import replay_rig_nearest
+from portraitrig.edits import rotate_head
+from portraitrig.face.model import load_default_model
+from portraitrig.face.params import RigParams
+fm = load_default_model()
+p = RigParams.neutral(fm, 1)
+train_p = RigParams.cat([rotate_head(p, float(a), 0.0) for a in (-20, -10, 0, 10, 20)])
+held_p = RigParams.cat([rotate_head(p, 11.0, 0.0), rotate_head(p, -19.0, 0.0)])   # nearest: 10 and -20 deg
+rng = np.random.default_rng(0)
+train = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
+held = train[[3, 0]].copy()
+held[1, :8] = 255 - held[1, :8]                        # half of the second frame changed
+inside = np.zeros((16, 16), bool); inside[8:] = True   # ... outside the video frame
+got = replay_rig_nearest(train, held, train_p, held_p, fm, inside)
+swapped = replay_rig_nearest(train, held[::-1].copy(), train_p, held_p, fm)
+print(json.dumps({**got, "swapped": swapped["psnr"]}))
+"""
+
+
+def test_replay_rig_nearest_replays_the_training_frame_of_the_nearest_rig():
+    """common.replay_rig_nearest: each held-out frame replayed by the training frame whose head
+    pose is nearest (no answer in hand): an exact copy scores at the clamp, and in the frame's
+    part ``inside`` a frame changed only outside it does too; the wrong pairing scores low."""
+    proc = subprocess.run([sys.executable, "-c", RIG_NEAREST_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    check_ok(proc)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["frames"] == 2 and got["training_frames"] == 5
+    assert got["psnr_in_frame"] == 120 and got["psnr"] < 70 and got["swapped"] < 15   # (120 + ~8) / 2
+    assert 0 < got["ssim"] < 1
+
+
 SSIM_REGION_CHECK = """
 import sys, json, numpy as np
 sys.path.insert(0, "bench")

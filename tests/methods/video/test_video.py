@@ -634,7 +634,7 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body, ret
     faces = m.cond.move_faces(m.faces[win.reshape(-1)], theta.repeat_interleave(W, 0))
     now = faces[W - 1::W]
     head = Conditioner.move_head_warp(m.heads[idx], theta)
-    ret = warp(m.retrieved(idx), theta) if retrieve else None
+    ret = warp(m.retrieved(idx, light), theta) if retrieve else None
     want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now, head), light,
                          m.cond.cond_mask(now), head, ret)
     torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
@@ -1015,14 +1015,30 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
         assert int(m.picks[t]) == allowed[int(np.argmin(d))]
     # everything left out: the nearest of all
     assert Conditioner.nearest(keys[:1], keys[src], torch.ones(1, 5, dtype=torch.bool)).item() == 0
-    # the input holds the item's retrieved frame (as 2x - 1 in its last 3 channels)
+    assert torch.equal(m.model.bank_index, src)
+    # the input holds the item's retrieved frame (as 2x - 1 in its last 3 channels), relit from
+    # the bank frame's own light to the item's as the relit targets are
+    from portraitrig.render.portrait import relight_image
+
     idx = torch.tensor([0, 3])
-    x = m.inputs(idx, m.params.light[idx])
-    torch.testing.assert_close((x[:, -3:] + 1) / 2, m.model.bank[m.picks[idx]].float() / 255)
+    j = src[m.picks[idx]]
+    lit = random_lights(m.params.light[idx], torch.Generator().manual_seed(3))
+    x = m.inputs(idx, lit)
+    want = relight_image(m.images[j].float() / 255, m.normals_cond[j].float(), m.cond_masks[j].float(),
+                         m.params.light[j], lit, face_mask=m.cond.face_mask(m.faces[j]).float())
+    torch.testing.assert_close((x[:, -3:] + 1) / 2, want, atol=1e-5, rtol=0)
+    assert float((want - m.images[j].float() / 255).abs().max()) > 1e-3   # another light: the relighting shows
     folder = m.export(scramble(m.model), tmp_path / "model")
     r = VideoRenderer.from_pretrained(folder)
-    assert torch.equal(r.net.bank, m.model.bank)
-    torch.testing.assert_close(r.retrieve(data.params[src]), m.model.bank.float() / 255)
+    assert torch.equal(r.net.bank, m.model.bank) and torch.equal(r.net.bank_index, src)
+    # a bank frame's own rig retrieves it, under its own light as it is ...
+    torch.testing.assert_close(r.retrieve(data.params[src], data.params.light[src]), m.model.bank.float() / 255,
+                               atol=1e-5, rtol=0)
+    # ... and under another light relit as in training (its relighting made from the saved rigs)
+    other = random_lights(data.params.light[src], torch.Generator().manual_seed(4))
+    bl = m.bank_light
+    torch.testing.assert_close(r.retrieve(data.params[src], other), bl.relight(m.model.bank, torch.arange(5), other),
+                               atol=1e-4, rtol=0)
     a = r.render(data.params[2:6], context=data.params[:2])
     s = r.stream()
     s(data.params[:2])

@@ -131,6 +131,24 @@ def background_plate(images: torch.Tensor, masks: torch.Tensor, max_frames: int 
     return torch.cat(out, 1)[None]
 
 
+class BankLight:
+    """What relights the retrieval bank's frames (``model.retrieve``) to another light, as the
+    relit training targets are (:func:`relight_image`): per bank frame (R) the whole-portrait
+    normals the network sees (R, 3, S, S), its person mask (R, 1, S, S), the face mesh's mask
+    (R, 1, S, S) and the frame's light (R, 9, 3). A retrieved frame then brings the detail of the
+    target in a similar pose, not the light it was filmed in."""
+
+    def __init__(self, normals: torch.Tensor, mask: torch.Tensor, face: torch.Tensor, light: torch.Tensor):
+        self.normals, self.mask, self.face, self.light = normals, mask, face, light
+
+    def relight(self, frames: torch.Tensor, pick: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """``frames`` (B, 3, S, S) uint8, the bank's entries ``pick`` (B,), relit to ``light``
+        (B, 9, 3): (B, 3, S, S) in [0, 1]."""
+        with torch.autocast(frames.device.type, enabled=False):
+            return relight_image(frames.float() / 255, self.normals[pick].float(), self.mask[pick].float(),
+                                 self.light[pick].float(), light.float(), face_mask=self.face[pick].float())
+
+
 # ---------------------------------------------------------------------- the method
 class VideoMethod(TrainingMethod):
     name = "video"
@@ -238,18 +256,28 @@ class VideoMethod(TrainingMethod):
             bank = torch.where(inside, bank, (med * 255).round().to(torch.uint8))
         self.model.bank.copy_(bank)
         self.model.bank_keys.copy_(keys[src])
+        self.model.bank_index.copy_(src)
+        # what relights a bank frame (as the renderer makes it from the frame's rig): the network's
+        # whole-portrait normals and person mask, the face mesh's mask, the frame's light
+        self.bank_light = BankLight(self.normals_cond[src], self.cond_masks[src],
+                                    self.cond.face_mask(self.faces[src]), self.params.light[src])
         gap = min(RETRIEVE_GAP, n // 4)
         near = (src[None] - torch.arange(n, device=self.device)[:, None]).abs() <= gap
         return Conditioner.nearest(keys, keys[src], near)
 
-    def retrieved(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, S, S) in [0, 1]: the items' retrieved bank frames (None without ``retrieve``)."""
-        return None if self.picks is None else self.model.bank[self.picks[idx]].float() / 255
+    def retrieved(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor | None:
+        """(B, 3, S, S) in [0, 1]: the items' retrieved bank frames relit from their own light to
+        the items' ``light`` (B, 9, 3), the light the network is conditioned on (None without
+        ``retrieve``)."""
+        if self.picks is None:
+            return None
+        j = self.picks[idx]
+        return self.bank_light.relight(self.model.bank[j], j, light)
 
     def inputs(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         win = Conditioner.window_index(idx, self.config.model.window)
         return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx],
-                                None if self.heads is None else self.heads[idx], self.retrieved(idx))
+                                None if self.heads is None else self.heads[idx], self.retrieved(idx, light))
 
     def loss(self, net, idx, step, generator):
         idx = idx.to(self.device)
@@ -361,7 +389,7 @@ class VideoMethod(TrainingMethod):
         index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
-        ret = self.retrieved(idx[k])
+        ret = self.retrieved(idx[k], light[k])
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head, None if ret is None else warp(ret, theta))
         moved, person = move_person(target[k], mask[k], self.plate, theta)
@@ -400,6 +428,6 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
     return params.save(path, extras=extras, meta=meta)
 
 
-__all__ = ["VideoMethod", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
+__all__ = ["VideoMethod", "BankLight", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
            "image_loss", "ssim_torch", "gradient_l1", "random_lights", "share_count", "inverse_2x2", "write_target",
            "TARGET"]

@@ -52,8 +52,9 @@ class VideoNet(nn.Module):
     (scale, rotation, translation; with ``config.follow_head``); ``head_ellipse`` (1, 4): where
     the head is in the reference frame (with ``config.still_body``, see
     :meth:`~portraitrig.methods.video.condition.Conditioner.head_ellipse`); ``bank`` (R, 3, S, S)
-    uint8 and ``bank_keys`` (R, K): ``config.retrieve`` training frames and their landmark keys
-    (:meth:`~portraitrig.methods.video.condition.Conditioner.retrieval_keys`)."""
+    uint8, ``bank_keys`` (R, K) and ``bank_index`` (R,): ``config.retrieve`` training frames,
+    their landmark keys (:meth:`~portraitrig.methods.video.condition.Conditioner.retrieval_keys`)
+    and their frame numbers in the target video (whose rigs relight them)."""
 
     def __init__(self, config: VideoNetConfig):
         super().__init__()
@@ -98,6 +99,7 @@ class VideoNet(nn.Module):
             S = config.image_size
             self.register_buffer("bank", torch.zeros(config.retrieve, 3, S, S, dtype=torch.uint8))
             self.register_buffer("bank_keys", torch.zeros(config.retrieve, RETRIEVE_KEY))
+            self.register_buffer("bank_index", torch.zeros(config.retrieve, dtype=torch.long))   # training frame numbers
 
     def forward(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
         if self.config.reference:

@@ -24,7 +24,7 @@ from portraitrig.capture.types import Crop
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
 from portraitrig.methods.video.condition import Conditioner
-from portraitrig.methods.video.method import TARGET, write_target
+from portraitrig.methods.video.method import TARGET, BankLight, write_target
 from portraitrig.methods.video.model import METHOD, VERSION, VideoNet
 from portraitrig.neural.contract import NeuralRenderer
 
@@ -148,17 +148,37 @@ class VideoRenderer(NeuralRenderer):
             k = len(ctx)
             p = RigParams.cat([ctx, p])
         faces = torch.cat([self.cond.face(p[i:i + 64]) for i in range(0, len(p), 64)])
-        return self.render_buffers(faces, k, L, sequence, self.head_warps(p[k:]), self.retrieve(p[k:]))
+        return self.render_buffers(faces, k, L, sequence, self.head_warps(p[k:]), self.retrieve(p[k:], L))
 
     @torch.no_grad()
-    def retrieve(self, params: RigParams) -> torch.Tensor | None:
+    def retrieve(self, params: RigParams, light: torch.Tensor) -> torch.Tensor | None:
         """(B, 3, S, S) in [0, 1]: for each frame the retrieval bank's frame whose landmarks lie
-        nearest its own (:meth:`~Conditioner.retrieval_keys`); None for a model without a bank."""
+        nearest its own (:meth:`~Conditioner.retrieval_keys`), relit from its own light to the
+        frame's ``light`` (B, 9, 3) as in training (:class:`BankLight`, from the bank frames' rigs
+        in the target description); None for a model without a bank."""
         if not self.config.retrieve:
             return None
         pick = torch.cat([Conditioner.nearest(self.cond.retrieval_keys(params[i:i + 256]), self.net.bank_keys)
                           for i in range(0, len(params), 256)])
-        return self.net.bank[pick].float() / 255
+        return self.bank_light().relight(self.net.bank[pick], pick, light)
+
+    def bank_light(self) -> BankLight:
+        """The retrieval bank's :class:`BankLight`, made once from the bank frames' rigs (the
+        target description's frames ``bank_index``), as the training made it."""
+        if getattr(self, "_bank_light", None) is None:
+            if self.target is None:
+                raise InputError(None, "this video model has a retrieval bank but no target description "
+                                       f"({TARGET}) to relight it with")
+            p = self.target.params[self.net.bank_index.cpu()].to(self.device, torch.float32)
+            normals, mask, face = [], [], []
+            for i in range(0, len(p), 32):
+                f = self.cond.face(p[i:i + 32])
+                h = self.head_warps(p[i:i + 32])
+                normals.append(self.cond.prior_normals(f, h))
+                mask.append(self.cond.cond_mask(f).float())
+                face.append(self.cond.face_mask(f).float())
+            self._bank_light = BankLight(torch.cat(normals), torch.cat(mask), torch.cat(face), p.light)
+        return self._bank_light
 
     def head_warps(self, params: RigParams) -> torch.Tensor | None:
         """The frames' head warps (the conditioner's ``head_warp``) when the model follows the
@@ -252,7 +272,7 @@ class FrameStream:
         faces = new if self.faces is None else torch.cat([self.faces, new])
         self.last_heads = r.head_warps(p)
         k = faces.shape[0] - new.shape[0]
-        out = r.render_buffers(faces, k, L, heads=self.last_heads, retrieved=r.retrieve(p))
+        out = r.render_buffers(faces, k, L, heads=self.last_heads, retrieved=r.retrieve(p, L))
         keep = r.config.window - 1
         self.faces = faces[faces.shape[0] - keep:] if keep > 0 else None
         self.last_matte = out[:, 3:] if r.config.matte else None
