@@ -10,8 +10,9 @@ Run folder: ``ckpt-<step>.safetensors`` (the newest ``keep``), ``log.jsonl`` (on
 steps are done or the time limit is reached).
 
 Exact resume: the data order and the random draws of step s depend only on (seed, s, rank), and
-a checkpoint holds model, EMA, optimizer, scaler, step and the RNG states, so a run killed and
-resumed gives the same weights as one run straight through. A resume is refused when the run
+a checkpoint holds model, EMA, optimizer, scaler, step and the RNG states (and a method's
+critic with its optimizer), so a run killed and resumed gives the same weights as one run
+straight through. A resume is refused when the run
 folder holds another run (:meth:`TrainingMethod.run_identity` differs); other changed settings are
 reported. A damaged newest checkpoint is set aside and the one before it used. Training that
 diverges (a non-finite loss) stops with an error and keeps the last good checkpoint.

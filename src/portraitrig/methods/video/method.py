@@ -13,7 +13,9 @@ not show); where the fixed crop reaches past the video frame, the target is the 
 frame, not the mirrored padding; loss L1 + SSIM + image gradients (no downloaded weights), and
 with a matte (``model.matte``) its L1 against the frame's person mask, moved with the person;
 optionally (``adversarial``, ``feature_matching``; off in the presets) a patch critic's terms,
-the critic trained beside the renderer by the shared loop.
+the critic trained beside the renderer by the shared loop. With a retrieval bank
+(``model.retrieve``) each item's input also holds its retrieved training frame, relit to the
+item's light (:class:`BankLight`) and moved with a moved item.
 """
 from __future__ import annotations
 

@@ -81,6 +81,7 @@ class VideoRenderer(NeuralRenderer):
         self.target = target
         self.max_batch = max(1, int(max_batch))
         self.dtype = torch.float32
+        self._bank_light: BankLight | None = None   # made at the first render (with a retrieval bank)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device="cpu", **kw) -> "VideoRenderer":
@@ -165,7 +166,7 @@ class VideoRenderer(NeuralRenderer):
     def bank_light(self) -> BankLight:
         """The retrieval bank's :class:`BankLight`, made once from the bank frames' rigs (the
         target description's frames ``bank_index``), as the training made it."""
-        if getattr(self, "_bank_light", None) is None:
+        if self._bank_light is None:
             if self.target is None:
                 raise InputError(None, "this video model has a retrieval bank but no target description "
                                        f"({TARGET}) to relight it with")
