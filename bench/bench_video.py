@@ -233,7 +233,7 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     from portraitrig.light import sh
     from portraitrig.methods.video.config import PRESETS
     from portraitrig.methods.video.data import VideoData
-    from portraitrig.methods.video.method import VideoMethod
+    from portraitrig.methods.video.method import ADV_RAMP, VideoMethod
     from portraitrig.methods.video.renderer import VideoRenderer
     from portraitrig.render.buffers import render_buffers
     from portraitrig.training.loop import train
@@ -252,8 +252,8 @@ def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: 
     else:   # the preset's decaying schedule, sized to the time budget
         from common import budget_schedule, steps_per_second
 
-        # with a critic: timed where its terms are on (it runs over most of the steps)
-        rate = steps_per_second(method, cfg, at_step=int(cfg.adv_start * cfg.train.steps) + 500
+        # with a critic: timed where its terms are fully on (it runs over most of the steps)
+        rate = steps_per_second(method, cfg, at_step=method.adversarial_start() + ADV_RAMP
                                 if method.critic is not None else 0)
         fixed = cfg.train.steps if "train.steps" in (overrides or {}) else None
         cfg.train.steps, cfg.train.time_limit = budget_schedule(rate, minutes)

@@ -352,18 +352,17 @@ def replay_oracle(train, held, masks=None, keep=None) -> dict:
 def replay_rig_nearest(train, held, train_params, held_params, face_model, inside=None) -> dict:
     """What replaying a video's training frames scores on its held-out frames when each is
     replayed by the training frame whose rig lies nearest (the video renderer's retrieval key,
-    ``Conditioner.retrieval_keys``: face-mesh landmarks in the crop), chosen without the answer:
+    ``retrieval_keys``: face-mesh landmarks in the crop), chosen without the answer:
     mean PSNR and SSIM of the crops, and PSNR where ``inside`` (H, W) bool (the crop's part in
     the video frame). ``train`` (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 arrays."""
     import numpy as np
     import torch
     from skimage.metrics import structural_similarity
 
-    from portraitrig.face.base import posed_vertices
-    from portraitrig.methods.video.condition import RETRIEVE_POINTS, Conditioner
+    from portraitrig.methods.video.condition import Conditioner, retrieval_keys
 
     def keys(p):
-        return posed_vertices(face_model, p.to("cpu", torch.float32))[:, RETRIEVE_POINTS, :2].reshape(len(p), -1)
+        return retrieval_keys(face_model, p.to("cpu", torch.float32))
 
     def psnr(a, b, m=None):   # as replay_oracle: an exact copy at 120 dB, not infinity
         se = ((a.astype(np.float64) - b.astype(np.float64)) / 255) ** 2

@@ -64,9 +64,9 @@ class ToyWithCritic(Toy):
     def loss(self, net, idx, step, generator):
         loss, extra = super().loss(net, idx, step, generator)
         if self.critic is not None and step >= 2:
-            self.frozen_in_loss.append(not any(p.requires_grad for p in self.critic_fn.parameters()))
+            self.frozen_in_loss.append(not any(p.requires_grad for p in self.critic.parameters()))
             pred = net(self.x[idx])
-            loss = loss - 0.1 * self.critic_fn(pred).mean()
+            loss = loss - 0.1 * self.critic(pred).mean()
             self.judged = (pred.detach(), self.y[idx])
         return loss, extra
 

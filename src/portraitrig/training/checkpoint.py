@@ -123,12 +123,10 @@ def load_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, t
     try:
         header = {k: json.loads(md[k]) for k in ("optimizer", "rng", "extra", "scaler")}
         header["step"] = int(md["step"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(path, f"damaged checkpoint header ({exc.__class__.__name__}: {exc})") from None
-    try:   # a run with a critic (absent from runs without one)
+        # a run with a critic (absent from runs without one)
         header["critic_optimizer"] = json.loads(md["critic_optimizer"]) if "critic_optimizer" in md else None
         header["critic_scaler"] = json.loads(md.get("critic_scaler") or "{}")
-    except ValueError as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise InputError(path, f"damaged checkpoint header ({exc.__class__.__name__}: {exc})") from None
     header["method"] = md.get("method") or ("diffusion" if md.get("format") in LEGACY_FORMATS else "")
     return tensors, header

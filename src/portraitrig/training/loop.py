@@ -175,7 +175,6 @@ class Trainer:
             self.critic_scaler = torch.amp.GradScaler(self.dev.type, enabled=cfg.precision == "fp16")
             self.critic_net = torch.nn.parallel.DistributedDataParallel(
                 critic, device_ids=[self.dev.index] if self.dev.type == "cuda" else None) if world > 1 else critic
-            method.bind_critic(critic)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.grad_norm = torch.zeros((), device=self.dev)
         self.bad = torch.zeros((), dtype=torch.bool, device=self.dev)  # a non-finite loss since the last check

@@ -8,8 +8,8 @@ A method may train an adversary beside its model (``critic``, e.g. a patch discr
 adversarial loss term). The loop gives it its own AdamW on the same learning-rate schedule
 (:meth:`TrainingMethod.critic_optimizer`), gradient scaler and DDP wrapper, and checkpoints it
 with its optimizer, so a resumed run is still exact; it has no EMA and is not exported. Each
-step: the model's step (``loss``, which may call the critic through :meth:`bind_critic`'s
-function; the critic's parameters are frozen there), then the critic's step
+step: the model's step (``loss``, which may call ``self.critic`` as it is, unwrapped; its
+parameters are frozen there), then the critic's step
 (:meth:`critic_loss`, on what that ``loss`` call made).
 """
 from __future__ import annotations
@@ -63,10 +63,6 @@ class TrainingMethod(ABC):
         """The critic's AdamW: ``lr_scale`` (times the run's learning rate at each step) and
         ``betas``."""
         return {"lr_scale": 1.0, "betas": (0.5, 0.999)}
-
-    def bind_critic(self, critic: nn.Module) -> None:
-        """The loop hands over the critic (unwrapped) for ``loss`` to call."""
-        self.critic_fn = critic
 
     def critic_loss(self, critic: nn.Module, step: int,
                     generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]] | None:

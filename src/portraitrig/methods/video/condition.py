@@ -37,6 +37,15 @@ RETRIEVE_POINTS = slice(0, 468, 8)   # the face-mesh vertices whose crop positio
 RETRIEVE_KEY = 2 * len(range(468)[RETRIEVE_POINTS])
 
 
+def retrieval_keys(face_model, params) -> torch.Tensor:
+    """(B, RETRIEVE_KEY) frames' retrieval keys: every 8th face-mesh vertex's position in the
+    crop (NDC), head placement and expression in one vector; ``params`` on ``face_model``'s
+    device."""
+    from portraitrig.face.base import posed_vertices
+
+    return posed_vertices(face_model, params)[:, RETRIEVE_POINTS, :2].reshape(len(params), -1)
+
+
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:
     """``x`` (1 or B, C, S, S) resampled by ``theta`` (B, 2, 3, ``affine_grid``'s map: each
     output point samples the input at ``theta @ (x, y, 1)``, NDC), in float."""
@@ -264,12 +273,8 @@ class Conditioner:
         return torch.maximum(m, self.follow_warp(self.prior, head, padding="zeros"))
 
     def retrieval_keys(self, params) -> torch.Tensor:
-        """(B, RETRIEVE_KEY) the frames' retrieval keys: every 8th face-mesh vertex's position in
-        the crop (NDC): head placement and expression in one vector."""
-        from portraitrig.face.base import posed_vertices
-
-        p = params.to(self.prior.device if self.prior is not None else "cpu", torch.float32)
-        return posed_vertices(self.face_model, p)[:, RETRIEVE_POINTS, :2].reshape(len(p), -1)
+        """:func:`retrieval_keys` of ``params`` (moved to the conditioner's device)."""
+        return retrieval_keys(self.face_model, params.to(self.stack.renderer.device, torch.float32))
 
     @staticmethod
     def nearest(keys: torch.Tensor, bank_keys: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -313,4 +318,4 @@ class Conditioner:
         return torch.cat(parts, 1)
 
 
-__all__ = ["Conditioner", "turn_normals", "warp"]
+__all__ = ["Conditioner", "retrieval_keys", "turn_normals", "warp", "RETRIEVE_KEY", "RETRIEVE_POINTS"]

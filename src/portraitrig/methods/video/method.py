@@ -37,6 +37,7 @@ from portraitrig.render.portrait import relight_image
 from portraitrig.training.method import TrainingMethod
 
 TARGET = "target.safetensors"
+ADV_RAMP = 500   # steps over which the adversarial terms ramp in after adv_start
 
 
 def random_lights(old: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -314,12 +315,15 @@ class VideoMethod(TrainingMethod):
             total, parts = self._adversarial(x, pred[:, :3], target, step, total, parts)
         return total, parts
 
+    def adversarial_start(self) -> int:
+        """The step the adversarial terms start at: ``adv_start`` of the run's steps."""
+        return int(self.config.adv_start * self.config.train.steps)
+
     def adversarial_weight(self, step: int) -> float:
-        """How much of the adversarial terms is on at ``step``: 0 before ``adv_start`` of the
-        run's steps (the renderer first learns the frames from L1 and SSIM alone), then a ramp
-        to 1 over 500 steps."""
-        start = int(self.config.adv_start * self.config.train.steps)
-        return min(1.0, max(0.0, (step - start + 1) / 500))
+        """How much of the adversarial terms is on at ``step``: 0 before
+        :meth:`adversarial_start` (the renderer first learns the frames from L1 and SSIM alone),
+        then a ramp to 1 over ``ADV_RAMP`` steps."""
+        return min(1.0, max(0.0, (step - self.adversarial_start() + 1) / ADV_RAMP))
 
     def _adversarial(self, x, fake, target, step, total, parts):
         """The renderer's adversarial terms (the critic frozen by the loop): the hinge loss's
@@ -331,7 +335,7 @@ class VideoMethod(TrainingMethod):
             return total, parts
         cond = x.detach()
         both = torch.cat([fake, target.to(fake.dtype)]) if c.feature_matching > 0 else fake
-        score, feats = self.critic_fn(both, torch.cat([cond, cond]) if c.feature_matching > 0 else cond)
+        score, feats = self.critic(both, torch.cat([cond, cond]) if c.feature_matching > 0 else cond)
         B = fake.shape[0]
         adv = -score[:B].float().mean()
         total = total + ramp * c.adversarial * adv
@@ -430,6 +434,6 @@ def write_target(path: str | Path, params, frame_index: torch.Tensor, crop, fps:
     return params.save(path, extras=extras, meta=meta)
 
 
-__all__ = ["VideoMethod", "BankLight", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
+__all__ = ["VideoMethod", "BankLight", "ADV_RAMP", "median_frame", "background_plate", "move_person", "image_theta", "random_moves",
            "image_loss", "ssim_torch", "gradient_l1", "random_lights", "share_count", "inverse_2x2", "write_target",
            "TARGET"]
