@@ -202,7 +202,7 @@ def speed(model: Path, data, device: str, fps_frames: int = 100) -> dict:
     r = VideoRenderer.from_pretrained(model, device=device)
     res = {"fps_256": render_fps(r, data.params, fps_frames)}
     if torch.cuda.is_available():
-        res["fps_512"] = render_fps(VideoRenderer(resized(r.net, PRESETS["512"]().model), device=device),
+        res["fps_512"] = render_fps(VideoRenderer(resized(r.net, PRESETS["512"]().model), r.target, device=device),
                                     data.params, fps_frames)
     return res
 
@@ -214,14 +214,16 @@ def untrained_fps(data, preset: str, device: str, overrides: dict | None = None,
     and resized, :func:`resized`): the render rate of a setting without training a model."""
     from portraitrig.methods.video.config import PRESETS
     from portraitrig.methods.video.method import VideoMethod
-    from portraitrig.methods.video.renderer import VideoRenderer
+    from portraitrig.methods.video.renderer import Target, VideoRenderer
 
     cfg = set_from_text(PRESETS[preset](), overrides or {})
     here = cfg if cfg.model.image_size == data.size else set_from_text(PRESETS[str(data.size)](), overrides or {})
     net = VideoMethod(here, data, device, say=None).model.eval()
     if here is not cfg:
         net = resized(net, cfg.model)
-    return render_fps(VideoRenderer(net, device=device), data.params, fps_frames)
+    # the target description, as a trained model folder holds it (a retrieval bank relights from it)
+    target = Target(data.params, data.frame_index, data.crop, data.fps, data.video, data.n_train)
+    return render_fps(VideoRenderer(net, target, device=device), data.params, fps_frames)
 
 
 def run(d: Path, out: Path, minutes: float, size: int, device: str, fps_frames: int = 100,

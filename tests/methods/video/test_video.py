@@ -1048,3 +1048,11 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     assert float((r.render(data.params[2:6], context=data.params[:2]) - a).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="retrieve"):
         VideoNetConfig(retrieve=-1).validate()
+    # a bank asked larger than the training frames holds each of them once, and says so in the
+    # model's configuration (the caller's left as it was)
+    big = video.PRESETS["tiny"]()
+    big.model.retrieve = 256
+    mb = VideoMethod(big, data, "cpu", say=None)
+    assert mb.config.model.retrieve == n and mb.model.bank.shape[0] == n and big.model.retrieve == 256
+    assert torch.equal(mb.model.bank_index, torch.arange(n))
+    assert VideoRenderer.from_pretrained(mb.export(mb.model, tmp_path / "model_big")).config.retrieve == n

@@ -19,6 +19,7 @@ item's light (:class:`BankLight`) and moved with a moved item.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -157,7 +158,6 @@ class VideoMethod(TrainingMethod):
     name = "video"
 
     def __init__(self, config: Config, data: VideoData, device, init=None, say=print):
-        self.config, self.data, self.device = config, data, torch.device(device)
         mc = config.model
         if data.size != mc.image_size:
             raise InputError(data.video or None, f"video data is {data.size} px but the model is {mc.image_size} px "
@@ -165,6 +165,10 @@ class VideoMethod(TrainingMethod):
         n = data.n_train
         if n < 1:
             raise InputError(data.video or None, "no training frames")
+        if mc.retrieve > n:   # a bank holds each training frame once at most (the model records its size)
+            mc = dataclasses.replace(mc, retrieve=n)
+            config = dataclasses.replace(config, model=mc)
+        self.config, self.data, self.device = config, data, torch.device(device)
         model = VideoNet(mc)
         if init is not None:
             other = VideoNet.from_pretrained(init)
