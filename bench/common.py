@@ -357,26 +357,22 @@ def replay_rig_nearest(train, held, train_params, held_params, face_model, insid
     the video frame). ``train`` (N, H, W, 3) and ``held`` (M, H, W, 3) uint8 arrays."""
     import numpy as np
     import torch
-    from skimage.metrics import structural_similarity
 
+    from portraitrig.eval import image
     from portraitrig.methods.video.condition import Conditioner, retrieval_keys
 
     def keys(p):
         return retrieval_keys(face_model, p.to("cpu", torch.float32))
 
     def psnr(a, b, m=None):   # as replay_oracle: an exact copy at 120 dB, not infinity
-        se = ((a.astype(np.float64) - b.astype(np.float64)) / 255) ** 2
-        mse = se.mean() if m is None else (se.mean(-1) * m).sum() / max(m.sum(), 1e-6)
-        return -10 * np.log10(max(mse, 1e-12))
+        return min(image.psnr(a, b, m), 120.0)
 
     pick = Conditioner.nearest(keys(held_params), keys(train_params)).numpy()
     out = {"frames": len(held), "training_frames": len(train),
            "psnr": round(float(np.mean([psnr(train[j], h) for j, h in zip(pick, held)])), 2),
-           "ssim": round(float(np.mean([structural_similarity(train[j], h, channel_axis=2)
-                                        for j, h in zip(pick, held)])), 4)}
+           "ssim": round(float(np.mean([image.ssim(train[j], h) for j, h in zip(pick, held)])), 4)}
     if inside is not None:
-        m = np.asarray(inside, np.float64)
-        out["psnr_in_frame"] = round(float(np.mean([psnr(train[j], h, m) for j, h in zip(pick, held)])), 2)
+        out["psnr_in_frame"] = round(float(np.mean([psnr(train[j], h, inside) for j, h in zip(pick, held)])), 2)
     return out
 
 
