@@ -331,14 +331,17 @@ def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body, retrieve):
         s = r.stream()
         r.out.append(torch.cat([s(p[i:i + 1]) for i in range(len(p))]))
         r.out.append(r.render(p))                                           # replayed again: no stale output
-    assert set(fast._graphs) == {"heads", "sequence", "items"} and len(fast._graphs["sequence"]) == 5
+    bank = {"retrieve"} if retrieve else set()          # the bank's search and relighting graphed too
+    assert set(fast._graphs) == {"heads", "sequence", "items"} | bank and len(fast._graphs["sequence"]) == 5
     for a, b in zip(plain.out, fast.out):
         torch.testing.assert_close(b, a, atol=2e-4, rtol=0)
     assert float((plain.out[0] - plain.out[1]).abs().max()) > 1e-3         # the light changes the frames
     for r in (plain, fast):
         r.use_half()
         r.half_out = r.render(p)
-    assert set(fast._graphs) == {"heads", "sequence"} and fast.dtype == torch.bfloat16   # captured again
+    assert set(fast._graphs) == {"heads", "sequence"} | bank and fast.dtype == torch.bfloat16   # captured again
+    if retrieve:
+        assert fast.net.bank_keys.dtype == torch.float32      # the retrieval's keys stay float32
     # bf16 kernels may round differently inside a graph than outside (a random network amplifies
     # it): the graphed bf16 frames must be as near the fp32 frames as the plain bf16 ones are
     ref = plain.out[0]
@@ -634,7 +637,7 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body, ret
     faces = m.cond.move_faces(m.faces[win.reshape(-1)], theta.repeat_interleave(W, 0))
     now = faces[W - 1::W]
     head = Conditioner.move_head_warp(m.heads[idx], theta)
-    ret = warp(m.retrieved(idx, light), theta) if retrieve else None
+    ret = warp(m.retrieved(m.bank_picks(idx), light), theta) if retrieve else None
     want = m.cond.inputs(faces, torch.arange(3 * W).view(3, W), m.cond.prior_normals(now, head), light,
                          m.cond.cond_mask(now), head, ret)
     torch.testing.assert_close(x, want, atol=1e-5, rtol=0)
@@ -648,6 +651,11 @@ def test_move_augmentation_conditions_on_the_moved_rig(tmp_path, still_body, ret
     target, person = move_person(t0, m.masks[idx], m.plate, image_theta(M, shift))
     torch.testing.assert_close(t, target)
     torch.testing.assert_close(mk, person)   # the matte's target moves with the person
+    if retrieve:   # the moved items keep the retrieved frames given them (the loss's, drawn per item)
+        other = torch.zeros_like(m.retrieved(m.bank_picks(idx), light))
+        xo, _, _ = m.move(idx, light, x0, t0, m0, torch.Generator().manual_seed(7), retrieved=other)
+        torch.testing.assert_close(xo[:, -3:], torch.full_like(xo[:, -3:], -1.0))
+        torch.testing.assert_close(xo[:, :-3], x[:, :-3])
     # a step of training with it runs and gives a finite loss
     loss, _ = m.loss(m.model, idx, 0, torch.Generator().manual_seed(1))
     assert torch.isfinite(loss)
@@ -992,9 +1000,9 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     """``model.retrieve``: the model keeps that many training frames (evenly spaced) and their
     landmark keys; a training item gets the nearest bank frame by key outside its own time
     neighbourhood, a rendered frame the nearest of all (a bank frame's own rig retrieves
-    itself); the retrieved frame is an input, and the bank travels with the model folder."""
+    itself); with several gaps, training draws one per item; the retrieved frame is an input,
+    and the bank travels with the model folder."""
     from portraitrig.methods.video.condition import Conditioner
-    from portraitrig.methods.video.config import RETRIEVE_GAP
 
     data = VideoData.load(video.tiny_data(tmp_path, n=12))
     cfg = video.PRESETS["tiny"]()
@@ -1007,12 +1015,38 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     torch.testing.assert_close(m.model.bank_keys, keys[src])
     inside = data.in_frame()[0, 0] > 0.5
     assert torch.equal(m.model.bank[:, :, inside], m.images[src][:, :, inside])   # the padding: the median frame
-    gap = min(RETRIEVE_GAP, n // 4)
-    assert gap >= 1
-    for t in range(n):
-        allowed = [j for j in range(5) if abs(int(src[j]) - t) > gap]
-        d = [float((keys[t] - keys[src[j]]).norm()) for j in allowed]
-        assert int(m.picks[t]) == allowed[int(np.argmin(d))]
+    assert cfg.retrieve_gaps == (12, 25, 50, 100) and m.picks.shape == (4, n)
+
+    def check(picks, gap):
+        for t in range(n):
+            allowed = [j for j in range(5) if abs(int(src[j]) - t) > gap]
+            d = [float((keys[t] - keys[src[j]]).norm()) for j in allowed]
+            assert int(picks[t]) == allowed[int(np.argmin(d))]
+
+    for row, g in zip(m.picks, cfg.retrieve_gaps):
+        check(row, min(g, n // 4))
+    assert n // 4 >= 1
+    # several gaps: a row of picks each; training draws a gap per item (the generator's), the
+    # samples and the default input take the first
+    cfg.retrieve_gaps = (0, 2)
+    mg = VideoMethod(cfg, data, "cpu", say=None)
+    assert mg.picks.shape == (2, n)
+    check(mg.picks[0], 0)
+    check(mg.picks[1], 2)
+    assert not torch.equal(mg.picks[0], mg.picks[1])
+    every = torch.arange(n).repeat(20)
+    drawn = mg.bank_picks(every, torch.Generator().manual_seed(5))
+    row = (drawn == mg.picks[1, every]) & (drawn != mg.picks[0, every])
+    assert ((drawn == mg.picks[0, every]) | (drawn == mg.picks[1, every])).all()
+    assert row.any() and ((drawn == mg.picks[0, every]) & (mg.picks[0, every] != mg.picks[1, every])).any()
+    assert torch.equal(drawn, mg.bank_picks(every, torch.Generator().manual_seed(5)))
+    assert torch.equal(mg.bank_picks(every), mg.picks[0, every])
+    loss, _ = mg.loss(mg.model, torch.tensor([0, 3, 5]), 0, torch.Generator().manual_seed(2))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="retrieve_gaps"):
+        Config(retrieve_gaps=()).validate()
+    with pytest.raises(ValueError, match="retrieve_gaps"):
+        Config(retrieve_gaps=(-1,)).validate()
     # everything left out: the nearest of all
     assert Conditioner.nearest(keys[:1], keys[src], torch.ones(1, 5, dtype=torch.bool)).item() == 0
     assert torch.equal(m.model.bank_index, src)
@@ -1021,7 +1055,7 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     from portraitrig.render.portrait import relight_image
 
     idx = torch.tensor([0, 3])
-    j = src[m.picks[idx]]
+    j = src[m.picks[0, idx]]
     lit = random_lights(m.params.light[idx], torch.Generator().manual_seed(3))
     x = m.inputs(idx, lit)
     want = relight_image(m.images[j].float() / 255, m.normals_cond[j].float(), m.cond_masks[j].float(),

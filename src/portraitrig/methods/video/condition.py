@@ -41,9 +41,18 @@ def retrieval_keys(face_model, params) -> torch.Tensor:
     """(B, RETRIEVE_KEY) frames' retrieval keys: every 8th face-mesh vertex's position in the
     crop (NDC), head placement and expression in one vector; ``params`` on ``face_model``'s
     device."""
-    from portraitrig.face.base import posed_vertices
+    return retrieval_keys_of(face_model, params.identity, params.expression, params.gaze, params.scale,
+                             params.rotation, params.translation)
 
-    return posed_vertices(face_model, params)[:, RETRIEVE_POINTS, :2].reshape(len(params), -1)
+
+def retrieval_keys_of(face_model, identity: torch.Tensor, expression: torch.Tensor, gaze: torch.Tensor,
+                      scale: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """:func:`retrieval_keys` of the frames' rig as tensors (RigParams' fields): tensors in, a
+    tensor out, no host synchronisation (a CUDA graph can hold it)."""
+    from portraitrig.face.base import pose_points
+
+    X = face_model.canonical(identity, expression, gaze)[:, RETRIEVE_POINTS]
+    return pose_points(X, scale, rotation, translation)[..., :2].reshape(len(identity), -1)
 
 
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:

@@ -12,7 +12,6 @@ from portraitrig.training.config import TrainConfig
 MAX_IMAGE_SIZE = 1024
 MAX_CHANNELS = 1024
 MAX_RETRIEVE = 1024   # frames in a retrieval bank (each image_size² x 3 bytes in the model)
-RETRIEVE_GAP = 12     # training: bank frames this close in time to the item are not retrieved for it
 
 
 @dataclass
@@ -58,12 +57,14 @@ class VideoNetConfig(DictConfig):
     in the crop; each frame's input also holds the bank frame whose landmarks lie nearest its
     own (head placement and expression alike), relit to the frame's light: the hair, clothes
     and skin detail of the target in a similar pose, sharper than the median frame. In training
-    the frames within ``RETRIEVE_GAP`` of the item are left out of its choice, as the held-out
-    frames' own neighbours are out of the bank. On liveportrait_d14 (H200, two runs sharing it,
-    twice) it scored 27.5-28.0 dB on the held-out full frames against the preset's 24.7-24.9 at
-    the same time; on the long clip (liveportrait_d6) much the same, the crop 22.4 against 21.8
-    dB (mean over frames), SSIM 0.830 against 0.829 (docs/performance.md). The 512 preset leaves
-    it off (a 512² bank of 256 frames is 200 MB, and unmeasured)."""
+    the frames within a gap of the item are left out of its choice (``Config.retrieve_gaps``,
+    one of four drawn per item and step), as a held-out or driven frame's own neighbours are
+    out of the bank. On liveportrait_d14 (H200, two runs sharing it, twice) it scored 27.5-28.0
+    dB on the held-out full frames against the preset's 24.7-24.9 at the same time; on the long
+    clip (liveportrait_d6) the crop 22.4 against 21.8 dB (mean over frames), SSIM 0.830 against
+    0.829; with the four gaps 22.8 / 0.843 (docs/performance.md). It costs about a tenth of the
+    render rate (114-139 frames/s at 256² against 135-153, H200). The 512 preset leaves it off
+    (a 512² bank of 256 frames is 200 MB, and unmeasured)."""
 
     image_size: int = 256
     buffers: tuple[str, ...] = ("normal", "mask", "regions", "uv")  # uv: where on the face each pixel is
@@ -168,6 +169,15 @@ class Config:
     critic_lr: float = field(default=1.0, metadata=_h("the critic's learning rate, times the run's", metavar="X"))
     critic_width: int = field(default=64, metadata=_h(
         "the critic's first-level channels (doubled at each of its 3 levels)", metavar="C"))
+    # near and far retrievals: with one gap of 12 frames a training item's retrieved frame replayed
+    # it at 26.2 dB on liveportrait_d14, a held-out frame's at 24.3 (as a gap of 25 does); the four
+    # gaps scored higher than the one in every region of the held-out frames on that clip and the
+    # long clip (SSIM +0.004 and +0.014 on the full frame; docs/performance.md)
+    retrieve_gaps: tuple[int, ...] = field(default=(12, 25, 50, 100), metadata=_h(
+        "models with a retrieval bank (model.retrieve): a training item retrieves the nearest bank frame more "
+        "than G frames away from it (a new frame's own neighbours are not in the bank), G drawn for each item "
+        "and step from these (each at most a quarter of the training frames): near and far retrievals, as "
+        "new frames find them", metavar="G,G,..."))
     holdout: float = field(default=0.2, metadata=_h("share of the video's last frames held out of training"))
     max_frames: int | None = field(default=None, metadata=_h("fit at most this many frames of the video"))
     fit_device: str = field(default="cpu", metadata=_h("device of the video fit (tracking)"))
@@ -187,6 +197,8 @@ class Config:
             raise ValueError("adversarial and feature_matching must be >= 0 and adv_start in [0, 1)")
         if not (self.critic_lr > 0 and 1 <= self.critic_width <= MAX_CHANNELS // 4):
             raise ValueError(f"critic_lr must be > 0 and critic_width in 1..{MAX_CHANNELS // 4}")
+        if not (1 <= len(self.retrieve_gaps) <= 16 and all(0 <= g <= 100_000 for g in self.retrieve_gaps)):
+            raise ValueError(f"retrieve_gaps are 1 to 16 gaps in frames, each 0..100000; got {self.retrieve_gaps}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.max_frames is not None and self.max_frames < 2:

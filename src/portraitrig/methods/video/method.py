@@ -29,7 +29,7 @@ import torch
 from portraitrig.errors import InputError
 from portraitrig.light import sh
 from portraitrig.methods.video.condition import Conditioner, warp
-from portraitrig.methods.video.config import RETRIEVE_GAP, Config
+from portraitrig.methods.video.config import Config
 from portraitrig.methods.video.data import VideoData, load_or_prepare
 from portraitrig.methods.video.model import PatchCritic, VideoNet
 from portraitrig.neural.losses import gradient_l1, image_loss, ssim_torch  # noqa: F401  (re-exported)
@@ -216,7 +216,7 @@ class VideoMethod(TrainingMethod):
         # spending itself on a mirrored copy of the moving person
         inside = data.in_frame().to(self.device)
         self.padding = None if bool(inside.all()) else (inside, median)
-        self.picks = self._set_bank(median) if mc.retrieve else None   # each item's retrieved bank frame
+        self.picks = self._set_bank(median) if mc.retrieve else None   # (gaps, n): each item's bank frame at each gap
         # with train.compile the loss is compiled too: its ~80 small kernels (SSIM's pools, the
         # gradients) fused into a few, fewer launches for a step limited by the host
         self.image_loss = torch.compile(image_loss, dynamic=False) if config.train.compile else image_loss
@@ -250,10 +250,10 @@ class VideoMethod(TrainingMethod):
     def _set_bank(self, median: torch.Tensor) -> torch.Tensor:
         """Fill the model's retrieval bank (``model.retrieve`` training frames, evenly spaced;
         the crop's padding past the video frame shown as the median frame, as the targets are)
-        and its keys; returns each training frame's retrieved bank entry (n_train,): the nearest
-        by :meth:`Conditioner.retrieval_keys` among those more than ``RETRIEVE_GAP`` frames away
-        (a quarter of the frames in short clips), as a held-out frame's own neighbours are not
-        in the bank."""
+        and its keys; returns each training frame's retrieved bank entry at each of
+        ``retrieve_gaps`` (gaps, n_train): the nearest by :meth:`Conditioner.retrieval_keys`
+        among those more than that many frames away (at most a quarter of the frames), as a
+        held-out or driven frame's own neighbours are not in the bank."""
         n, R = self.data.n_train, self.config.model.retrieve
         src = torch.linspace(0, n - 1, R, device=self.device).round().long()
         keys = torch.cat([self.cond.retrieval_keys(self.params[i:i + 256]) for i in range(0, n, 256)])
@@ -268,23 +268,37 @@ class VideoMethod(TrainingMethod):
         # whole-portrait normals and person mask, the face mesh's mask, the frame's light
         self.bank_light = BankLight(self.normals_cond[src], self.cond_masks[src],
                                     self.cond.face_mask(self.faces[src]), self.params.light[src])
-        gap = min(RETRIEVE_GAP, n // 4)
-        near = (src[None] - torch.arange(n, device=self.device)[:, None]).abs() <= gap
-        return Conditioner.nearest(keys, keys[src], near)
+        apart = (src[None] - torch.arange(n, device=self.device)[:, None]).abs()
+        return torch.stack([Conditioner.nearest(keys, keys[src], apart <= min(g, n // 4))
+                            for g in self.config.retrieve_gaps])
 
-    def retrieved(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, S, S) in [0, 1]: the items' retrieved bank frames relit from their own light to
-        the items' ``light`` (B, 9, 3), the light the network is conditioned on (None without
-        ``retrieve``)."""
+    def bank_picks(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """(B,) the items' retrieved bank entries: each at a gap drawn for it from
+        ``retrieve_gaps`` (with a ``generator`` and several gaps; training), else at the first
+        gap. None without ``retrieve``."""
         if self.picks is None:
             return None
-        j = self.picks[idx]
-        return self.bank_light.relight(self.model.bank[j], j, light)
+        if generator is None or len(self.picks) == 1:
+            return self.picks[0, idx]
+        level = torch.randint(len(self.picks), idx.shape, generator=generator, device=self.device)
+        return self.picks[level, idx]
 
-    def inputs(self, idx: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    def retrieved(self, pick: torch.Tensor | None, light: torch.Tensor) -> torch.Tensor | None:
+        """(B, 3, S, S) in [0, 1]: the bank entries ``pick`` (B,) (:meth:`bank_picks`) relit from
+        their own light to ``light`` (B, 9, 3), the light the network is conditioned on (None
+        without a pick)."""
+        if pick is None:
+            return None
+        return self.bank_light.relight(self.model.bank[pick], pick, light)
+
+    def inputs(self, idx: torch.Tensor, light: torch.Tensor, retrieved: torch.Tensor | None = None) -> torch.Tensor:
+        """The items' network input under ``light``; ``retrieved``: their relit bank frames
+        (:meth:`retrieved`; by default those at the first gap)."""
+        if retrieved is None:
+            retrieved = self.retrieved(self.bank_picks(idx), light)
         win = Conditioner.window_index(idx, self.config.model.window)
         return self.cond.inputs(self.faces, win, self.normals_cond[idx], light, self.cond_masks[idx],
-                                None if self.heads is None else self.heads[idx], self.retrieved(idx, light))
+                                None if self.heads is None else self.heads[idx], retrieved)
 
     def loss(self, net, idx, step, generator):
         idx = idx.to(self.device)
@@ -299,10 +313,11 @@ class VideoMethod(TrainingMethod):
                                                light, new, face_mask=self.cond.face_mask(self.faces[idx]).float()),
                                  target)
             light = new
-        x = self.inputs(idx, light)
+        ret = self.retrieved(self.bank_picks(idx, generator), light)
+        x = self.inputs(idx, light, ret)
         mask = self.masks[idx].float()
         if self.plate is not None:
-            x, target, mask = self.move(idx, light, x, target, mask, generator, step)
+            x, target, mask = self.move(idx, light, x, target, mask, generator, step, ret)
         if self.padding is not None:
             inside, median = self.padding
             target = torch.where(inside, target, median)
@@ -368,7 +383,7 @@ class VideoMethod(TrainingMethod):
         return loss, {"real": real_s.mean().detach(), "fake": fake_s.mean().detach()}
 
     @torch.no_grad()
-    def move(self, idx, light, x, target, mask, generator, step: int = 0):
+    def move(self, idx, light, x, target, mask, generator, step: int = 0, retrieved=None):
         """A share (``move_augment``) of the items moved over the background plate by random
         image-plane similarities about their heads (:func:`share_count` of them at ``step``, the
         items a random choice): the target's person (and its person ``mask``) is moved
@@ -376,13 +391,14 @@ class VideoMethod(TrainingMethod):
         network input is made for the rig moved the same way
         (:func:`~portraitrig.edits.move_in_image`): the window's face buffers moved
         (:meth:`Conditioner.move_faces`), the portrait normals over the prior, the
-        head-following warp -- what a reenactment placing the head there shows the network.
+        head-following warp, the retrieved bank frame (``retrieved``, the items' as in ``x``; by
+        default those at the first gap) -- what a reenactment placing the head there shows the network.
         Made in fp32 outside the step's autocast, as the unmoved items' buffers were; no host
         synchronisation (the GPU runs on while the next step is prepared)."""
         with torch.autocast(self.device.type, enabled=False):
-            return self._move(idx, light, x, target, mask, generator, step)
+            return self._move(idx, light, x, target, mask, generator, step, retrieved)
 
-    def _move(self, idx, light, x, target, mask, generator, step):
+    def _move(self, idx, light, x, target, mask, generator, step, retrieved):
         c = self.config
         order = torch.rand(len(idx), generator=generator, device=self.device)
         M, d = random_moves(len(idx), generator, self.device, c.move_shift, c.move_roll, c.move_scale)
@@ -399,7 +415,9 @@ class VideoMethod(TrainingMethod):
         index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
-        ret = self.retrieved(idx[k], light[k])
+        if retrieved is None and self.picks is not None:
+            retrieved = self.retrieved(self.bank_picks(idx), light)
+        ret = None if retrieved is None else retrieved[k]
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head, None if ret is None else warp(ret, theta))
         moved, person = move_person(target[k], mask[k], self.plate, theta)

@@ -23,7 +23,7 @@ from portraitrig.accel.cudagraph import GraphedFunction
 from portraitrig.capture.types import Crop
 from portraitrig.errors import InputError
 from portraitrig.face.params import RigParams
-from portraitrig.methods.video.condition import Conditioner
+from portraitrig.methods.video.condition import Conditioner, retrieval_keys_of
 from portraitrig.methods.video.method import TARGET, BankLight, write_target
 from portraitrig.methods.video.model import METHOD, VERSION, VideoNet
 from portraitrig.neural.contract import NeuralRenderer
@@ -100,7 +100,10 @@ class VideoRenderer(NeuralRenderer):
     def use_half(self) -> None:
         """bf16 weights and activations on CUDA (faster; output in float)."""
         if self.device.type == "cuda":
+            keys = getattr(self.net, "bank_keys", None)
             self.net = self.net.to(torch.bfloat16)
+            if keys is not None:     # the retrieval's landmark keys stay float32: no other pick in bf16
+                self.net.bank_keys = keys
             self.dtype = torch.bfloat16
             self._graphs.clear()      # they hold the float32 weights
             self._pool = None
@@ -156,12 +159,25 @@ class VideoRenderer(NeuralRenderer):
         """(B, 3, S, S) in [0, 1]: for each frame the retrieval bank's frame whose landmarks lie
         nearest its own (:meth:`~Conditioner.retrieval_keys`), relit from its own light to the
         frame's ``light`` (B, 9, 3) as in training (:class:`BankLight`, from the bank frames' rigs
-        in the target description); None for a model without a bank."""
+        in the target description); None for a model without a bank. With ``fast`` the search
+        and the relighting replay as a CUDA graph."""
         if not self.config.retrieve:
             return None
-        pick = torch.cat([Conditioner.nearest(self.cond.retrieval_keys(params[i:i + 256]), self.net.bank_keys)
-                          for i in range(0, len(params), 256)])
-        return self.bank_light().relight(self.net.bank[pick], pick, light)
+        self.bank_light()          # made once, before any graph
+        p = params.to(self.device, torch.float32)
+        fn = self._graphed("retrieve", self._retrieved) if self.fast else self._retrieved
+        L = light.to(self.device, torch.float32)
+        n = self.max_batch        # as the network's chunks: a long sequence's relit frames are not held at once
+        return torch.cat([fn(*(x[i:i + n] for x in (p.identity, p.expression, p.gaze, p.scale, p.rotation,
+                                                    p.translation, L)))
+                          for i in range(0, len(p), n)])
+
+    def _retrieved(self, identity, expression, gaze, scale, rotation, translation, light) -> torch.Tensor:
+        """:meth:`retrieve` of the frames' rig fields and light: tensors only, no host
+        synchronisation."""
+        keys = retrieval_keys_of(self.cond.face_model, identity, expression, gaze, scale, rotation, translation)
+        pick = Conditioner.nearest(keys, self.net.bank_keys)
+        return self._bank_light.relight(self.net.bank[pick], pick, light)
 
     def bank_light(self) -> BankLight:
         """The retrieval bank's :class:`BankLight`, made once from the bank frames' rigs (the
