@@ -205,9 +205,11 @@ class Rigger:
     # ------------------------------------------------------------------ fitting
     def fit_captures(self, captures: Sequence[Capture], shared: bool = False,
                      smooth_sigma: float = 0.0, keep_images: bool = False,
-                     identity: RigParams | None = None) -> list[FitResult]:
+                     identity: RigParams | None = None, times: Sequence[int] | None = None) -> list[FitResult]:
         """Fit the rig to captured faces. ``shared``: one identity and albedo for all (one
-        person); ``smooth_sigma`` > 0: zero-lag temporal smoothing (frames; for video).
+        person); ``smooth_sigma`` > 0: zero-lag temporal smoothing (frames; for video), over
+        the captures' frame numbers ``times`` (increasing; frames without a face left out
+        between them) when given, else as consecutive frames.
         ``identity``: known identity and albedo of the person (batch 1, e.g. from
         :meth:`video_identity`), held fixed: each face then gets only its pose, expression,
         gaze and light, independently of the others (up to the smoothing)."""
@@ -223,7 +225,7 @@ class Rigger:
         if smooth_sigma > 0 and len(captures) > 2:
             from portraitrig.fit.smooth import smooth_params
 
-            params = smooth_params(params, sigma_frames=smooth_sigma)
+            params = smooth_params(params, sigma_frames=smooth_sigma, times=times)
         if identity is not None:
             params = params.replace(albedo=identity.albedo[:1].to(params.albedo).expand(len(captures), -1, -1))
         if self.photometric:
@@ -314,7 +316,8 @@ class Rigger:
             if not mine:
                 return VideoChunk(k, [], [])
             try:
-                res = self.fit_captures([c for _, c in context], smooth_sigma=smooth_sigma, identity=identity)
+                res = self.fit_captures([c for _, c in context], smooth_sigma=smooth_sigma, identity=identity,
+                                        times=[o for o, _ in context])
             except Exception as exc:  # a failed solve fails its chunk, not the video
                 return VideoChunk(k, mine, [], exc)
             return VideoChunk(k, mine, [f for (o, _), f in zip(context, res) if lo <= o < hi])
@@ -355,7 +358,8 @@ class Rigger:
             caps = list(captures())
             if not caps:
                 raise InputError(path, "no face found in any frame")
-            yield VideoChunk(0, caps, self.fit_captures([c for _, c in caps], shared=True, smooth_sigma=sigma))
+            yield VideoChunk(0, caps, self.fit_captures([c for _, c in caps], shared=True, smooth_sigma=sigma,
+                                                        times=[o for o, _ in caps]))
             return
         sample = self.sample_video(path, stride, max_frames, kept=kept)
         if not sample:

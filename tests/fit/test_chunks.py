@@ -93,3 +93,23 @@ def test_chunks_with_frames_missing_and_a_failed_solve(rigger, monkeypatch):
     assert len(chunks[1].captures) == 4 and chunks[1].results == [] and len(chunks[2].results) == 2
     with pytest.raises(ValueError):
         list(rigger.fit_chunks(enumerate(caps), identity, chunk_frames=0))
+
+
+def test_frames_without_a_face_are_smoothed_as_the_video_ran(rigger):
+    """Frames left out (no face) are a gap in time: the smoothing does not join the frames on
+    either side of it as if they were adjacent, chunked or not."""
+    caps = _captures(rigger.model, 17, seed=2)
+    identity = rigger.video_identity(caps[::4])
+    present = [(o, c) for o, c in enumerate(caps) if not 6 <= o < 10]   # frames 6-9 without a face
+    chunks = list(rigger.fit_chunks(iter(present), identity, smooth_sigma=1.0, chunk_frames=4))
+    parts = [r for c in chunks for r in c.results]
+    whole = rigger.fit_captures([c for _, c in present], smooth_sigma=1.0, identity=identity,
+                                times=[o for o, _ in present])
+    for name in ("rotation", "expression", "translation"):
+        assert torch.allclose(_stack(parts, name), _stack(whole, name), atol=2e-4), name
+    # the gap is wider than the smoothing's reach: each side is smoothed as if alone
+    left = rigger.fit_captures([c for o, c in present if o < 6], smooth_sigma=1.0, identity=identity)
+    assert torch.allclose(_stack(whole[:6], "expression"), _stack(left, "expression"), atol=1e-5)
+    # taken as adjacent frames, the frames beside the gap are pulled towards the other side
+    adjacent = rigger.fit_captures([c for _, c in present], smooth_sigma=1.0, identity=identity)
+    assert (_stack(adjacent, "expression")[5] - _stack(whole, "expression")[5]).abs().max() > 1e-3

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from portraitrig.face.params import RigParams, euler_to_matrix, matrix_to_axis_angle, matrix_to_euler
+from portraitrig.face.params import (RigParams, axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle,
+                                    matrix_to_euler)
 from portraitrig.fit.smooth import local_linear, smooth_params
 
 
@@ -78,3 +79,38 @@ def test_kernel_narrower_than_a_frame_leaves_tracks_alone(sigma):
     y = local_linear(x, sigma)
     assert torch.isfinite(y).all()
     assert torch.allclose(y, x, atol=1e-2 if sigma == 0.2 else 1e-9)
+
+
+def test_frame_times_smooth_a_track_with_gaps_as_the_video_ran():
+    """Frames left out (no face) between samples: with their frame numbers the fit weighs each
+    neighbour by its distance in frames, so a ramp over real time stays exact across the gap
+    (taken as adjacent frames, it bends there); consecutive numbers smooth as no numbers do; a
+    lone sample between gaps keeps its value; bad numbers are refused."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(local_linear(x, 1.5, times=torch.arange(50) + 7), local_linear(x, 1.5))
+    t = torch.cat([torch.arange(0, 20), torch.arange(32, 50)]).double()      # 12 frames without a face
+    ramp = (0.4 * t - 1)[:, None].repeat(1, 2)
+    assert torch.allclose(local_linear(ramp, 2.0, times=t), ramp, atol=1e-9)
+    assert float((local_linear(ramp, 2.0) - ramp).abs().max()) > 0.1          # as adjacent frames: bent
+    # the gap's two sides do not pull on each other: a step across it stays a step
+    step = (t >= 30).double()[:, None]
+    torch.testing.assert_close(local_linear(step, 1.5, times=t), step, atol=1e-6, rtol=0)
+    assert float((local_linear(step, 1.5) - step).abs().max()) > 0.1
+    lone = torch.tensor([0.0, 1, 2, 3, 20, 40, 41, 42, 43])
+    v = torch.randn(9, 1, generator=g, dtype=torch.float64)
+    assert float(local_linear(v, 1.5, times=lone)[4, 0]) == pytest.approx(float(v[4, 0]))
+    for bad in ([0, 1, 1, 2, 3], [0, 1, 2, 3], [0, 1, float("nan"), 3, 4], [0, 0.5, 1, 2, 3]):
+        with pytest.raises(ValueError, match="times"):
+            local_linear(torch.zeros(5, 1), 1.5, times=bad)
+
+
+def test_smooth_params_with_frame_times():
+    t = torch.cat([torch.arange(0, 10), torch.arange(25, 40)])
+    yaw = 0.02 * t.double()
+    p = video(len(t), yaw)
+    err = [float((matrix_to_euler(axis_angle_to_matrix(q.rotation))[:, 0] - yaw).abs().max())
+           for q in (smooth_params(p, sigma_frames=2.0, times=t), smooth_params(p, sigma_frames=2.0))]
+    assert err[0] < 1e-4 < 0.01 < err[1], err      # the yaw ramp kept across the gap; as adjacent, bent
+    torch.testing.assert_close(smooth_params(p, 2.0, times=torch.arange(len(t))).expression,
+                               smooth_params(p, 2.0).expression)

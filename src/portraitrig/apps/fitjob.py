@@ -179,12 +179,15 @@ class _Fitter:
         self.record.item(entry)
         return True
 
-    def write_group(self, group: list[tuple[str, object]], shared: bool, smooth: float) -> bool:
-        """Fit (id, Capture) pairs together and write their files; False if the group failed."""
+    def write_group(self, group: list[tuple[str, object]], shared: bool, smooth: float,
+                    times: list[int] | None = None) -> bool:
+        """Fit (id, Capture) pairs together and write their files (``times``: a video's frame
+        numbers of them, for the smoothing); False if the group failed."""
         if not group:
             return True
         try:
-            results = self.rigger.fit_captures([c for _, c in group], shared=shared, smooth_sigma=smooth)
+            results = self.rigger.fit_captures([c for _, c in group], shared=shared, smooth_sigma=smooth,
+                                               times=times)
         except Exception as exc:  # a failed solve fails the group, not the batch
             for item_id, cap in group:
                 self.error(item_id, cap.source, exc)
@@ -243,6 +246,7 @@ class _Fitter:
         cfg, key = self.cfg, str(src.path)
         group: list[tuple[str, object]] = []
         ids: list[str] = []
+        times: list[int] = []   # the captured frames' numbers among the kept frames (gaps: no face)
         broken = False
         try:
             for item in src.iter_items():
@@ -251,12 +255,13 @@ class _Fitter:
                 ids.append(item.id)
                 try:
                     group.append((item.id, self.capture(item)))
+                    times.append(item.frame_index // cfg.stride)
                 except Exception as err:
                     self.error(item.id, item.source, err)
         except InputError as err:  # the source itself broke (unreadable / truncated video)
             broken = True
             self.error(ids[-1] + ".broken" if ids else Path(key).name, key, err)
-        fitted = self.write_group(group, shared=True, smooth=cfg.smooth_sigma / max(cfg.stride, 1))
+        fitted = self.write_group(group, shared=True, smooth=cfg.smooth_sigma / max(cfg.stride, 1), times=times)
         # done when decoded to its end and fitted (frames without a face stay errors)
         self.record.source(key, {"kind": "video", "status": "ok" if fitted and not broken else "error", "items": ids})
 
