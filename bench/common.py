@@ -364,8 +364,8 @@ def replay_rig_nearest(train, held, train_params, held_params, face_model, insid
     def keys(p):
         return retrieval_keys(face_model, p.to("cpu", torch.float32))
 
-    def psnr(a, b, m=None):   # as replay_oracle: an exact copy at 120 dB, not infinity
-        return min(image.psnr(a, b, m), 120.0)
+    def psnr(a, b, m=None):   # as replay_oracle: an exact copy at PSNR_CAP, not infinity
+        return min(image.psnr(a, b, m), image.PSNR_CAP)
 
     pick = Conditioner.nearest(keys(held_params), keys(train_params)).numpy()
     out = {"frames": len(held), "training_frames": len(train),

@@ -133,6 +133,27 @@ def test_eval_without_manifest_uses_real_dir(tmp_path):
     assert m["kinds"] == ["image"]
 
 
+def test_an_exact_copy_counts_in_the_psnr_mean(tmp_path):
+    """An exact copy's PSNR is infinite: the summary averages it at PSNR_CAP instead of leaving
+    it out of the mean."""
+    from portraitrig.eval.image import PSNR_CAP, psnr
+
+    gen, real = tmp_path / "gen", tmp_path / "real"
+    gen.mkdir()
+    real.mkdir()
+    face = _face(size=64)
+    noisy = np.clip(face.astype(np.int16) + np.random.default_rng(0).normal(0, 8, face.shape), 0, 255).astype(np.uint8)
+    for name in ("same", "noisy"):
+        Image.fromarray(face).save(real / f"{name}.png")
+    Image.fromarray(face).save(gen / "same.png")
+    Image.fromarray(noisy).save(gen / "noisy.png")
+    assert main(["eval", str(gen), "--real", str(real), "--kind", "image"]) == 0
+    m = json.loads((gen / "eval" / "metrics.json").read_text())
+    summary = m["summary"]["metrics"]["psnr"]
+    assert summary["n"] == 2
+    assert summary["mean"] == pytest.approx((PSNR_CAP + psnr(noisy, face)) / 2, abs=1e-6)
+
+
 def test_bad_results_folder(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -33,9 +33,12 @@ def _weights(mask, shape) -> np.ndarray:
     return np.clip(m, 0, 1)
 
 
+PSNR_CAP = 120.0   # dB an exact copy counts as where PSNRs are averaged (its own PSNR is infinite)
+
+
 def psnr(a, b, mask=None, data_range: float | None = None) -> float:
-    """PSNR in dB (inf for identical images); with ``mask``, the MSE is the mask-weighted mean
-    over the masked pixels (all channels)."""
+    """PSNR in dB (inf for identical images: averages count them at ``PSNR_CAP``); with
+    ``mask``, the MSE is the mask-weighted mean over the masked pixels (all channels)."""
     x, y, r = _pair(a, b, data_range)
     if mask is None:
         if np.array_equal(x, y):

@@ -282,6 +282,7 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
     Returns the summary dict (also in metrics.json)."""
     from portraitrig.eval.distribution import frechet_identity_distance
     from portraitrig.eval.identity import SAME_PERSON_THRESHOLD
+    from portraitrig.eval.image import PSNR_CAP
     from portraitrig.eval.report import write_report
     from portraitrig.eval.rig import summarize
 
@@ -322,7 +323,9 @@ def evaluate_folder(results_dir: str | Path, out_dir: str | Path | None = None,
     summary: dict = {"n_items": len(records), "n_errors": sum(1 for r in records if r.get("error")),
                      "errors": [f"item {r.get('id')}: {r['error']}" for r in records
                                 if r.get("error") and not r["error"].startswith("upstream: ")]}
-    per_item = summarize({n: [r["metrics"][n] for r in records if n in r.get("metrics", {})]
+    # an exact copy's PSNR is infinite: averaged at PSNR_CAP, not left out of the mean
+    per_item = summarize({n: [min(r["metrics"][n], PSNR_CAP) if n.startswith("psnr") else r["metrics"][n]
+                              for r in records if n in r.get("metrics", {})]
                           for n in sorted({n for r in records for n in r.get("metrics", {})})})
     summary["metrics"] = per_item
     dists = [r["metrics"]["identity_distance"] for r in records if "identity_distance" in r.get("metrics", {})]
