@@ -151,6 +151,64 @@ def test_cmyk_jpeg_with_icc_profile(tmp_path):
     assert np.abs(read_image(tmp_path / "a.jpg").astype(int) - a).mean() < 3
 
 
+def _rgb_icc(red, green, blue, gamma=2.2, name="test RGB") -> bytes:
+    """A minimal ICC v2 display profile (matrix / TRC): the D50 XYZ of the file's red, green
+    and blue primaries and one gamma; the PCS white D50."""
+    import struct
+
+    def s15(v):
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(v):
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(gamma * 256))) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(red)), (b"gXYZ", xyz(green)),
+            (b"bXYZ", xyz(blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text" + bytes(4) + b"none\0" + bytes(3))]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(24) + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+# sRGB's primaries (D50-adapted XYZ, as its ICC profile has them)
+SRGB_R, SRGB_G, SRGB_B = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_rgb_in_another_colour_space_is_converted_to_srgb(tmp_path, fmt):
+    """RGB pixels tagged with another profile than sRGB's (a phone's Display P3, a camera's
+    Adobe RGB) are converted to sRGB through it: here a profile whose red is sRGB's green turns
+    a red patch green. sRGB-tagged pixels are read as they are; a broken profile leaves them."""
+    swapped = _rgb_icc(SRGB_G, SRGB_R, SRGB_B, name="swapped primaries")
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(swapped))).strip() == "swapped primaries"
+    a = np.zeros((16, 16, 3), np.uint8)
+    a[:, :8] = [230, 0, 0]
+    a[:, 8:] = [128, 128, 128]
+    opts = {"quality": 100, "subsampling": 0} if fmt == "jpg" else {}
+    Image.fromarray(a).save(tmp_path / f"p.{fmt}", icc_profile=swapped, **opts)
+    out = read_image(tmp_path / f"p.{fmt}").astype(int)
+    assert out[4, 2, 1] > 200 and out[4, 2, 0] < 40            # red in that space is sRGB's green
+    assert np.abs(out[4, 12] - 128).max() < 6                   # grey stays grey (same white and gamma)
+    # a profile with sRGB's own primaries and gamma 2.2: the pixels change little, and by rounding
+    near = _rgb_icc(SRGB_R, SRGB_G, SRGB_B, name="almost sRGB")
+    Image.fromarray(_pattern()).save(tmp_path / f"n.{fmt}", icc_profile=near, **opts)
+    assert np.abs(read_image(tmp_path / f"n.{fmt}").astype(int) - _pattern()).mean() < 4
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_pattern()).save(tmp_path / "s.png", icc_profile=srgb)
+    assert np.array_equal(read_image(tmp_path / "s.png"), _pattern())
+    Image.fromarray(_pattern()).save(tmp_path / "b.png", icc_profile=b"not a profile at all")
+    assert np.array_equal(read_image(tmp_path / "b.png"), _pattern())
+
+
 def _marked(h=20, w=30) -> np.ndarray:
     a = np.zeros((h, w, 3), np.uint8)
     a[:4, :4] = [255, 0, 0]  # marker in the stored top-left corner

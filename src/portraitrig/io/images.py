@@ -1,7 +1,8 @@
 """Robust still-image decoding to ``(H, W, 3) uint8`` RGB.
 
 Handled: JPEG (incl. CMYK / Adobe-inverted CMYK, converted through the embedded ICC profile
-when there is one), PNG (8- and 16-bit gray / RGB / RGBA, palette with transparency), WebP,
+when there is one; RGB in another colour space than sRGB, such as a phone's Display P3,
+converted to sRGB through its embedded profile), PNG (8- and 16-bit gray / RGB / RGBA, palette with transparency), WebP,
 TIFF/BMP/GIF (first frame) and anything else Pillow opens; EXIF orientation is applied.
 
 Conventions:
@@ -156,6 +157,8 @@ def _decode_png16(data: bytes, path) -> np.ndarray:
 
 def _to_rgb8(im, path) -> np.ndarray:
     mode = im.mode
+    if mode in ("RGB", "RGBA"):
+        _to_srgb(im)
     if mode == "RGB":
         return _rgb_pixels(im)
     if mode == "CMYK":
@@ -191,6 +194,28 @@ def _rgb_pixels(im) -> np.ndarray:
     for y in range(0, h, rows):
         out[y:y + rows] = np.asarray(im.crop((0, y, w, min(h, y + rows))), dtype=np.uint8)
     return out
+
+
+def _to_srgb(im) -> None:
+    """An RGB(A) image with an embedded ICC profile other than sRGB's (Display P3 from phones,
+    Adobe RGB from cameras) converted to sRGB in place; a profile that cannot be read or does
+    not describe RGB leaves the pixels as they are."""
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        try:
+            name = ImageCms.getProfileDescription(src).strip().lower()
+        except ImageCms.PyCMSError:
+            name = ""
+        if name.startswith("srgb"):        # already sRGB: no conversion (and no rounding)
+            return
+        ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), inPlace=True)
+    except Exception:  # a broken or non-RGB profile: the pixels as they are
+        pass
 
 
 def _cmyk_to_rgb(im):
