@@ -179,6 +179,11 @@ def test_uploaded_model_folders_are_checked_and_offered(runs, tmp_path):
     with pytest.raises(InputError, match="not a model folder"):
         import_model_zip(_zip(tmp_path / "e.zip", {"config.json": b"{}"}), cfg, ("splat",), "avatar")
     assert not list((tmp_path / "out" / "models").glob("*.part"))
+    # a model larger than the upload limit: the message says how to serve it anyway
+    small = WebConfig(out=str(tmp_path / "out"), max_upload_mb=1)
+    big = _zip(tmp_path / "big.zip", {"model/model.safetensors": np.random.default_rng(0).bytes(1_200_000)})
+    with pytest.raises(InputError, match=r"big.zip.*1 MB upload limit.*--max-upload-mb.*--runs"):
+        import_model_zip(big, small, ("splat",), "avatar")
 
 
 def _browser():

@@ -278,7 +278,13 @@ def import_model_zip(path: str | Path | None, cfg: WebConfig, methods: tuple[str
 
     from portraitrig.neural.modelio import read_model_config
 
-    p = check_upload(path, (".zip",), "model folder (.zip)", cfg)
+    try:
+        p = check_upload(path, (".zip",), "model folder (.zip)", cfg)
+    except InputError as err:   # trained models are often larger than the photo-sized default
+        if "upload limit" not in err.problem:
+            raise
+        raise InputError(err.path, f"{err.problem}: start the server with a larger --max-upload-mb, or with "
+                                   "--runs FOLDER to pick model folders on its disk without uploading") from None
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError):
