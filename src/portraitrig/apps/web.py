@@ -523,6 +523,8 @@ def build_app(cfg: WebConfig):
     from portraitrig.face.model import load_default_model
 
     names = control_names(load_default_model())
+    # the upload limit is sized for photos and clips: a trained model may be larger (serve it with --runs)
+    zip_label = f"or upload a model folder (.zip of RUN/model, at most {cfg.max_upload_mb} MB; larger: --runs)"
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts fetched
     with gr.Blocks(title="portraitrig", delete_cache=(900, 3600)) as app:
         gr.Markdown("# portraitrig\nRig a portrait, edit it, drive a video portrait, turn an avatar. "
@@ -602,7 +604,7 @@ def build_app(cfg: WebConfig):
             with gr.Row():
                 edit_model = gr.Dropdown(find_models(cfg, ("diffusion",)), label="DiffusionRig model",
                                          elem_id="edit-model")
-                edit_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                edit_zip = gr.File(label=zip_label, file_types=[".zip"],
                                    type="filepath", height=80, elem_id="edit-zip")
                 sweep_n = gr.Number(0, label="light sweep: directions (0: none)", minimum=0, maximum=16,
                                     precision=0, elem_id="edit-sweep")
@@ -637,7 +639,7 @@ def build_app(cfg: WebConfig):
             with gr.Row():
                 with gr.Column():
                     vid_model = gr.Dropdown(find_models(cfg, ("video",)), label="video model", elem_id="video-model")
-                    vid_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                    vid_zip = gr.File(label=zip_label, file_types=[".zip"],
                                       type="filepath", height=80, elem_id="video-zip")
                     vid_target = gr.File(label="the target's video (for an uploaded model)",
                                          file_types=list(VIDEO_TYPES), type="filepath", height=80,
@@ -674,7 +676,7 @@ def build_app(cfg: WebConfig):
                 with gr.Column():
                     av_model = gr.Dropdown(find_models(cfg, AVATAR_METHODS), label="avatar model",
                                            elem_id="avatar-model")
-                    av_zip = gr.File(label="or upload a model folder (.zip of RUN/model)", file_types=[".zip"],
+                    av_zip = gr.File(label=zip_label, file_types=[".zip"],
                                      type="filepath", height=80, elem_id="avatar-zip")
                     av_yaw = gr.Slider(-60, 60, 0, step=1, label="view yaw (deg)", elem_id="avatar-yaw")
                     av_pitch = gr.Slider(-40, 40, 0, step=1, label="view pitch (deg)", elem_id="avatar-pitch")
