@@ -167,7 +167,7 @@ class VideoRenderer(NeuralRenderer):
         p = params.to(self.device, torch.float32)
         fn = self._graphed("retrieve", self._retrieved) if self.fast else self._retrieved
         L = light.to(self.device, torch.float32)
-        n = self.max_batch        # as the network's chunks: a long sequence's relit frames are not held at once
+        n = self.max_batch        # as the network's chunks: the relighting's working memory is a chunk's
         return torch.cat([fn(*(x[i:i + n] for x in (p.identity, p.expression, p.gaze, p.scale, p.rotation,
                                                     p.translation, L)))
                           for i in range(0, len(p), n)])
