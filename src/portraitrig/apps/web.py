@@ -117,9 +117,11 @@ def spec_text(*args, **kwargs) -> str:
 
 
 # ------------------------------------------------------------------ uploads
-def check_upload(path: str | Path | None, kinds: tuple[str, ...], what: str, cfg: WebConfig) -> Path:
+def check_upload(path: str | Path | None, kinds: tuple[str, ...], what: str, cfg: WebConfig,
+                 too_large: str = "") -> Path:
     """An uploaded file's path after the checks a public page needs: present, an allowed type,
-    not larger than ``max_upload_mb``. InputError naming the file otherwise."""
+    not larger than ``max_upload_mb`` (``too_large``: what the message then adds). InputError
+    naming the file otherwise."""
     if path is None:
         raise InputError(None, f"no {what} uploaded")
     p = Path(path)
@@ -128,7 +130,7 @@ def check_upload(path: str | Path | None, kinds: tuple[str, ...], what: str, cfg
     if p.suffix.lower() not in kinds:
         raise InputError(p.name, f"not an allowed {what} type ({', '.join(kinds)})")
     if p.stat().st_size > cfg.max_upload_mb * 1e6:
-        raise InputError(p.name, f"larger than the {cfg.max_upload_mb} MB upload limit")
+        raise InputError(p.name, f"larger than the {cfg.max_upload_mb} MB upload limit{too_large}")
     return p
 
 
@@ -278,13 +280,10 @@ def import_model_zip(path: str | Path | None, cfg: WebConfig, methods: tuple[str
 
     from portraitrig.neural.modelio import read_model_config
 
-    try:
-        p = check_upload(path, (".zip",), "model folder (.zip)", cfg)
-    except InputError as err:   # trained models are often larger than the photo-sized default
-        if "upload limit" not in err.problem:
-            raise
-        raise InputError(err.path, f"{err.problem}: start the server with a larger --max-upload-mb, or with "
-                                   "--runs FOLDER to pick model folders on its disk without uploading") from None
+    # trained models are often larger than the photo-sized default limit
+    p = check_upload(path, (".zip",), "model folder (.zip)", cfg,
+                     too_large=": start the server with a larger --max-upload-mb, or with --runs FOLDER to pick "
+                               "model folders on its disk without uploading")
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError):

@@ -196,38 +196,51 @@ def _rgb_pixels(im) -> np.ndarray:
     return out
 
 
+def _embedded_profile(im):
+    """The image's embedded ICC profile (ImageCms) and sRGB's, or None when it has none or it
+    cannot be read."""
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return None
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB")
+    except Exception:  # a broken profile: none
+        return None
+
+
 def _to_srgb(im) -> None:
     """An RGB(A) image with an embedded ICC profile other than sRGB's (Display P3 from phones,
     Adobe RGB from cameras) converted to sRGB in place; a profile that cannot be read or does
     not describe RGB leaves the pixels as they are."""
-    icc = im.info.get("icc_profile")
-    if not icc:
+    profiles = _embedded_profile(im)
+    if profiles is None:
+        return
+    from PIL import ImageCms
+
+    src, srgb = profiles
+    try:
+        name = ImageCms.getProfileDescription(src).strip().lower()
+    except ImageCms.PyCMSError:
+        name = ""
+    if name.startswith("srgb"):        # already sRGB: no conversion (and no rounding)
         return
     try:
-        from PIL import ImageCms
-
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        try:
-            name = ImageCms.getProfileDescription(src).strip().lower()
-        except ImageCms.PyCMSError:
-            name = ""
-        if name.startswith("srgb"):        # already sRGB: no conversion (and no rounding)
-            return
-        ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), inPlace=True)
-    except Exception:  # a broken or non-RGB profile: the pixels as they are
+        ImageCms.profileToProfile(im, src, srgb, inPlace=True)
+    except Exception:  # a non-RGB profile: the pixels as they are
         pass
 
 
 def _cmyk_to_rgb(im):
     """CMYK -> RGB through the embedded ICC profile when present, else Pillow's formula."""
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
+    profiles = _embedded_profile(im)
+    if profiles is not None:
+        from PIL import ImageCms
 
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except Exception:  # a broken profile: fall back to the plain conversion below
+        try:
+            return ImageCms.profileToProfile(im, *profiles, outputMode="RGB")
+        except Exception:  # a profile that does not fit: the plain conversion below
             pass
     return im.convert("RGB")
 

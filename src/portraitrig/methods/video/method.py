@@ -415,9 +415,7 @@ class VideoMethod(TrainingMethod):
         index = torch.arange(len(win), device=self.device).view(n, W)
         now = faces[index[:, -1]]
         head = None if self.heads is None else Conditioner.move_head_warp(self.heads[idx[k]], theta)
-        if retrieved is None and self.picks is not None:
-            retrieved = self.retrieved(self.bank_picks(idx), light)
-        ret = None if retrieved is None else retrieved[k]
+        ret = self.retrieved(self.bank_picks(idx[k]), light[k]) if retrieved is None else retrieved[k]
         xm = self.cond.inputs(faces, index, self.cond.prior_normals(now, head).to(faces.dtype), light[k],
                               self.cond.cond_mask(now), head, None if ret is None else warp(ret, theta))
         moved, person = move_person(target[k], mask[k], self.plate, theta)
