@@ -499,7 +499,7 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
                         replay_rig_nearest, ssim_by_region, uv_texture)
     from portraitrig.eval.identity import IdentityEncoder, identity_distance
     from portraitrig.eval.image import psnr
-    from portraitrig.eval.rig import expression_error, summarize
+    from portraitrig.eval.rig import expression_error, gaze_error, summarize
     from portraitrig.eval.video import flicker, landmark_jitter
     from portraitrig.face.params import RigParams
     from portraitrig.io.video import iter_video_frames
@@ -520,7 +520,8 @@ def score(d: Path, out: Path, size: int = 256, max_frames: int = 150) -> dict:
         ok = [i for i, f in enumerate(fits) if f is not None]
         if not ok:
             return {"fit_failures": len(fits)}
-        e = expression_error(requested[ok], RigParams.cat([fits[i].params for i in ok]), rigger.model)
+        fitted = RigParams.cat([fits[i].params for i in ok])
+        e = {**expression_error(requested[ok], fitted, rigger.model), "gaze_deg": gaze_error(requested[ok], fitted)}
         return {"fit_failures": len(fits) - len(ok), **{k: v["mean"] for k, v in summarize(e).items()}}
 
     def per_frame_expr(requested: RigParams, fits) -> np.ndarray:   # % IOD per item, NaN where no face
@@ -731,6 +732,14 @@ def target_table(score_res: dict, video: dict | None = None):
         mesh = cross.get("mesh_floor", {}).get("expression_vertex_pct_iod")
         if mesh:
             row("cross expression / textured-mesh floor", e / mesh, "(beside)", None)
+        gfloor = score_res["floor_expression"].get("gaze_deg")
+        if gfloor and "gaze_deg" in cross:   # the eyes' direction, re-fitted likewise (degrees)
+            row("cross gaze error / real-frame floor", cross["gaze_deg"] / gfloor, "(beside)", None)
+            if cross.get("mesh_floor", {}).get("gaze_deg"):
+                row("  the textured mesh under the same requests / floor", cross["mesh_floor"]["gaze_deg"] / gfloor,
+                    "(beside)", None)
+            if self_v.get("gaze_deg"):
+                row("  held-out frames' gaze error / floor", self_v["gaze_deg"] / gfloor, "(beside)", None)
         row("cross identity distance", cross["identity_distance_to_target"], f"<= {same:.3f}",
             cross["identity_distance_to_target"] <= same)
         mesh_id = cross.get("mesh_floor", {}).get("identity_distance_to_target")

@@ -307,8 +307,8 @@ def test_chunks_see_the_frames_before_them(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("still_body,retrieve", [(0.0, 0), (0.3, 0), (0.3, 4)])
-def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body, retrieve):
+@pytest.mark.parametrize("still_body,retrieve,count", [(0.0, 0, 1), (0.3, 0, 1), (0.3, 4, 1), (0.3, 4, 2)])
+def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body, retrieve, count):
     """``fast`` (CUDA graphs of the work after the rasterizer, the default on CUDA) renders what
     the plain path renders: whole sequences in chunks, a stream frame by frame (three batch
     shapes: no context, part of a window, a full one), unrelated items, a new light, the graphs
@@ -317,6 +317,7 @@ def test_cuda_graphs_render_as_the_plain_path(tmp_path, still_body, retrieve):
     data = VideoData.load(video.tiny_data(tmp_path))
     cfg = video.PRESETS["tiny"]()
     cfg.model.window, cfg.model.still_body, cfg.model.retrieve = 3, still_body, retrieve
+    cfg.model.retrieve_count, cfg.model.retrieve_apart = count, 1
     m = VideoMethod(cfg, data, "cpu", say=None)
     scramble(m.model)
     model = m.export(m.model, tmp_path / "model")
@@ -1015,7 +1016,7 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     torch.testing.assert_close(m.model.bank_keys, keys[src])
     inside = data.in_frame()[0, 0] > 0.5
     assert torch.equal(m.model.bank[:, :, inside], m.images[src][:, :, inside])   # the padding: the median frame
-    assert cfg.retrieve_gaps == (12, 25, 50, 100) and m.picks.shape == (4, n)
+    assert cfg.retrieve_gaps == (12, 25, 50, 100) and m.picks.shape == (4, n, 1)
 
     def check(picks, gap):
         for t in range(n):
@@ -1023,23 +1024,25 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
             d = [float((keys[t] - keys[src[j]]).norm()) for j in allowed]
             assert int(picks[t]) == allowed[int(np.argmin(d))]
 
-    for row, g in zip(m.picks, cfg.retrieve_gaps):
+    for row, g in zip(m.picks[..., 0], cfg.retrieve_gaps):
         check(row, min(g, n // 4))
     assert n // 4 >= 1
     # several gaps: a row of picks each; training draws a gap per item (the generator's), the
     # samples and the default input take the first
     cfg.retrieve_gaps = (0, 2)
     mg = VideoMethod(cfg, data, "cpu", say=None)
-    assert mg.picks.shape == (2, n)
-    check(mg.picks[0], 0)
-    check(mg.picks[1], 2)
+    assert mg.picks.shape == (2, n, 1)
+    check(mg.picks[0, :, 0], 0)
+    check(mg.picks[1, :, 0], 2)
     assert not torch.equal(mg.picks[0], mg.picks[1])
     every = torch.arange(n).repeat(20)
     drawn = mg.bank_picks(every, torch.Generator().manual_seed(5))
-    row = (drawn == mg.picks[1, every]) & (drawn != mg.picks[0, every])
-    assert ((drawn == mg.picks[0, every]) | (drawn == mg.picks[1, every])).all()
-    assert row.any() and ((drawn == mg.picks[0, every]) & (mg.picks[0, every] != mg.picks[1, every])).any()
-    assert torch.equal(drawn, mg.bank_picks(every, torch.Generator().manual_seed(5)))
+    assert drawn.shape == (len(every), 1)
+    drawn, picks = drawn[:, 0], mg.picks[..., 0]
+    row = (drawn == picks[1, every]) & (drawn != picks[0, every])
+    assert ((drawn == picks[0, every]) | (drawn == picks[1, every])).all()
+    assert row.any() and ((drawn == picks[0, every]) & (picks[0, every] != picks[1, every])).any()
+    assert torch.equal(drawn, mg.bank_picks(every, torch.Generator().manual_seed(5))[:, 0])
     assert torch.equal(mg.bank_picks(every), mg.picks[0, every])
     loss, _ = mg.loss(mg.model, torch.tensor([0, 3, 5]), 0, torch.Generator().manual_seed(2))
     assert torch.isfinite(loss)
@@ -1055,7 +1058,7 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     from portraitrig.render.portrait import relight_image
 
     idx = torch.tensor([0, 3])
-    j = src[m.picks[0, idx]]
+    j = src[m.picks[0, idx, 0]]
     lit = random_lights(m.params.light[idx], torch.Generator().manual_seed(3))
     x = m.inputs(idx, lit)
     want = relight_image(m.images[j].float() / 255, m.normals_cond[j].float(), m.cond_masks[j].float(),
@@ -1090,3 +1093,85 @@ def test_retrieval_bank_gives_each_frame_its_nearest_training_frame(tmp_path):
     assert mb.config.model.retrieve == n and mb.model.bank.shape[0] == n and big.model.retrieve == 256
     assert torch.equal(mb.model.bank_index, torch.arange(n))
     assert VideoRenderer.from_pretrained(mb.export(mb.model, tmp_path / "model_big")).config.retrieve == n
+
+
+def test_nearest_spread_picks_the_nearest_then_other_moments():
+    """``Conditioner.nearest_spread``: the nearest bank entry first, then each next one the
+    nearest of those more than ``apart`` frames from every entry picked before it; entries left
+    out stay out; with nothing far enough left, the nearest remaining (a repeat)."""
+    from portraitrig.methods.video.condition import Conditioner
+
+    bank = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0], [11.0]])      # keys on a line
+    frames = torch.tensor([0, 1, 2, 20, 40, 41])                            # their video frames
+    q = torch.tensor([[0.9], [10.2]])
+    got = Conditioner.nearest_spread(q, bank, 3, frames, apart=2)
+    # 0.9: entry 1 (frame 1); then not frames 0..3 -> entry 3 (frame 20, key 3); then entry 4 (frame 40)
+    # 10.2: entry 4 (frame 40); then not 38..42 -> entry 3 (frame 20); then entry 2 (frame 2)
+    assert got.tolist() == [[1, 3, 4], [4, 3, 2]]
+    assert torch.equal(got[:, 0], Conditioner.nearest(q, bank))
+    assert torch.equal(Conditioner.nearest_spread(q, bank, 1, frames, 2), Conditioner.nearest(q, bank)[:, None])
+    # apart 0: the nearest entries in order
+    assert Conditioner.nearest_spread(q, bank, 3, frames, 0).tolist() == [[1, 0, 2], [4, 5, 3]]
+    # left out stays out; nothing far enough left: the nearest remaining again
+    out = torch.tensor([[False, True, False, True, True, True]] * 2)
+    assert Conditioner.nearest_spread(q, bank, 3, frames, 2, out).tolist() == [[0, 0, 0], [2, 2, 2]]
+    far = torch.tensor([[False, True, True, False, True, True]] * 2)   # entries 0 (frame 0) and 3 (frame 20)
+    assert Conditioner.nearest_spread(q, bank, 3, frames, 2, far).tolist() == [[0, 3, 3], [3, 0, 0]]
+
+
+def test_retrieval_of_several_bank_frames_trains_and_renders(tmp_path):
+    """``model.retrieve_count`` 2: the input holds two relit bank frames, the nearest and the
+    nearest of another moment (more than ``retrieve_apart`` frames from it), each outside the
+    training item's gap; the loss trains on it, and a renderer retrieves the same way from the
+    saved model."""
+    from portraitrig.methods.video.condition import Conditioner
+
+    data = VideoData.load(video.tiny_data(tmp_path, n=16))
+    cfg = video.PRESETS["tiny"]()
+    cfg.model.retrieve, cfg.model.retrieve_count, cfg.model.retrieve_apart = 8, 2, 3
+    cfg.retrieve_gaps = (0, 2)
+    assert cfg.model.in_channels == video.PRESETS["tiny"]().model.in_channels + 6
+    m = VideoMethod(cfg, data, "cpu", say=None)
+    n = data.n_train
+    src = m.model.bank_index
+    keys = m.cond.retrieval_keys(m.params)
+    assert m.picks.shape == (2, n, 2)
+    for g, row in zip((0, 2), m.picks):
+        for t in range(n):
+            a, b = (int(src[j]) for j in row[t])
+            assert abs(a - t) > g and abs(b - t) > g and abs(a - b) > 3
+            allowed = [j for j in range(8) if abs(int(src[j]) - t) > g]
+            d = [float((keys[t] - keys[src[j]]).norm()) for j in allowed]
+            assert int(row[t, 0]) == allowed[int(np.argmin(d))]
+            second = [j for j in allowed if abs(int(src[j]) - a) > 3]
+            d2 = [float((keys[t] - keys[src[j]]).norm()) for j in second]
+            assert int(row[t, 1]) == second[int(np.argmin(d2))]
+    idx = torch.tensor([1, 4])
+    lit = random_lights(m.params.light[idx], torch.Generator().manual_seed(3))
+    x = m.inputs(idx, lit)
+    assert x.shape[1] == cfg.model.in_channels
+    for k in range(2):   # the k-th retrieved frame, relit, in its three channels
+        want = m.bank_light.relight(m.model.bank[m.picks[0, idx, k]], m.picks[0, idx, k], lit)
+        torch.testing.assert_close((x[:, x.shape[1] - 6 + 3 * k:x.shape[1] - 3 + 3 * k] + 1) / 2, want,
+                                   atol=1e-5, rtol=0)
+    opt = torch.optim.Adam(m.model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.arange(n)
+    first = float(m.loss(m.model, batch, 0, torch.Generator().manual_seed(1))[0].detach())
+    for step in range(25):
+        loss, _ = m.loss(m.model, batch, step, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m.loss(m.model, batch, 0, torch.Generator().manual_seed(1))[0].detach()) < first
+    r = VideoRenderer.from_pretrained(m.export(m.model, tmp_path / "model"))
+    assert (r.config.retrieve_count, r.config.retrieve_apart) == (2, 3)
+    p = data.params[n:]
+    got = r.retrieve(p, p.light)
+    pick = Conditioner.nearest_spread(r.cond.retrieval_keys(p), r.net.bank_keys, 2, r.net.bank_index, 3)
+    assert got.shape == (len(p), 6, 32, 32)
+    torch.testing.assert_close(got, r.bank_light().retrieved(r.net.bank, pick, p.light), atol=1e-5, rtol=0)
+    assert r.render(p, context=data.params[:n]).shape == (len(p), 3, 32, 32)
+    for bad in ({"retrieve_count": 0}, {"retrieve_count": 9}, {"retrieve_apart": -1}):
+        with pytest.raises(ValueError, match="retrieve_count"):
+            VideoNetConfig(**bad).validate()

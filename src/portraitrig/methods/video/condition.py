@@ -295,6 +295,26 @@ class Conditioner:
         return d.argmin(1)
 
     @staticmethod
+    def nearest_spread(keys: torch.Tensor, bank_keys: torch.Tensor, count: int, bank_index: torch.Tensor,
+                       apart: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, count) for each key (B, K) ``count`` bank entries (R, K): the nearest (as
+        :meth:`nearest`, ``exclude`` alike), then each next one the nearest of those whose frame
+        (``bank_index`` (R,)) lies more than ``apart`` frames from every entry picked before it
+        (none such left: the nearest remaining, repeats allowed). Tensors only, no host
+        synchronisation."""
+        d = torch.cdist(keys.float(), bank_keys.float())
+        inf = torch.full_like(d, float("inf"))
+        if exclude is not None:
+            d = torch.where(exclude & ~exclude.all(1, keepdim=True), inf, d)
+        picks = [d.argmin(1)]
+        for _ in range(count - 1):
+            near = (bank_index[None] - bank_index[picks[-1]][:, None]).abs() <= apart     # (B, R)
+            left = ~(near | torch.isinf(d))
+            d = torch.where(near & left.any(1, keepdim=True), inf, d)
+            picks.append(d.argmin(1))
+        return torch.stack(picks, 1)
+
+    @staticmethod
     def window_index(t: torch.Tensor, window: int) -> torch.Tensor:
         """(B, window) indices t-window+1..t, clamped at 0."""
         return (t[:, None] + torch.arange(1 - window, 1, device=t.device)[None]).clamp_min(0)
@@ -305,7 +325,7 @@ class Conditioner:
         """Network input (B, C_in, S, S): faces (T, C_buf, S, S) of a sequence, index (B, window)
         into it; normals (B, 3, S, S), light (B, 9, 3), cond_mask (B, 1, S, S) of the frames;
         head (B, 2 or 4, 3) their :meth:`head_warp` (needed with ``follow_head``); retrieved
-        (B, 3, S, S) in [0, 1] their retrieval-bank frames (needed with ``retrieve``)."""
+        (B, 3 x retrieve_count, S, S) in [0, 1] their retrieval-bank frames (needed with ``retrieve``)."""
         B = index.shape[0]
         win = faces[index.reshape(-1)].reshape(B, -1, *faces.shape[-2:])
         shading = portrait_shading(normals.float(), light.float())

@@ -152,6 +152,15 @@ class BankLight:
             return relight_image(frames.float() / 255, self.normals[pick].float(), self.mask[pick].float(),
                                  self.light[pick].float(), light.float(), face_mask=self.face[pick].float())
 
+    def retrieved(self, bank: torch.Tensor, pick: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """The network's retrieved input: (B, 3 x count, S, S) in [0, 1], each item's bank entries
+        ``pick`` (B, count) of ``bank`` (R, 3, S, S) uint8 relit to its ``light`` (B, 9, 3), in
+        order."""
+        B, count = pick.shape
+        flat = pick.reshape(-1)
+        out = self.relight(bank[flat], flat, light.repeat_interleave(count, 0) if count > 1 else light)
+        return out.reshape(B, 3 * count, *out.shape[-2:])
+
 
 # ---------------------------------------------------------------------- the method
 class VideoMethod(TrainingMethod):
@@ -216,7 +225,7 @@ class VideoMethod(TrainingMethod):
         # spending itself on a mirrored copy of the moving person
         inside = data.in_frame().to(self.device)
         self.padding = None if bool(inside.all()) else (inside, median)
-        self.picks = self._set_bank(median) if mc.retrieve else None   # (gaps, n): each item's bank frame at each gap
+        self.picks = self._set_bank(median) if mc.retrieve else None   # (gaps, n, count): each item's at each gap
         # with train.compile the loss is compiled too: its ~80 small kernels (SSIM's pools, the
         # gradients) fused into a few, fewer launches for a step limited by the host
         self.image_loss = torch.compile(image_loss, dynamic=False) if config.train.compile else image_loss
@@ -250,11 +259,13 @@ class VideoMethod(TrainingMethod):
     def _set_bank(self, median: torch.Tensor) -> torch.Tensor:
         """Fill the model's retrieval bank (``model.retrieve`` training frames, evenly spaced;
         the crop's padding past the video frame shown as the median frame, as the targets are)
-        and its keys; returns each training frame's retrieved bank entry at each of
-        ``retrieve_gaps`` (gaps, n_train): the nearest by :meth:`Conditioner.retrieval_keys`
-        among those more than that many frames away (at most a quarter of the frames), as a
-        held-out or driven frame's own neighbours are not in the bank."""
-        n, R = self.data.n_train, self.config.model.retrieve
+        and its keys; returns each training frame's retrieved bank entries at each of
+        ``retrieve_gaps`` (gaps, n_train, retrieve_count): the nearest by
+        :meth:`Conditioner.retrieval_keys` among those more than that many frames away (at most a
+        quarter of the frames), as a held-out or driven frame's own neighbours are not in the
+        bank, spread as :meth:`Conditioner.nearest_spread` spreads them."""
+        mc = self.config.model
+        n, R = self.data.n_train, mc.retrieve
         src = torch.linspace(0, n - 1, R, device=self.device).round().long()
         keys = torch.cat([self.cond.retrieval_keys(self.params[i:i + 256]) for i in range(0, n, 256)])
         bank = self.images[src]
@@ -269,11 +280,12 @@ class VideoMethod(TrainingMethod):
         self.bank_light = BankLight(self.normals_cond[src], self.cond_masks[src],
                                     self.cond.face_mask(self.faces[src]), self.params.light[src])
         apart = (src[None] - torch.arange(n, device=self.device)[:, None]).abs()
-        return torch.stack([Conditioner.nearest(keys, keys[src], apart <= min(g, n // 4))
+        return torch.stack([Conditioner.nearest_spread(keys, keys[src], mc.retrieve_count, src, mc.retrieve_apart,
+                                                       apart <= min(g, n // 4))
                             for g in self.config.retrieve_gaps])
 
     def bank_picks(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """(B,) the items' retrieved bank entries: each at a gap drawn for it from
+        """(B, retrieve_count) the items' retrieved bank entries: each item's at a gap drawn for it from
         ``retrieve_gaps`` (with a ``generator`` and several gaps; training), else at the first
         gap. None without ``retrieve``."""
         if self.picks is None:
@@ -284,12 +296,12 @@ class VideoMethod(TrainingMethod):
         return self.picks[level, idx]
 
     def retrieved(self, pick: torch.Tensor | None, light: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, S, S) in [0, 1]: the bank entries ``pick`` (B,) (:meth:`bank_picks`) relit from
-        their own light to ``light`` (B, 9, 3), the light the network is conditioned on (None
-        without a pick)."""
+        """(B, 3 x retrieve_count, S, S) in [0, 1]: the bank entries ``pick`` (B, retrieve_count)
+        (:meth:`bank_picks`) relit from their own light to ``light`` (B, 9, 3), the light the
+        network is conditioned on (None without a pick)."""
         if pick is None:
             return None
-        return self.bank_light.relight(self.model.bank[pick], pick, light)
+        return self.bank_light.retrieved(self.model.bank, pick, light)
 
     def inputs(self, idx: torch.Tensor, light: torch.Tensor, retrieved: torch.Tensor | None = None) -> torch.Tensor:
         """The items' network input under ``light``; ``retrieved``: their relit bank frames

@@ -156,8 +156,9 @@ class VideoRenderer(NeuralRenderer):
 
     @torch.no_grad()
     def retrieve(self, params: RigParams, light: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, S, S) in [0, 1]: for each frame the retrieval bank's frame whose landmarks lie
-        nearest its own (:meth:`~Conditioner.retrieval_keys`), relit from its own light to the
+        """(B, 3 x retrieve_count, S, S) in [0, 1]: for each frame the retrieval bank's frame whose
+        landmarks lie nearest its own (:meth:`~Conditioner.retrieval_keys`; with ``retrieve_count``
+        > 1 spread as :meth:`~Conditioner.nearest_spread` does), relit from its own light to the
         frame's ``light`` (B, 9, 3) as in training (:class:`BankLight`, from the bank frames' rigs
         in the target description); None for a model without a bank. With ``fast`` the search
         and the relighting replay as a CUDA graph."""
@@ -176,8 +177,10 @@ class VideoRenderer(NeuralRenderer):
         """:meth:`retrieve` of the frames' rig fields and light: tensors only, no host
         synchronisation."""
         keys = retrieval_keys_of(self.cond.face_model, identity, expression, gaze, scale, rotation, translation)
-        pick = Conditioner.nearest(keys, self.net.bank_keys)
-        return self._bank_light.relight(self.net.bank[pick], pick, light)
+        c = self.config
+        pick = Conditioner.nearest_spread(keys, self.net.bank_keys, c.retrieve_count, self.net.bank_index,
+                                          c.retrieve_apart)
+        return self._bank_light.retrieved(self.net.bank, pick, light)
 
     def bank_light(self) -> BankLight:
         """The retrieval bank's :class:`BankLight`, made once from the bank frames' rigs (the
@@ -220,8 +223,8 @@ class VideoRenderer(NeuralRenderer):
         """Frames of face buffers ``faces[k:]`` (T, C_buf, S, S; ``faces[:k]`` their context)
         under ``light`` (T - k, 9, 3) -> (T - k, 3, S, S) in [0, 1], (T - k, 4, S, S) with the
         matte last for a model with one; ``heads`` (T - k, 2 or 4, 3) the rendered frames' head
-        warps (with ``follow_head``; the context's are not needed); ``retrieved`` (T - k, 3, S, S)
-        their retrieved bank frames (:meth:`retrieve`, with ``retrieve``)."""
+        warps (with ``follow_head``; the context's are not needed); ``retrieved`` (T - k, 3 x
+        retrieve_count, S, S) their retrieved bank frames (:meth:`retrieve`, with ``retrieve``)."""
         out = []
         B, w = faces.shape[0] - k, self.config.window
         name = "sequence" if sequence else "items"
