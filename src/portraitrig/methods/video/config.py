@@ -70,7 +70,10 @@ class VideoNetConfig(DictConfig):
     one the nearest of those more than ``retrieve_apart`` video frames from every one before it
     (the nearest few are otherwise the same moment, filmed a frame apart): other moments of
     hair and clothes in a similar pose. Replaying the mean of two such frames scores 0.4-0.7 dB
-    above the nearest alone on held-out frames (liveportrait_d14, the long clip)."""
+    above the nearest alone on held-out frames (liveportrait_d14, the long clip), but a renderer
+    given two (``retrieve_count=2``, 25 apart) scored no higher than with one: 27.59 dB / SSIM
+    0.896 on liveportrait_d14's held-out full frames against 27.71 / 0.897 (H200, two runs
+    sharing it for 6.75 min; docs/performance.md), so the presets keep one."""
 
     image_size: int = 256
     buffers: tuple[str, ...] = ("normal", "mask", "regions", "uv")  # uv: where on the face each pixel is
