@@ -272,10 +272,10 @@ score = {"identity_same_person": 0.25,
          "self_video": {"identity_distance": 0.2, "jitter": {"stride": 4, "result": {"jitter_pct_iod": 1.3},
                                                              "real": {"jitter_pct_iod": 1.0}},
                         "ssim_by_region": {"person_rest": {"ssim": 0.81, "share_deficit": 0.5},
-                                           "sharpness_person_outside_face": 0.6}},
-         "floor_expression": {"expression_vertex_pct_iod": 2.0},
-         "cross": {"expression_vertex_pct_iod": 3.2,
-                   "mesh_floor": {"expression_vertex_pct_iod": 3.0, "identity_distance_to_target": 0.28,
+                                           "sharpness_person_outside_face": 0.6}, "gaze_deg": 3.0},
+         "floor_expression": {"expression_vertex_pct_iod": 2.0, "gaze_deg": 6.0},
+         "cross": {"expression_vertex_pct_iod": 3.2, "gaze_deg": 9.0,
+                   "mesh_floor": {"expression_vertex_pct_iod": 3.0, "identity_distance_to_target": 0.28, "gaze_deg": 4.5,
                                   "jitter": {"jitter_pct_iod": 1.0}},
                    "identity_distance_to_target": 0.3, "jitter": {"jitter_pct_iod": 1.1}, "flicker": 0.1,
                    "flicker_far": 0.3},
@@ -314,6 +314,9 @@ def test_target_table_sets_each_figure_against_its_target():
     assert abs(rows["cross expression / real-frame floor"][0] - 1.6) < 1e-9
     assert rows["cross expression / real-frame floor"][1] == "no"
     assert rows["cross expression / textured-mesh floor"][1] == "-"
+    assert rows["cross gaze error / real-frame floor"] == [1.5, "-"]       # the eyes' direction, beside
+    assert rows["  the textured mesh under the same requests / floor"] == [0.75, "-"]
+    assert rows["  held-out frames' gaze error / floor"] == [0.5, "-"]
     assert rows["jitter / real video's"][1] == "yes" and abs(rows["flicker / real video's"][0] - 0.5) < 1e-9
     assert rows["  the driver video's own / real video's"] == [1.5, "-"]
     far = rows["  20 px further from the person"]
