@@ -99,7 +99,8 @@ class VideoNetConfig(DictConfig):
 
     @property
     def in_channels(self) -> int:
-        return self.window * self.buffer_channels + 4 + (4 if self.follow_head else 0) + (3 * self.retrieve_count if self.retrieve else 0)
+        retrieved = 3 * self.retrieve_count if self.retrieve else 0
+        return self.window * self.buffer_channels + 4 + (4 if self.follow_head else 0) + retrieved
 
     def validate(self) -> None:
         spec.check_names(self.buffers)
