@@ -289,10 +289,16 @@ class Conditioner:
     def nearest(keys: torch.Tensor, bank_keys: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) for each key (B, K) the bank entry (R, K) nearest it (Euclidean distance),
         ``exclude`` (B, R) bool entries left out (all left out: the nearest of all)."""
+        return Conditioner._distances(keys, bank_keys, exclude).argmin(1)
+
+    @staticmethod
+    def _distances(keys: torch.Tensor, bank_keys: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+        """(B, R) Euclidean distances of keys (B, K) to bank entries (R, K), infinite where
+        ``exclude`` (B, R) leaves an entry out (unless it leaves out all of a row's)."""
         d = torch.cdist(keys.float(), bank_keys.float())
         if exclude is not None:
             d = torch.where(exclude & ~exclude.all(1, keepdim=True), torch.full_like(d, float("inf")), d)
-        return d.argmin(1)
+        return d
 
     @staticmethod
     def nearest_spread(keys: torch.Tensor, bank_keys: torch.Tensor, count: int, bank_index: torch.Tensor,
@@ -302,15 +308,12 @@ class Conditioner:
         (``bank_index`` (R,)) lies more than ``apart`` frames from every entry picked before it
         (none such left: the nearest remaining, repeats allowed). Tensors only, no host
         synchronisation."""
-        d = torch.cdist(keys.float(), bank_keys.float())
-        inf = torch.full_like(d, float("inf"))
-        if exclude is not None:
-            d = torch.where(exclude & ~exclude.all(1, keepdim=True), inf, d)
+        d = Conditioner._distances(keys, bank_keys, exclude)
         picks = [d.argmin(1)]
         for _ in range(count - 1):
             near = (bank_index[None] - bank_index[picks[-1]][:, None]).abs() <= apart     # (B, R)
             left = ~(near | torch.isinf(d))
-            d = torch.where(near & left.any(1, keepdim=True), inf, d)
+            d = torch.where(near & left.any(1, keepdim=True), torch.full_like(d, float("inf")), d)
             picks.append(d.argmin(1))
         return torch.stack(picks, 1)
 

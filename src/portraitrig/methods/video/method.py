@@ -158,7 +158,7 @@ class BankLight:
         order."""
         B, count = pick.shape
         flat = pick.reshape(-1)
-        out = self.relight(bank[flat], flat, light.repeat_interleave(count, 0) if count > 1 else light)
+        out = self.relight(bank[flat], flat, light.repeat_interleave(count, 0))
         return out.reshape(B, 3 * count, *out.shape[-2:])
 
 
